@@ -1,0 +1,3350 @@
+#!/usr/bin/env python3
+"""dk-installer: install, run and manage DataKitchen's DataOps TestGen with one command.
+
+    python3 dk_installer.py install
+
+The file is downloadable on its own and organised in sections:
+
+  1. Bootstrap        stdlib only: checks the Python version, creates the installer's own runtime
+                      venv (click, requests, distro, uv) on first use and re-executes itself there.
+  2. Paths, settings  where everything lives, the install receipt (state.json), user settings.
+  3. Console output   steps with OK / SKIPPED / FAILED, live progress, colour rules.
+  4. Command runner   subprocesses with logs, secret redaction, process-group teardown.
+  5. Analytics        one anonymous event per action, spooled and sent by a detached sender.
+  6. TestGen          what the installer knows about the product: its venv, CLI and HTTP endpoints.
+  7. Steps            small units of work that know how to undo themselves.
+  8. Actions          install, upgrade, start, stop, status, uninstall, doctor, logs; the action
+                      boundary that turns every outcome into an exit code and one analytics event.
+  9. Command line     the click CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__version__ = "0.1.0"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Bootstrap (stdlib only: this runs before any third-party import)
+# ---------------------------------------------------------------------------------------------
+
+MIN_PYTHON = (3, 9)
+RUNTIME_REQUIREMENTS = ("click==8.1.8", "requests==2.32.4", "distro==1.9.0", "uv==0.13.9")
+RUNTIME_MODULES = ("click", "requests", "distro")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def python_too_old_message(found: tuple[int, ...], executable: str) -> str | None:
+    """The one-line refusal for an interpreter older than MIN_PYTHON, or None when it is new enough."""
+    if tuple(found[:2]) >= MIN_PYTHON:
+        return None
+    needed = ".".join(map(str, MIN_PYTHON))
+    version = ".".join(map(str, found[:3]))
+    return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
+
+
+def installer_home() -> str:
+    default = os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+        "dk-installer",
+    )
+    return os.path.abspath(os.environ.get("DK_INSTALLER_HOME") or default)
+
+
+def _venv_python(venv: str) -> str:
+    return os.path.join(venv, "Scripts" if os.name == "nt" else "bin", "python")
+
+
+def _missing_runtime_modules() -> list[str]:
+    import importlib.util
+
+    return [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _venv_unavailable_hint() -> str | None:
+    """Debian and Ubuntu ship Python without ensurepip: name the exact package to install."""
+    try:
+        import ensurepip  # noqa: F401
+        import venv  # noqa: F401
+    except ImportError:
+        minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        return (
+            f"Python's venv module is not usable here ({sys.executable}). Install it with:\n"
+            f"  sudo apt-get install python3-venv    (or: sudo apt-get install {minor}-venv)"
+        )
+    return None
+
+
+def _package_source_args(argv: list[str]) -> list[str]:
+    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs)."""
+    args: list[str] = []
+    for flag in ("--index-url", "--find-links"):
+        for i, arg in enumerate(argv):
+            if arg == flag and i + 1 < len(argv):
+                args += [flag, argv[i + 1]]
+            elif arg.startswith(flag + "="):
+                args += [flag, arg.split("=", 1)[1]]
+    return args
+
+
+def _create_runtime(runtime: str, argv: list[str]) -> None:
+    import subprocess
+    import threading
+    import time
+
+    hint = _venv_unavailable_hint()
+    if hint:
+        sys.stderr.write(hint + "\n")
+        raise SystemExit(EXIT_REQUIREMENTS)
+    os.makedirs(os.path.dirname(runtime), exist_ok=True)
+    log_dir = os.path.join(os.path.dirname(runtime), "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, "runtime-bootstrap.log")
+    staging = runtime + ".staging"
+    started = time.monotonic()
+    done = threading.Event()
+    interactive = sys.stderr.isatty()
+
+    def progress() -> None:
+        frames = "|/-\\"
+        i = 0
+        while not done.wait(0.2 if interactive else 15):
+            elapsed = time.monotonic() - started
+            if interactive:
+                sys.stderr.write(f"\r{frames[i % 4]} Preparing dk-installer's runtime ({elapsed:.0f}s)")
+            else:
+                sys.stderr.write(f"  still preparing dk-installer's runtime ({elapsed:.0f}s)\n")
+            sys.stderr.flush()
+            i += 1
+
+    sys.stderr.write("Preparing dk-installer's runtime (first run only): click, requests, distro, uv\n")
+    ticker = threading.Thread(target=progress, daemon=True)
+    ticker.start()
+    try:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        with open(log_path, "w") as log:
+            for cmd in (
+                [sys.executable, "-m", "venv", staging],
+                [
+                    _venv_python(staging),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    *_package_source_args(argv),
+                    *RUNTIME_REQUIREMENTS,
+                ],
+            ):
+                log.write("$ " + " ".join(cmd) + "\n")
+                log.flush()
+                if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
+                    raise OSError(f"'{' '.join(cmd[:4])}' failed")
+        # The venv's scripts embed its path, so it is built in place under a staging name only
+        # for cleanup; the rename makes the runtime appear whole or not at all.
+        shutil.rmtree(runtime, ignore_errors=True)
+        os.rename(staging, runtime)
+    except (OSError, KeyboardInterrupt) as exc:
+        done.set()
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write("\nInterrupted.\n")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        sys.stderr.write(
+            f"\nCould not prepare dk-installer's runtime: {exc}.\n"
+            f"Full log: {log_path}\n"
+            "Behind a proxy? Set HTTPS_PROXY. A mirror? Pass --index-url URL. Offline? --find-links DIR.\n"
+        )
+        raise SystemExit(EXIT_FAILED) from None
+    done.set()
+    if interactive:
+        sys.stderr.write("\r")
+    sys.stderr.write(f"Runtime ready in {time.monotonic() - started:.1f}s.\n")
+
+
+def bootstrap(argv: list[str]) -> None:
+    """Make sure click, requests and distro are importable, re-executing in the runtime venv if not."""
+    refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
+    if refusal:
+        sys.stderr.write(refusal + "\n")
+        raise SystemExit(EXIT_REQUIREMENTS)
+    if not _missing_runtime_modules():
+        return
+    if os.environ.get("DK_INSTALLER_BOOTSTRAPPED"):
+        sys.stderr.write(
+            "dk-installer's runtime is incomplete (missing: "
+            + ", ".join(_missing_runtime_modules())
+            + f"). Remove {os.path.join(installer_home(), 'runtime')} and run the command again.\n"
+        )
+        raise SystemExit(EXIT_FAILED)
+    runtime = os.path.join(installer_home(), "runtime")
+    if not os.path.exists(_venv_python(runtime)):
+        _create_runtime(runtime, argv)
+    os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
+    os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
+    python = _venv_python(runtime)
+    os.execv(python, [python, os.path.abspath(__file__), *argv])
+
+
+if __name__ == "__main__":
+    bootstrap(sys.argv[1:])
+
+# ---------------------------------------------------------------------------------------------
+# Everything below may use the runtime's packages. Heavy ones (requests, distro) are imported
+# where they are needed so that --help and status stay fast.
+# ---------------------------------------------------------------------------------------------
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import click
+
+log = logging.getLogger("dk_installer")
+
+# ---------------------------------------------------------------------------------------------
+# 2. Paths and settings
+# ---------------------------------------------------------------------------------------------
+
+STATE_SCHEMA = 1
+DEFAULT_UI_PORT = 8501
+DEFAULT_API_PORT = 8530
+MIN_FREE_DISK_BYTES = 3 * 1024**3
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+LOG_FILES_KEPT = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Every file the installer writes lives under `home` or `config` (nothing else is touched)."""
+
+    home: Path
+    config: Path
+
+    @classmethod
+    def from_environment(cls) -> Paths:
+        config_root = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        return cls(home=Path(installer_home()), config=Path(config_root).absolute() / "dk-installer")
+
+    @property
+    def runtime(self) -> Path:
+        return self.home / "runtime"
+
+    @property
+    def testgen(self) -> Path:
+        return self.home / "testgen"
+
+    @property
+    def venv(self) -> Path:
+        """A symlink to the active venv in `venvs/`: swapping it is atomic, and venvs never move."""
+        return self.testgen / "venv"
+
+    @property
+    def venvs(self) -> Path:
+        return self.testgen / "venvs"
+
+    @property
+    def testgen_home(self) -> Path:
+        return self.testgen / "home"
+
+    @property
+    def app_pid(self) -> Path:
+        return self.testgen / "app.pid"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def credentials(self) -> Path:
+        return self.home / "credentials.txt"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def app_log(self) -> Path:
+        return self.logs / "testgen-app.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / ".lock"
+
+    @property
+    def installer_copy(self) -> Path:
+        return self.home / "dk_installer.py"
+
+    @property
+    def settings(self) -> Path:
+        return self.config / "settings.json"
+
+    @property
+    def analytics(self) -> Path:
+        return self.config / "analytics"
+
+
+def write_file_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write to a temporary file beside `path`, fsync it and rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class StateCorrupt(Exception):
+    """state.json exists but cannot be trusted."""
+
+
+@dataclasses.dataclass
+class InstallState:
+    """The install receipt: what was installed, how, and where it listens."""
+
+    product_version: str
+    version_spec: str
+    ui_port: int
+    api_port: int
+    package_engine: str
+    python: str
+    python_version: str
+    venv: str
+    installed_at: str
+    updated_at: str
+    demo_data: bool
+    installer_version: str = __version__
+    schema: int = STATE_SCHEMA
+
+    @classmethod
+    def load(cls, path: Path) -> InstallState | None:
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StateCorrupt(f"{path} is not valid JSON ({type(exc).__name__})") from None
+        if not isinstance(raw, dict):
+            raise StateCorrupt(f"{path} does not hold a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        expected_types = {"int": int, "str": str, "bool": bool}
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            if name not in raw:
+                if field.default is dataclasses.MISSING:
+                    raise StateCorrupt(f"{path} lacks '{name}'")
+                continue
+            kind = expected_types[str(field.type)]
+            value = raw[name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise StateCorrupt(f"{path}: '{name}' should be {kind.__name__}, found {value!r}")
+            values[name] = value
+        if values.get("schema", STATE_SCHEMA) != STATE_SCHEMA:
+            raise StateCorrupt(f"{path} has schema {values['schema']}, this installer reads {STATE_SCHEMA}")
+        for port in ("ui_port", "api_port"):
+            if not 1 <= values[port] <= 65535:
+                raise StateCorrupt(f"{path}: '{port}' is out of range")
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        write_file_atomically(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Settings:
+    """User settings (analytics choice, anonymous id, notices seen) in the user config dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            loaded = json.loads(path.read_text())
+            self.values: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            self.values = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def update(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.values.pop(key, None)
+            else:
+                self.values[key] = value
+        write_file_atomically(self.path, json.dumps(self.values, indent=2) + "\n", mode=0o600)
+
+
+class InstallerLock:
+    """One mutating command at a time, per DK_INSTALLER_HOME."""
+
+    def __init__(self, path: Path, action: str) -> None:
+        self.path = path
+        self.action = action
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 (held open: the lock lives as long as it)
+        except OSError:
+            log.debug("no lock: %s cannot be written; preflight reports why", self.path)
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another command"
+            handle.close()
+            raise InstallerError(
+                f"Another dk-installer command is running ({holder}). Wait for it to finish and try again.",
+                code="busy",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{self.action} (pid {os.getpid()})")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.truncate(0)
+            self._handle.close()
+            self._handle = None
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Console output
+# ---------------------------------------------------------------------------------------------
+
+
+class InstallerError(Exception):
+    """A failure the user can act on. `code` is one of ERROR_CODES; it is what analytics sees."""
+
+    def __init__(
+        self, message: str, *, code: str = "unexpected", exit_code: int = EXIT_FAILED, details: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.exit_code = exit_code
+        self.details = details
+
+
+@dataclasses.dataclass
+class Requirement:
+    """One preflight or doctor check."""
+
+    code: str
+    title: str
+    ok: bool
+    detail: str
+    blocking: bool = True
+
+
+class RequirementsNotMet(InstallerError):
+    def __init__(self, failed: list[Requirement]) -> None:
+        lines = "\n".join(f"  - {r.title}: {r.detail}" for r in failed)
+        super().__init__(f"Requirements not met:\n{lines}", code=failed[0].code, exit_code=EXIT_REQUIREMENTS)
+        self.failed = failed
+
+
+class StepSkipped(Exception):
+    """Raised by a step that has nothing to do; the message says why."""
+
+
+def use_colour(stream: Any) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+class Console:
+    """What the user sees. Progress and messages go to stdout, problems to stderr."""
+
+    STATUS_COLOURS: ClassVar[dict[str, str]] = {"OK": "green", "SKIPPED": "yellow", "FAILED": "red"}
+
+    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+        self.interactive = sys.stdout.isatty()
+        self.colour = use_colour(sys.stdout)
+
+    def style(self, text: str, **kwargs: Any) -> str:
+        return click.style(text, **kwargs) if self.colour else text
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            click.echo(text)
+
+    def warn(self, text: str) -> None:
+        click.echo(click.style(text, fg="yellow") if use_colour(sys.stderr) else text, err=True)
+
+    def error(self, text: str) -> None:
+        click.echo(click.style(text, fg="red") if use_colour(sys.stderr) else text, err=True)
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[Progress]:
+        progress = Progress(self, title)
+        progress.begin()
+        try:
+            yield progress
+        except StepSkipped as skipped:
+            progress.end("SKIPPED", str(skipped))
+            raise
+        except BaseException:
+            progress.end("FAILED")
+            raise
+        progress.end("OK", progress.result)
+
+
+class Progress:
+    """A step's line: a live spinner with elapsed time and current activity on a terminal,
+    plain start and end lines (and a heartbeat every 15 s) elsewhere."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.activity = ""
+        self.result = ""
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._width = shutil.get_terminal_size((100, 20)).columns
+
+    def update(self, activity: str) -> None:
+        self.activity = " ".join(activity.split())
+
+    def begin(self) -> None:
+        log.info("step: %s", self.title)
+        if self.console.quiet:
+            return
+        if not self.console.interactive:
+            click.echo(f"{self.title} ...")
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        frame = 0
+        interval = 0.1 if self.console.interactive else 15.0
+        while not self._stop.wait(interval):
+            elapsed = time.monotonic() - self.started
+            if self.console.interactive:
+                if elapsed < 1:
+                    continue
+                line = (
+                    f"{self.FRAMES[frame % len(self.FRAMES)]} {self.title}  {elapsed:4.0f}s  {self.activity}"
+                )
+                click.echo("\r\x1b[2K" + line[: self._width - 1], nl=False)
+                frame += 1
+            else:
+                click.echo(f"  ... {elapsed:.0f}s {self.activity}".rstrip())
+
+    def end(self, status: str, detail: str = "") -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        elapsed = time.monotonic() - self.started
+        log.info("step %s: %s %s (%.1fs)", self.title, status, detail, elapsed)
+        if self.console.quiet:
+            return
+        if self.console.interactive:
+            click.echo("\r\x1b[2K", nl=False)
+        label = self.console.style(f"{status:<7}", fg=Console.STATUS_COLOURS[status], bold=True)
+        suffix = f"  {detail}" if detail else ""
+        click.echo(f"{label} {self.title} ({elapsed:.1f}s){suffix}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Command runner
+# ---------------------------------------------------------------------------------------------
+
+SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """Replaces known secret values, and the values of known secret keys, before text is stored."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        keys = "|".join(SECRET_KEYS)
+        self._key_pattern = re.compile(rf"((?:{keys})\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 6:
+            self.secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return self._key_pattern.sub(rf"\g<1>{REDACTED}", text)
+
+
+redact = Redactor()
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def start_run_log(paths: Paths, action: str, verbose: bool) -> Path | None:
+    """Every run writes a debug log; the newest LOG_FILES_KEPT are kept."""
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    if verbose:
+        stderr_handler = logging.StreamHandler(sys.stderr)
+        stderr_handler.setFormatter(RedactingFormatter("debug: %(message)s"))
+        log.addHandler(stderr_handler)
+    try:
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        log_path = paths.logs / f"dk-installer-{stamp}-{os.getpid()}-{action}.log"
+        handler = logging.FileHandler(log_path)
+    except OSError:
+        return None
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    old_logs = sorted(paths.logs.glob("dk-installer-*.log"), key=lambda p: p.stat().st_mtime)
+    for old in old_logs[:-LOG_FILES_KEPT]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    log.info("dk-installer %s, %s, Python %s", __version__, action, platform.python_version())
+    return log_path
+
+
+def current_log_path() -> str:
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return "(no log file)"
+
+
+class CommandFailed(InstallerError):
+    pass
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM the child's whole process group, then SIGKILL what is still there after `grace`."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_command(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    stdin_text: str | None = None,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+    error_code: str = "subprocess_failed",
+    what: str | None = None,
+) -> str:
+    """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
+    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines."""
+    log.info("$ %s", " ".join(cmd))
+    process = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
+    stdout_lines: list[str] = []
+    stderr_tail: deque[str] = deque(maxlen=15)
+
+    def pump(stream: Any, sink: Callable[[str], None], label: str) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            log.debug("%s| %s", label, line)
+            sink(line)
+            if progress and line.strip():
+                progress.update(redact(line)[:120])
+
+    readers = [
+        threading.Thread(target=pump, args=(process.stdout, stdout_lines.append, "out"), daemon=True),
+        threading.Thread(target=pump, args=(process.stderr, stderr_tail.append, "err"), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        if stdin_text is not None and process.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(stdin_text)
+                process.stdin.close()
+        returncode = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(process)
+        raise CommandFailed(
+            f"{what or cmd[0]} did not finish within {timeout:.0f}s.",
+            code=error_code,
+            details=redact("\n".join(stderr_tail)),
+        ) from None
+    except BaseException:
+        stop_process_group(process)
+        raise
+    for reader in readers:
+        reader.join(5)
+    log.info("exit code %s", returncode)
+    if returncode != 0:
+        raise CommandFailed(
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).",
+            code=error_code,
+            details=redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:])),
+        )
+    return "\n".join(stdout_lines)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Let cleanup finish: a Ctrl+C or SIGTERM arriving now is remembered and re-raised after."""
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        if in_main_thread:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Analytics
+#
+# One entry point: record_event(), called once by the action boundary when an action ends.
+# It appends the event to a spool file in the user config dir and starts a detached sender
+# process, then returns: the action never waits for the network. The sender posts the spool in
+# one request and kills itself after SENDER_LIFETIME_S whatever happens (DNS included).
+# ---------------------------------------------------------------------------------------------
+
+ANALYTICS_SCHEMA = 1
+NOTICE_VERSION = 1
+MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
+ANALYTICS_BASE_URL = "https://api.mixpanel.com"
+SPOOL_MAX_EVENTS = 100
+SPOOL_MAX_BYTES = 256 * 1024
+SPOOL_MAX_AGE_S = 5 * 24 * 3600
+SENDER_LIFETIME_S = 10
+SEND_TIMEOUT_S = (3.0, 3.0)
+BREAKER_FAILURES = 3
+BREAKER_PAUSE_S = 24 * 3600
+HISTORY_KEPT = 20
+PRIVACY_URL = "https://github.com/DataKitchen/dk-installer#privacy-and-analytics"
+
+ACTIONS = ("install", "upgrade", "start", "stop", "status", "uninstall", "doctor", "logs")
+OUTCOMES = ("success", "failure", "aborted", "interrupted")
+LAUNCHERS = ("install.sh", "direct", "package")
+ERROR_CODES = (
+    "busy",
+    "disk_full",
+    "home_not_writable",
+    "index_unreachable",
+    "interrupted",
+    "login_failed",
+    "not_installed",
+    "package_install_failed",
+    "package_not_found",
+    "port_in_use",
+    "port_invalid",
+    "python_not_found",
+    "python_too_old",
+    "setup_failed",
+    "start_failed",
+    "state_corrupt",
+    "stop_failed",
+    "upgrade_failed",
+    "version_conflict",
+    "subprocess_failed",
+    "unexpected",
+)
+CI_PROVIDERS = (
+    ("GITHUB_ACTIONS", "github_actions"),
+    ("GITLAB_CI", "gitlab"),
+    ("JENKINS_URL", "jenkins"),
+    ("CIRCLECI", "circleci"),
+    ("BUILDKITE", "buildkite"),
+    ("TF_BUILD", "azure_pipelines"),
+    ("TRAVIS", "travis"),
+    ("BITBUCKET_BUILD_NUMBER", "bitbucket"),
+    ("TEAMCITY_VERSION", "teamcity"),
+    ("CODEBUILD_BUILD_ID", "aws_codebuild"),
+    ("DRONE", "drone"),
+    ("APPVEYOR", "appveyor"),
+    ("SEMAPHORE", "semaphore"),
+)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_VERSION_LIKE = re.compile(r"^[0-9A-Za-z._+~-]{1,64}$")
+_CONTEXT = re.compile(r"^[a-z0-9_-]{1,32}$")
+_UTC_OFFSET = re.compile(r"^[+-]\d\d:\d\d$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _matches(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, str) and bool(pattern.match(value))
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_identifier_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_matches(_IDENTIFIER)(item) for item in value)
+
+
+# The allow-list: a property not named here is never sent, and a value its check rejects is
+# sent as null. README's "Privacy and analytics" section shows a sample with exactly these keys.
+EVENT_SCHEMA: dict[str, Callable[[Any], bool]] = {
+    "token": _matches(re.compile(r"^[0-9A-Za-z]{1,64}$")),
+    "distinct_id": _matches(_UUID),
+    "time": _is_int,
+    "$insert_id": _matches(_HEX32),
+    "schema": _is_int,
+    "action": _one_of(ACTIONS),
+    "outcome": _one_of(OUTCOMES),
+    "duration_s": lambda value: isinstance(value, float),
+    "failed_step": _optional(_matches(_IDENTIFIER)),
+    "error_code": _optional(_one_of(ERROR_CODES)),
+    "error_type": _optional(_matches(_IDENTIFIER)),
+    "missing_requirements": _is_identifier_list,
+    "options": _is_identifier_list,
+    "login_success": lambda value: value in (True, False, None),
+    "installer_version": _matches(_VERSION_LIKE),
+    "product_version": _optional(_matches(_VERSION_LIKE)),
+    "python_version": _matches(_VERSION_LIKE),
+    "python_implementation": _matches(_IDENTIFIER),
+    "os": _matches(_VERSION_LIKE),
+    "os_release": _optional(_matches(_VERSION_LIKE)),
+    "os_distro": _optional(_matches(_VERSION_LIKE)),
+    "os_distro_version": _optional(_matches(_VERSION_LIKE)),
+    "arch": _optional(_matches(_VERSION_LIKE)),
+    "package_engine": _optional(_one_of(("uv", "pip"))),
+    "launched_by": _one_of(LAUNCHERS),
+    "ci": lambda value: isinstance(value, bool),
+    "ci_provider": _optional(_one_of([name for _, name in CI_PROVIDERS])),
+    "context": _matches(_CONTEXT),
+    "first_run": lambda value: isinstance(value, bool),
+    "utc_offset": _matches(_UTC_OFFSET),
+}
+ENVIRONMENT_PROPERTIES = (
+    "token",
+    "distinct_id",
+    "time",
+    "$insert_id",
+    "schema",
+    "installer_version",
+    "python_version",
+    "python_implementation",
+    "os",
+    "os_release",
+    "os_distro",
+    "os_distro_version",
+    "arch",
+    "launched_by",
+    "ci",
+    "ci_provider",
+    "context",
+    "utc_offset",
+)
+
+ANALYTICS_NOTICE = f"""\
+dk-installer sends anonymous usage analytics to DataKitchen (via Mixpanel) so the maintainers
+can see which actions run, on which Python and OS, where installs fail and whether the login
+works. Sent: the action and its outcome, the NAMES of options you set, error codes, versions,
+a random id. Never sent: values you typed, paths, user or host names, IP addresses, passwords,
+error messages. Events are sent in the background and never slow the installer down.
+Turn it off with any of:
+  --no-analytics                      for one run
+  DO_NOT_TRACK=1                      environment variable
+  DK_INSTALLER_ANALYTICS=no           environment variable
+  dk_installer.py analytics disable   saved, also deletes the id and unsent events
+See exactly what is sent: dk_installer.py analytics preview. Details: {PRIVACY_URL}
+"""
+
+
+@dataclasses.dataclass
+class ActionResult:
+    """What the action boundary knows when an action ends; the analytics event is made from it."""
+
+    action: str
+    options: list[str]
+    outcome: str = "success"
+    duration_s: float = 0.0
+    failed_step: str | None = None
+    error_code: str | None = None
+    error_type: str | None = None
+    missing_requirements: list[str] = dataclasses.field(default_factory=list)
+    login_success: bool | None = None
+    product_version: str | None = None
+    package_engine: str | None = None
+
+
+def _truthy(name: str, values: Sequence[str]) -> bool:
+    return os.environ.get(name, "").strip().lower() in values
+
+
+def analytics_consent(paths: Paths, no_analytics_flag: bool) -> tuple[bool, str]:
+    """(enabled, the rule that decided). Any one opt-out wins over every opt-in."""
+    if no_analytics_flag:
+        return False, "--no-analytics"
+    if _truthy("DO_NOT_TRACK", ("1", "true", "yes")):
+        return False, "DO_NOT_TRACK"
+    if _truthy("DK_INSTALLER_ANALYTICS", ("no", "false", "0", "off")):
+        return False, "DK_INSTALLER_ANALYTICS"
+    saved = Settings(paths.settings).get("analytics")
+    if saved == "disabled":
+        return False, "saved setting (analytics disable)"
+    if saved == "enabled":
+        return True, "saved setting (analytics enable)"
+    return True, "default"
+
+
+def launched_by() -> str:
+    value = os.environ.get("DK_INSTALLER_LAUNCHED_BY", "package")
+    return value if value in LAUNCHERS else "direct"
+
+
+def _ci_properties() -> dict[str, Any]:
+    for variable, provider in CI_PROVIDERS:
+        if os.environ.get(variable):
+            return {"ci": True, "ci_provider": provider}
+    return {"ci": _truthy("CI", ("1", "true", "yes")), "ci_provider": None}
+
+
+def _utc_offset() -> str:
+    offset = datetime.datetime.now().astimezone().utcoffset() or datetime.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _distro_properties() -> dict[str, Any]:
+    try:
+        import distro
+
+        return {"os_distro": distro.id() or None, "os_distro_version": distro.version() or None}
+    except Exception:
+        log.debug("analytics: distro unavailable", exc_info=True)
+        return {"os_distro": None, "os_distro_version": None}
+
+
+def environment_properties(distinct_id: str) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "token": os.environ.get("DK_INSTALLER_ANALYTICS_TOKEN") or MIXPANEL_TOKEN,
+        "distinct_id": distinct_id,
+        "time": int(time.time() * 1000),
+        "$insert_id": uuid.uuid4().hex,
+        "schema": ANALYTICS_SCHEMA,
+        "installer_version": __version__,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "os": platform.system(),
+        "os_release": platform.release() or None,
+        **_distro_properties(),
+        "arch": platform.machine() or None,
+        "launched_by": launched_by(),
+        **_ci_properties(),
+        "utc_offset": _utc_offset(),
+    }
+    context = os.environ.get("DK_INSTALLER_CONTEXT", "")
+    if _CONTEXT.match(context):
+        props["context"] = context
+    return props
+
+
+def allowed_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """Apply the allow-list: unknown keys are dropped, values failing their check become null."""
+    clean: dict[str, Any] = {}
+    for key, value in props.items():
+        check = EVENT_SCHEMA.get(key)
+        if check is not None:
+            clean[key] = value if check(value) else None
+    return clean
+
+
+def build_event(result: ActionResult, distinct_id: str, first_run: bool) -> dict[str, Any]:
+    props = environment_properties(distinct_id)
+    props.update(
+        action=result.action,
+        outcome=result.outcome,
+        duration_s=round(float(result.duration_s), 1),
+        failed_step=result.failed_step,
+        error_code=result.error_code,
+        error_type=result.error_type,
+        missing_requirements=list(result.missing_requirements),
+        options=sorted(result.options),
+        login_success=result.login_success,
+        product_version=result.product_version,
+        package_engine=result.package_engine,
+        first_run=first_run,
+    )
+    return {"event": result.action, "properties": allowed_properties(props)}
+
+
+def build_bootstrap_event(distinct_id: str) -> dict[str, Any]:
+    props = environment_properties(distinct_id)
+    return {
+        "event": "bootstrap",
+        "properties": allowed_properties({key: props[key] for key in ENVIRONMENT_PROPERTIES if key in props}),
+    }
+
+
+class Spool:
+    """Events waiting to be sent, one JSON object per line, capped in count, size and age."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "spool.jsonl"
+        self.lock_path = directory / "spool.lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        import fcntl
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return []
+        events = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and isinstance(event.get("properties"), dict):
+                    events.append(event)
+        return events
+
+    @staticmethod
+    def _prune(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        oldest = (time.time() - SPOOL_MAX_AGE_S) * 1000
+        kept = [
+            e
+            for e in events
+            if isinstance(e["properties"].get("time"), int) and e["properties"]["time"] >= oldest
+        ][-SPOOL_MAX_EVENTS:]
+        while kept and sum(len(json.dumps(e)) + 1 for e in kept) > SPOOL_MAX_BYTES:
+            kept.pop(0)
+        return kept
+
+    def _write(self, events: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
+        write_file_atomically(self.path, text, mode=0o600)
+
+    def append(self, new: list[dict[str, Any]]) -> None:
+        with self.locked():
+            self._write(self._prune(self._read() + new))
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self.locked():
+            events = self._prune(self._read())
+            self._write(events)
+            return events
+
+    def remove(self, insert_ids: set[str]) -> None:
+        with self.locked():
+            self._write([e for e in self._read() if e["properties"].get("$insert_id") not in insert_ids])
+
+
+class SenderState:
+    """The circuit breaker and the last send result, shared by the sender and `analytics status`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "sender.json"
+        try:
+            loaded = json.loads(self.path.read_text())
+            self.values: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            self.values = {}
+
+    @property
+    def paused(self) -> bool:
+        return float(self.values.get("paused_until", 0)) > time.time()
+
+    def record(self, delivered: bool, result: str) -> None:
+        failures = 0 if delivered else int(self.values.get("failures", 0)) + 1
+        self.values.update(failures=failures, last_result=result, last_attempt=now_iso())
+        if failures >= BREAKER_FAILURES:
+            self.values.update(paused_until=time.time() + BREAKER_PAUSE_S, failures=0)
+        write_file_atomically(self.path, json.dumps(self.values) + "\n", mode=0o600)
+
+
+def _append_history(directory: Path, events: list[dict[str, Any]], result: str) -> None:
+    path = directory / "history.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        lines = []
+    lines += [json.dumps({"attempted": now_iso(), "result": result, "event": e}) for e in events]
+    write_file_atomically(path, "".join(line + "\n" for line in lines[-HISTORY_KEPT:]), mode=0o600)
+
+
+def read_history(paths: Paths) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in (paths.analytics / "history.jsonl").read_text().splitlines()]
+    except (OSError, ValueError):
+        return []
+
+
+def _sender_running(lock_path: Path) -> bool:
+    import fcntl
+
+    try:
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def _start_sender(paths: Paths) -> None:
+    if SenderState(paths.analytics).paused or _sender_running(paths.analytics / "sender.lock"):
+        return
+    if not os.path.exists(sys.executable):
+        return  # uninstall removed the runtime: the spool waits for the next run
+    subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "analytics", "send-spool"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -> None:
+    """THE analytics entry point. Never raises, never waits for the network."""
+    try:
+        with deferred_signals():
+            _record_event(result, paths, no_analytics_flag)
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        log.debug("analytics: recording failed", exc_info=True)
+
+
+def _record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -> None:
+    enabled, _rule = analytics_consent(paths, no_analytics_flag)
+    if not enabled:
+        return
+    settings = Settings(paths.settings)
+    if settings.get("notice_version") != NOTICE_VERSION:
+        click.echo(ANALYTICS_NOTICE, err=True)
+        settings.update(notice_version=NOTICE_VERSION)
+    distinct_id = settings.get("anonymous_id")
+    if not (isinstance(distinct_id, str) and _UUID.match(distinct_id)):
+        distinct_id = str(uuid.uuid4())
+        settings.update(anonymous_id=distinct_id)
+    events = []
+    bootstrap_ping = launched_by() == "install.sh" and not settings.get("bootstrap_sent")
+    if bootstrap_ping:
+        events.append(build_bootstrap_event(distinct_id))
+    events.append(build_event(result, distinct_id, first_run=not settings.get("first_event_recorded")))
+    if _truthy("DK_INSTALLER_ANALYTICS_DEBUG", ("1", "true", "yes")):
+        for event in events:
+            click.echo("analytics debug (not sent): " + json.dumps(event, sort_keys=True), err=True)
+        return
+    Spool(paths.analytics).append(events)
+    settings.update(first_event_recorded=True, bootstrap_sent=True if bootstrap_ping else None)
+    _start_sender(paths)
+
+
+def send_spool(paths: Paths) -> None:
+    """The detached sender's whole life: at most SENDER_LIFETIME_S, at most one at a time."""
+    import fcntl
+
+    signal.alarm(SENDER_LIFETIME_S)  # SIGALRM's default action ends the process, even inside DNS
+    directory = paths.analytics
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "sender.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        spool = Spool(directory)
+        sent: set[str] = set()
+        while True:
+            events = [e for e in spool.pending() if e["properties"].get("$insert_id") not in sent]
+            state = SenderState(directory)
+            if not events or state.paused:
+                return
+            delivered, result = _post_events(events)
+            state.record(delivered, result)
+            _append_history(directory, events, result)
+            if not delivered:
+                return
+            ids = {str(e["properties"].get("$insert_id")) for e in events}
+            spool.remove(ids)
+            sent |= ids
+
+
+def _post_events(events: list[dict[str, Any]]) -> tuple[bool, str]:
+    import requests
+
+    base = (os.environ.get("DK_INSTALLER_ANALYTICS_URL") or ANALYTICS_BASE_URL).rstrip("/")
+    body = json.dumps(
+        [{"event": e["event"], "properties": allowed_properties(e["properties"])} for e in events]
+    )
+    try:
+        response = requests.post(
+            f"{base}/track",
+            params={"ip": "0", "verbose": "1"},
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"dk-installer/{__version__}",
+            },
+            timeout=SEND_TIMEOUT_S,
+        )
+    except requests.RequestException as exc:
+        return False, f"failed: {type(exc).__name__}"
+    if response.status_code != 200:
+        return False, f"failed: HTTP {response.status_code}"
+    text = response.text.strip()
+    try:
+        accepted = text == "1" or json.loads(text).get("status") == 1
+    except (ValueError, AttributeError):
+        accepted = False
+    return (True, "delivered") if accepted else (False, "failed: rejected by the collector")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. TestGen: its venv, CLI, processes and HTTP endpoints
+# ---------------------------------------------------------------------------------------------
+
+PACKAGE = "dataops-testgen"
+PACKAGE_EXTRA = "standalone"
+DEFAULT_VERSION_SPEC = ">=5,<6"
+TESTGEN_MIN_PYTHON = (3, 11)
+ADMIN_USERNAME = "admin"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+HTTP_PROBE_TIMEOUT_S = 2.0
+_VERSION_NUMBER = re.compile(r"^\d+(\.\d+)*([abc]|rc|\.post|\.dev)?\d*$")
+_VERSION_SPECIFIER = re.compile(
+    r"^(==|!=|<=|>=|~=|<|>)\s*[0-9][0-9A-Za-z.*+!]*(\s*,\s*(==|!=|<=|>=|~=|<|>)"
+    r"\s*[0-9][0-9A-Za-z.*+!]*)*$"
+)
+
+
+def version_specifier(requested: str | None) -> str:
+    """'5.92.2' -> '==5.92.2'; '>=5.90,<6' stays; None -> newest 5.x."""
+    if not requested:
+        return DEFAULT_VERSION_SPEC
+    requested = requested.strip()
+    if _VERSION_NUMBER.match(requested):
+        return f"=={requested}"
+    if _VERSION_SPECIFIER.match(requested):
+        return requested.replace(" ", "")
+    raise click.BadParameter(f"'{requested}' is neither a version (5.92.2) nor a specifier (>=5.90,<6).")
+
+
+def testgen_executable(venv: Path) -> Path:
+    return venv / "bin" / "testgen"
+
+
+def installed_version(venv: Path) -> str | None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    try:
+        out = subprocess.run(
+            [str(python), "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def testgen_environment(
+    paths: Paths, ui_port: int, api_port: int, analytics_enabled: bool, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of every TestGen process. HOME, XDG_RUNTIME_DIR and the log path point
+    inside DK_INSTALLER_HOME so that TestGen, Streamlit and pgserver write nothing elsewhere."""
+    env = dict(os.environ if base is None else base)
+    home = paths.testgen_home
+    run_dir = paths.testgen / "run"
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env.update(
+        TG_TESTGEN_HOME=str(home),
+        TG_UI_PORT=str(ui_port),
+        TG_API_PORT=str(api_port),
+        TESTGEN_LOG_FILE_PATH=str(home / "log"),
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(run_dir),
+        PATH=f"{paths.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(paths.venv),
+    )
+    if not analytics_enabled:
+        env["TG_ANALYTICS"] = "no"
+    # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
+    # to TLS; a CA bundle in the user's environment is not meant for that.
+    for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
+        env.pop(name, None)
+    return env
+
+
+def read_config_env(paths: Paths) -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        lines = (paths.testgen_home / "config.env").read_text().splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def set_testgen_analytics(paths: Paths, enabled: bool) -> None:
+    """TestGen's own analytics follow the installer's choice (its setup always writes 'yes')."""
+    config = paths.testgen_home / "config.env"
+    try:
+        lines = config.read_text().splitlines()
+    except OSError:
+        return
+    value = "yes" if enabled else "no"
+    lines = [line for line in lines if not line.strip().startswith("TG_ANALYTICS=")]
+    lines.append(f"TG_ANALYTICS={value}")
+    write_file_atomically(config, "\n".join(lines) + "\n", mode=0o600)
+
+
+def http_status(url: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
+    """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def ui_url(port: int) -> str:
+    return f"http://localhost:{port}"
+
+
+def api_url(port: int) -> str:
+    return f"http://localhost:{port}"
+
+
+def app_health(ui_port: int, api_port: int) -> dict[str, bool]:
+    return {
+        "ui": http_status(f"http://127.0.0.1:{ui_port}/_stcore/health") == 200,
+        "api": http_status(f"http://127.0.0.1:{api_port}/api/v1/health") == 200,
+    }
+
+
+def verify_login(api_port: int, username: str, password: str) -> bool | None:
+    """A real login through TestGen's OAuth flow: register a public client, then POST the
+    credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
+    False on 401, None when this TestGen has no OAuth endpoints."""
+    import base64
+    import hashlib
+    import urllib.parse
+
+    import requests
+
+    base = f"http://127.0.0.1:{api_port}"
+    redirect_uri = "http://localhost:8765/dk-installer/callback"
+    session = requests.Session()
+    session.trust_env = False  # loopback: never through a proxy
+    registration = session.post(
+        f"{base}/oauth/register",
+        json={
+            "client_name": "dk-installer login check",
+            "redirect_uris": [redirect_uri],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=15,
+    )
+    if registration.status_code in (404, 405):
+        return None
+    if registration.status_code not in (200, 201):
+        raise InstallerError(
+            f"TestGen's /oauth/register answered HTTP {registration.status_code}.", code="login_failed"
+        )
+    client_id = registration.json()["client_id"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    state = secrets.token_urlsafe(8)
+    response = session.post(
+        f"{base}/oauth/authorize",
+        data={
+            "username": username,
+            "password": password,
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=15,
+    )
+    if response.status_code == 401:
+        return False
+    if response.status_code in (302, 303):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
+        return bool(query.get("code")) and query.get("state") == [state]
+    raise InstallerError(
+        f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code="login_failed"
+    )
+
+
+def list_processes() -> list[tuple[int, str]]:
+    """(pid, command line) of every process we can see."""
+    processes: list[tuple[int, str]] = []
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    if cmdline.strip():
+                        processes.append((int(entry.name), cmdline.strip()))
+        return processes
+    out = subprocess.run(["ps", "-axo", "pid=,command="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, _, command = line.strip().partition(" ")
+        if pid.isdigit():
+            processes.append((int(pid), command.strip()))
+    return processes
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def owned_processes(paths: Paths) -> list[int]:
+    """Processes started from our TestGen venvs or serving our pgdata (orphans included)."""
+    marker = str(paths.testgen) + os.sep
+    me = os.getpid()
+    return [pid for pid, cmdline in list_processes() if marker in cmdline and pid != me]
+
+
+def read_app_pid(paths: Paths) -> int | None:
+    try:
+        pid = int(paths.app_pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    cmdline = dict(list_processes()).get(pid, "")
+    return pid if str(paths.testgen) in cmdline else None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def _postmaster_pid(paths: Paths) -> int | None:
+    try:
+        pid = int((paths.testgen_home / "pgdata" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def stop_testgen(paths: Paths, progress: Progress | None = None) -> bool:
+    """Stop run-app, then anything of ours it left behind, then the embedded PostgreSQL.
+    Returns True if something was running."""
+    was_running = False
+    pid = read_app_pid(paths)
+    if pid:
+        was_running = True
+        if progress:
+            progress.update("asking TestGen to shut down")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), STOP_TIMEOUT_S)
+    # run-app's children run in sessions of their own and outlive a killed parent: sweep them.
+    postmaster = _postmaster_pid(paths)
+    leftovers = [p for p in owned_processes(paths) if p != postmaster]
+    if leftovers:
+        was_running = True
+        if progress:
+            progress.update(f"stopping {len(leftovers)} leftover TestGen process(es)")
+        for leftover in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(leftover, signal.SIGTERM)
+        if not wait_until(lambda: not any(pid_alive(p) for p in leftovers), 15):
+            for leftover in leftovers:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(leftover, signal.SIGKILL)
+    postmaster = _postmaster_pid(paths)
+    if postmaster:
+        was_running = True
+        if progress:
+            progress.update("stopping the embedded PostgreSQL")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(postmaster, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+        if not wait_until(lambda: not pid_alive(postmaster), 30):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(postmaster, signal.SIGQUIT)
+            wait_until(lambda: not pid_alive(postmaster), 10)
+    handles = paths.testgen_home / "pgdata" / ".handle_pids.json"
+    if handles.exists():
+        with contextlib.suppress(OSError):
+            handles.write_text("[]")  # stale handles would stop later clean shutdowns from stopping PG
+    with contextlib.suppress(OSError):
+        paths.app_pid.unlink()
+    remaining = owned_processes(paths)
+    if remaining:
+        raise InstallerError(f"Could not stop TestGen processes {remaining}.", code="stop_failed")
+    return was_running
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on the port, on any address (TestGen binds 0.0.0.0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                    return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Steps
+#
+# A step is one visible unit of work. run() does it (raising StepSkipped when there is nothing to
+# do); undo() reverses whatever part of it happened and must be safe to call after a partial run.
+# run_steps() undoes the failed step and every completed one, newest first, on any failure,
+# Ctrl+C or SIGTERM, with further signals deferred until the rollback is done.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class InstallOptions:
+    ui_port: int = DEFAULT_UI_PORT
+    api_port: int = DEFAULT_API_PORT
+    version: str | None = None
+    index_url: str | None = None
+    find_links: str | None = None
+    python: str | None = None
+    demo: bool = True
+    start: bool = True
+    browser: bool = True
+    assume_yes: bool = False
+
+
+@dataclasses.dataclass
+class ActionContext:
+    """What one action's steps share."""
+
+    paths: Paths
+    console: Console
+    result: ActionResult
+    analytics_enabled: bool
+    options: InstallOptions = dataclasses.field(default_factory=InstallOptions)
+    state: InstallState | None = None
+    python: str | None = None
+    python_version: str | None = None
+    engine: PackageEngine | None = None
+    password: str | None = None
+    kept_data: bool = False
+    was_running: bool = False
+    started_app: bool = False
+
+    def testgen_env(self) -> dict[str, str]:
+        return testgen_environment(
+            self.paths, self.options.ui_port, self.options.api_port, self.analytics_enabled
+        )
+
+
+class Step:
+    name = "step"
+    title = "Step"
+    required = True
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        raise NotImplementedError
+
+    def undo(self, ctx: ActionContext) -> None:
+        """Reverse this step's effects; nothing by default."""
+
+
+def run_steps(ctx: ActionContext, steps: Sequence[Step], undo_also: Sequence[Step] = ()) -> None:
+    """Run `steps`; on any failure undo them, and the already completed `undo_also`, newest first."""
+    started: list[Step] = list(undo_also)
+    try:
+        for step in steps:
+            started.append(step)
+            ctx.result.failed_step = step.name
+            try:
+                with ctx.console.step(step.title) as progress:
+                    step.run(ctx, progress)
+            except StepSkipped:
+                pass
+            except InstallerError as exc:
+                if step.required:
+                    raise
+                ctx.console.warn(f"  {exc.message} The rest goes on without it.")
+                if exc.details:
+                    ctx.console.warn(textwrap_indent(exc.details))
+        ctx.result.failed_step = None
+    except BaseException:
+        with deferred_signals():
+            for step in reversed(started):
+                try:
+                    step.undo(ctx)
+                except Exception:
+                    log.exception("undo of %s failed", step.name)
+                    ctx.console.error(f"  Could not fully undo '{step.title}'; see {current_log_path()}")
+        raise
+
+
+def textwrap_indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
+    path = executable if os.sep in executable else shutil.which(executable)
+    if not path:
+        return None
+    try:
+        out = subprocess.run(
+            [
+                path,
+                "-c",
+                "import sys; print(sys.executable); print('.'.join(map(str, sys.version_info[:3])))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return None  # e.g. a pyenv shim for a version that is not selected
+    return lines[0], tuple(int(part) for part in lines[1].split("."))
+
+
+def find_uv() -> str | None:
+    beside = Path(sys.executable).parent / "uv"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("uv")
+
+
+def find_testgen_python(explicit: str | None) -> Requirement:
+    """--python if given, else the newest python3.1x on PATH, else uv's own interpreters."""
+    needed = ".".join(map(str, TESTGEN_MIN_PYTHON))
+    title = f"Python {needed}+ for TestGen"
+    candidates = [explicit] if explicit else ["python3.13", "python3.12", "python3.11", "python3"]
+    too_old: list[str] = []
+    for candidate in candidates:
+        found = _probe_python(candidate)
+        if not found:
+            continue
+        path, version = found
+        shown = ".".join(map(str, version))
+        if version[:2] >= TESTGEN_MIN_PYTHON:
+            return Requirement("python", title, True, f"{path} ({shown})")
+        too_old.append(f"{candidate} is {shown}")
+    if explicit:
+        if too_old:
+            return Requirement(
+                "python_too_old", title, False, f"--python {too_old[0]}; TestGen needs {needed}+"
+            )
+        return Requirement(
+            "python_not_found", title, False, f"--python {explicit} is not a working interpreter"
+        )
+    uv = find_uv()
+    if uv:
+        out = subprocess.run(
+            [uv, "python", "find", f">={needed}"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            found = _probe_python(out.stdout.strip())
+            if found:
+                return Requirement("python", title, True, f"{found[0]} ({'.'.join(map(str, found[1]))})")
+        return Requirement("python", title, True, "none found; uv will download Python 3.12")
+    detail = "; ".join(too_old) if too_old else "no python3.11, 3.12 or 3.13 on PATH"
+    code = "python_too_old" if too_old else "python_not_found"
+    return Requirement(code, title, False, f"{detail}. Install Python {needed}+ or pass --python PATH")
+
+
+def check_disk(paths: Paths) -> Requirement:
+    existing = paths.home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    needed = int(os.environ.get("DK_INSTALLER_MIN_FREE_BYTES", MIN_FREE_DISK_BYTES))
+    ok = free >= needed
+    return Requirement(
+        "disk_full",
+        "Free disk space",
+        ok,
+        f"{free / 1024**3:.1f} GB free under {existing}, {needed / 1024**3:.1f} GB needed",
+    )
+
+
+def check_home_writable(paths: Paths) -> Requirement:
+    existing = paths.home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    ok = os.access(existing, os.W_OK | os.X_OK) and (existing.is_dir())
+    detail = f"{paths.home}" + ("" if ok else f" cannot be created or written ({existing} is not writable)")
+    return Requirement("home_not_writable", "Installer home writable", ok, detail)
+
+
+def check_port(port: int, option: str, ours_running: bool) -> Requirement:
+    """`option` is the flag that changes this port (--port, --api-port)."""
+    title = f"{'UI' if option == '--port' else 'API'} port {port}"
+    if ours_running:
+        return Requirement("port_in_use", title, True, "used by this TestGen")
+    ok = port_free(port)
+    return Requirement(
+        "port_in_use", title, ok, "free" if ok else f"already in use; pick another with {option}"
+    )
+
+
+def index_url_of(options: InstallOptions) -> str:
+    return (
+        options.index_url
+        or os.environ.get("UV_INDEX_URL")
+        or os.environ.get("PIP_INDEX_URL")
+        or DEFAULT_INDEX_URL
+    )
+
+
+def unreachable_index_hint(index: str) -> str:
+    return (
+        f"Could not reach the package index {index}. Behind a proxy? Set HTTPS_PROXY (and HTTP_PROXY). "
+        "Using a mirror? Pass --index-url URL. Offline? Pass --find-links DIR with the wheels."
+    )
+
+
+def check_index(options: InstallOptions) -> Requirement:
+    title = "Package index reachable"
+    if options.find_links and not options.index_url:
+        return Requirement(
+            "index_unreachable", title, True, f"skipped: installing from {options.find_links}", blocking=False
+        )
+    import requests
+
+    index = index_url_of(options)
+    url = f"{index.rstrip('/')}/{PACKAGE}/"
+    try:
+        response = requests.get(url, timeout=(5, 10), headers={"Accept": "text/html"})
+    except requests.RequestException as exc:
+        return Requirement(
+            "index_unreachable",
+            title,
+            False,
+            f"{type(exc).__name__}. {unreachable_index_hint(index)}",
+            blocking=False,
+        )
+    if response.status_code == 404:
+        return Requirement(
+            "package_not_found",
+            title,
+            False,
+            f"{index} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
+            blocking=False,
+        )
+    if response.status_code >= 400:
+        return Requirement(
+            "index_unreachable",
+            title,
+            False,
+            f"HTTP {response.status_code}. {unreachable_index_hint(index)}",
+            blocking=False,
+        )
+    return Requirement("index_unreachable", title, True, index, blocking=False)
+
+
+def report_requirements(console: Console, checks: list[Requirement]) -> None:
+    width = max(len(c.title) for c in checks)
+    for check in checks:
+        mark = console.style("ok  ", fg="green") if check.ok else console.style("FAIL", fg="red", bold=True)
+        console.say(f"  {mark} {check.title:<{width}}  {check.detail}")
+
+
+def raise_for_requirements(checks: list[Requirement]) -> None:
+    """Machine requirements (Python, disk, home, ports) exit 3; an unreachable index alone exits 1."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return
+    blocking = [c for c in failed if c.blocking]
+    if blocking:
+        raise RequirementsNotMet(failed)
+    raise InstallerError(failed[0].detail, code=failed[0].code)
+
+
+class Preflight(Step):
+    name = "preflight"
+    title = "Check requirements"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        options = ctx.options
+        progress.update("looking for Python")
+        python = find_testgen_python(options.python)
+        checks = [
+            python,
+            check_home_writable(ctx.paths),
+            check_disk(ctx.paths),
+            check_port(options.ui_port, "--port", False),
+            check_port(options.api_port, "--api-port", False),
+        ]
+        progress.update("contacting the package index")
+        checks.append(check_index(options))
+        ctx.result.missing_requirements = [c.code for c in checks if not c.ok]
+        if any(not c.ok for c in checks):
+            report_requirements(ctx.console, checks)
+        raise_for_requirements(checks)
+        if python.ok and "(" in python.detail:
+            ctx.python = python.detail.split(" (")[0]
+            ctx.python_version = python.detail.split(" (")[1].rstrip(")")
+        progress.result = (
+            f"Python {ctx.python_version or 'to download'}, ports {options.ui_port}/{options.api_port}"
+        )
+
+
+@dataclasses.dataclass
+class PackageEngine:
+    """uv when available (about 10x faster), else pip. Caches live under DK_INSTALLER_HOME."""
+
+    name: str
+    uv: str | None
+    paths: Paths
+
+    @classmethod
+    def choose(cls, paths: Paths) -> PackageEngine:
+        forced = os.environ.get("DK_INSTALLER_PACKAGE_ENGINE", "").strip().lower()
+        uv = find_uv() if forced != "pip" else None
+        return cls("uv" if uv else "pip", uv, paths)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if not env.get("UV_CACHE_DIR"):
+            env["UV_CACHE_DIR"] = str(self.paths.home / "cache" / "uv")
+        if not env.get("PIP_CACHE_DIR"):
+            env["PIP_CACHE_DIR"] = str(self.paths.home / "cache" / "pip")
+        env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.home / "pythons")
+        env.pop("VIRTUAL_ENV", None)
+        return env
+
+    def ensure_python(self, progress: Progress) -> str:
+        assert self.uv
+        minor = "3.12"
+        run_command(
+            [self.uv, "python", "install", minor],
+            env=self.env(),
+            progress=progress,
+            error_code="python_not_found",
+            what="uv python install",
+        )
+        return run_command([self.uv, "python", "find", minor], env=self.env()).strip()
+
+    def create_venv(self, python: str, target: Path, progress: Progress) -> None:
+        if self.uv:
+            cmd = [self.uv, "venv", "--quiet", "--python", python, str(target)]
+        else:
+            cmd = [python, "-m", "venv", str(target)]
+        run_command(
+            cmd,
+            env=self.env(),
+            progress=progress,
+            error_code="package_install_failed",
+            what="creating TestGen's venv",
+        )
+
+    def install(self, venv: Path, requirement: str, options: InstallOptions, progress: Progress) -> None:
+        sources: list[str] = []
+        if options.index_url:
+            sources += ["--index-url", options.index_url]
+        if options.find_links:
+            sources += ["--find-links", options.find_links]
+            if not options.index_url:
+                sources.append("--no-index")
+        python = str(venv / "bin" / "python")
+        if self.uv:
+            cmd = [self.uv, "pip", "install", "--python", python, "--compile-bytecode", *sources, requirement]
+        else:
+            cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *sources, requirement]
+        try:
+            run_command(
+                cmd,
+                env=self.env(),
+                progress=progress,
+                error_code="package_install_failed",
+                what=f"{self.name} install",
+            )
+        except CommandFailed as exc:
+            raise classify_install_failure(exc, requirement, options) from None
+
+
+def classify_install_failure(exc: CommandFailed, requirement: str, options: InstallOptions) -> InstallerError:
+    text = exc.details.lower()
+    index = options.find_links if (options.find_links and not options.index_url) else index_url_of(options)
+    network = (
+        "failed to fetch",
+        "error sending request",
+        "dns error",
+        "connection refused",
+        "failed to establish a new connection",
+        "max retries exceeded",
+        "timed out",
+        "tls",
+        "could not connect",
+        "network",
+    )
+    not_found = (
+        "not found in the package registry",
+        "no solution found",
+        "could not find a version",
+        "no matching distribution",
+        "was not found in the provided package locations",
+    )
+    if any(marker in text for marker in not_found):
+        return InstallerError(
+            f"{requirement} is not available from {index}. Check --version, or point --index-url / "
+            "--find-links at a source that has it.",
+            code="package_not_found",
+            details=exc.details,
+        )
+    if any(marker in text for marker in network):
+        return InstallerError(unreachable_index_hint(index), code="index_unreachable", details=exc.details)
+    return InstallerError(
+        f"Installing {requirement} failed.", code="package_install_failed", details=exc.details
+    )
+
+
+class ChooseEngine(Step):
+    name = "package_engine"
+    title = "Choose the package engine"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        ctx.engine = PackageEngine.choose(ctx.paths)
+        ctx.result.package_engine = ctx.engine.name
+        progress.result = ctx.engine.uv or "pip"
+        if not ctx.python:
+            progress.update("downloading Python 3.12 with uv")
+            ctx.python = ctx.engine.ensure_python(progress)
+            found = _probe_python(ctx.python)
+            ctx.python_version = ".".join(map(str, found[1])) if found else "3.12"
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def active_venv(paths: Paths) -> Path | None:
+    return paths.venv.resolve() if paths.venv.is_symlink() and paths.venv.exists() else None
+
+
+def point_venv_at(paths: Paths, target: Path | None) -> None:
+    """Atomically make testgen/venv point at `target` (or disappear)."""
+    if target is None:
+        if paths.venv.is_symlink():
+            paths.venv.unlink()
+        return
+    tmp = paths.testgen / f".venv-link-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(Path("venvs") / target.name)
+    os.replace(tmp, paths.venv)
+
+
+def remove_stale_venvs(paths: Paths) -> None:
+    """Staging venvs left by a killed run (never the active one)."""
+    active = active_venv(paths)
+    if paths.venvs.is_dir():
+        for venv in paths.venvs.iterdir():
+            if venv.resolve() != active:
+                log.info("removing stale venv %s", venv)
+                shutil.rmtree(venv, ignore_errors=True)
+
+
+class InstallPackage(Step):
+    """Build a new venv beside the active one, then swap the venv link in one rename."""
+
+    name = "install_package"
+    title = "Install TestGen"
+
+    def __init__(self, swap: bool = True) -> None:
+        self.swap = swap
+        self.staging: Path | None = None
+        self.previous: Path | None = None
+        self.swapped = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        assert ctx.engine and ctx.python
+        remove_stale_venvs(ctx.paths)
+        ctx.paths.venvs.mkdir(parents=True, exist_ok=True)
+        self.previous = active_venv(ctx.paths)
+        self.staging = ctx.paths.venvs / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        spec = ctx.options.version if ctx.options.version else DEFAULT_VERSION_SPEC
+        requirement = f"{PACKAGE}[{PACKAGE_EXTRA}]{spec}"
+        progress.update("creating a venv")
+        ctx.engine.create_venv(ctx.python, self.staging, progress)
+        progress.update(f"installing {requirement}")
+        ctx.engine.install(self.staging, requirement, ctx.options, progress)
+        version = installed_version(self.staging)
+        if not version:
+            raise InstallerError(
+                f"{PACKAGE} did not install a readable version.", code="package_install_failed"
+            )
+        ctx.result.product_version = version
+        if self.swap:
+            point_venv_at(ctx.paths, self.staging)
+            self.swapped = True
+        progress.result = f"{PACKAGE} {version} with {ctx.engine.name}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.swapped:
+            point_venv_at(ctx.paths, self.previous)
+            self.swapped = False
+        if self.staging and self.staging != self.previous:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if self.previous is None:
+            with contextlib.suppress(OSError):
+                ctx.paths.venvs.rmdir()
+
+    def commit(self) -> None:
+        """The action succeeded: the previous venv is no longer needed."""
+        if self.previous and self.previous != self.staging:
+            shutil.rmtree(self.previous, ignore_errors=True)
+
+
+def write_credentials(paths: Paths, username: str, password: str, ui_port: int) -> None:
+    write_file_atomically(
+        paths.credentials,
+        "DataOps TestGen login, created by dk-installer. Keep this file private.\n"
+        f"URL:      {ui_url(ui_port)}\nUsername: {username}\nPassword: {password}\n",
+        mode=0o600,
+    )
+
+
+def read_credentials(paths: Paths) -> tuple[str, str] | None:
+    try:
+        text = paths.credentials.read_text()
+    except OSError:
+        config = read_config_env(paths)
+        if config.get("TESTGEN_PASSWORD"):
+            return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    username, password = fields.get("Username", "").strip(), fields.get("Password", "").strip()
+    return (username, password) if username and password else None
+
+
+class Configure(Step):
+    """testgen standalone-setup with a generated password on stdin (never in argv)."""
+
+    name = "configure"
+    title = "Configure TestGen"
+
+    def __init__(self) -> None:
+        self.created_home = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths = ctx.paths
+        if (paths.testgen_home / "config.env").exists():
+            ctx.kept_data = True
+            known = read_credentials(paths)
+            if known:
+                ctx.password = known[1]
+                redact.add(known[1])
+            progress.update("upgrading the kept database to this TestGen version")
+            run_command(
+                [str(testgen_executable(paths.venv)), "upgrade-system-version"],
+                env=ctx.testgen_env(),
+                progress=progress,
+                error_code="setup_failed",
+                what="testgen upgrade-system-version",
+                timeout=600,
+            )
+            set_testgen_analytics(paths, ctx.analytics_enabled)
+            raise StepSkipped(f"kept the existing TestGen data in {paths.testgen_home}")
+        self.created_home = True
+        paths.testgen_home.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(15)
+        redact.add(password)
+        ctx.password = password
+        run_command(
+            [str(testgen_executable(paths.venv)), "standalone-setup"],
+            env=ctx.testgen_env(),
+            stdin_text=f"{ADMIN_USERNAME}\n{password}\n{password}\n",
+            progress=progress,
+            error_code="setup_failed",
+            what="testgen standalone-setup",
+            timeout=900,
+        )
+        set_testgen_analytics(paths, ctx.analytics_enabled)
+        write_credentials(paths, ADMIN_USERNAME, password, ctx.options.ui_port)
+        progress.result = f"admin user '{ADMIN_USERNAME}', data in {paths.testgen_home}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.created_home:
+            stop_testgen(ctx.paths)
+            shutil.rmtree(ctx.paths.testgen_home, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                ctx.paths.credentials.unlink()
+
+
+class LoadDemoData(Step):
+    name = "demo_data"
+    title = "Load demo data"
+    required = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if not ctx.options.demo:
+            raise StepSkipped("--no-demo")
+        if ctx.kept_data:
+            raise StepSkipped("kept data is left as it was")
+        run_command(
+            [str(testgen_executable(ctx.paths.venv)), "quick-start"],
+            env=ctx.testgen_env(),
+            progress=progress,
+            error_code="subprocess_failed",
+            what="testgen quick-start",
+            timeout=1800,
+        )
+
+
+def launch_app(ctx: ActionContext, progress: Progress) -> None:
+    """run-app detached in its own session, output to logs/testgen-app.log, then wait for
+    the UI and the API to answer."""
+    paths = ctx.paths
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    with open(paths.app_log, "ab") as app_log:
+        app_log.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
+        app_log.flush()
+        process = subprocess.Popen(
+            [str(testgen_executable(paths.venv)), "run-app"],
+            stdin=subprocess.DEVNULL,
+            stdout=app_log,
+            stderr=subprocess.STDOUT,
+            env=ctx.testgen_env(),
+            cwd=paths.testgen_home,
+            start_new_session=True,
+        )
+    ctx.started_app = True
+    write_file_atomically(paths.app_pid, f"{process.pid}\n")
+    log.info("run-app started, pid %s", process.pid)
+    limit = float(os.environ.get("DK_INSTALLER_START_TIMEOUT", START_TIMEOUT_S))
+    deadline = time.monotonic() + limit
+    while True:
+        health = app_health(ctx.options.ui_port, ctx.options.api_port)
+        if all(health.values()):
+            return
+        if process.poll() is not None:
+            raise InstallerError(
+                f"TestGen exited during start-up (exit code {process.returncode}).",
+                code="start_failed",
+                details=log_tail(paths.app_log),
+            )
+        if time.monotonic() > deadline:
+            raise InstallerError(
+                f"TestGen did not answer within {limit:.0f}s.",
+                code="start_failed",
+                details=log_tail(paths.app_log),
+            )
+        waiting = " and ".join(part.upper() for part, up in health.items() if not up)
+        progress.update(f"waiting for the {waiting} to answer")
+        time.sleep(0.5)
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return redact("\n".join(text.splitlines()[-lines:]))
+
+
+class StartApp(Step):
+    name = "start"
+    title = "Start TestGen"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if not ctx.options.start:
+            raise StepSkipped("--no-start")
+        launch_app(ctx, progress)
+        progress.result = f"UI {ui_url(ctx.options.ui_port)}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if ctx.started_app:
+            stop_testgen(ctx.paths)
+
+
+class VerifyLogin(Step):
+    name = "verify_login"
+    title = "Verify the login"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if not ctx.started_app:
+            raise StepSkipped("TestGen was not started")
+        if ctx.password is None:
+            known = read_credentials(ctx.paths)
+            ctx.password = known[1] if known else None
+        if not ctx.password:
+            raise StepSkipped("the password of the kept data is unknown")
+        progress.update("logging in through TestGen's OAuth endpoints")
+        ctx.result.login_success = verify_login(ctx.options.api_port, ADMIN_USERNAME, ctx.password)
+        if ctx.result.login_success is None:
+            raise StepSkipped("this TestGen version has no login endpoint to check")
+        if not ctx.result.login_success:
+            raise InstallerError(
+                f"TestGen rejected the login of '{ADMIN_USERNAME}' with the generated password.",
+                code="login_failed",
+                details=log_tail(ctx.paths.app_log),
+            )
+        progress.result = f"'{ADMIN_USERNAME}' logged in"
+
+
+class SaveState(Step):
+    name = "save_state"
+    title = "Record the install"
+
+    def __init__(self, previous: InstallState | None = None) -> None:
+        self.previous = previous
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        assert ctx.engine
+        stamp = now_iso()
+        venv = active_venv(ctx.paths)
+        ctx.state = InstallState(
+            product_version=ctx.result.product_version or "unknown",
+            version_spec=ctx.options.version or DEFAULT_VERSION_SPEC,
+            ui_port=ctx.options.ui_port,
+            api_port=ctx.options.api_port,
+            package_engine=ctx.engine.name,
+            python=ctx.python or "",
+            python_version=ctx.python_version or "",
+            venv=venv.name if venv else "",
+            installed_at=self.previous.installed_at if self.previous else stamp,
+            updated_at=stamp,
+            demo_data=ctx.options.demo and not ctx.kept_data,
+        )
+        ctx.state.save(ctx.paths.state)
+        progress.result = str(ctx.paths.state)
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.previous:
+            self.previous.save(ctx.paths.state)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                ctx.paths.state.unlink()
+
+
+class StopApp(Step):
+    name = "stop"
+    title = "Stop TestGen"
+
+    def __init__(self, restart_on_undo: bool = True) -> None:
+        self.restart_on_undo = restart_on_undo
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        ctx.was_running = stop_testgen(ctx.paths, progress)
+        if not ctx.was_running:
+            raise StepSkipped("it was not running")
+
+    def undo(self, ctx: ActionContext) -> None:
+        """An upgrade that fails after stopping TestGen starts the previous one again."""
+        if (
+            self.restart_on_undo
+            and ctx.was_running
+            and active_venv(ctx.paths)
+            and not read_app_pid(ctx.paths)
+        ):
+            with ctx.console.step("Start the previous TestGen again") as progress:
+                launch_app(ctx, progress)
+
+
+class SwapVenv(Step):
+    name = "swap_venv"
+    title = "Switch to the new TestGen"
+
+    def __init__(self, build: InstallPackage) -> None:
+        self.build = build
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        assert self.build.staging
+        point_venv_at(ctx.paths, self.build.staging)
+        self.build.swapped = True
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.build.swapped:
+            point_venv_at(ctx.paths, self.build.previous)
+            self.build.swapped = False
+
+
+class RestartApp(Step):
+    name = "restart"
+    title = "Start TestGen again"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if not ctx.was_running:
+            raise StepSkipped("it was not running before")
+        launch_app(ctx, progress)
+
+    def undo(self, ctx: ActionContext) -> None:
+        if ctx.started_app:
+            stop_testgen(ctx.paths)
+            ctx.started_app = False
+
+
+class BackupData(Step):
+    """A copy of TestGen's data before its database schema is upgraded (cp -a keeps the owner
+    of pgdata, which pgserver sets when run as root)."""
+
+    name = "backup_data"
+    title = "Back up TestGen's data"
+
+    def __init__(self) -> None:
+        self.backup: Path | None = None
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        self.backup = ctx.paths.testgen / "home.backup"
+        remove_tree(self.backup)
+        progress.update(f"copying {ctx.paths.testgen_home}")
+        run_command(
+            ["cp", "-a", str(ctx.paths.testgen_home), str(self.backup)],
+            progress=progress,
+            error_code="upgrade_failed",
+            what="backing up TestGen's data",
+        )
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.backup and self.backup.exists():
+            stop_testgen(ctx.paths)
+            remove_tree(ctx.paths.testgen_home)
+            os.rename(self.backup, ctx.paths.testgen_home)
+
+    def commit(self) -> None:
+        if self.backup:
+            shutil.rmtree(self.backup, ignore_errors=True)
+
+
+class UpgradeDatabase(Step):
+    name = "upgrade_database"
+    title = "Upgrade TestGen's database"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        venv_bin = ctx.paths.venv / "bin"
+        run_command(
+            [str(venv_bin / "testgen"), "upgrade-system-version"],
+            env=ctx.testgen_env(),
+            progress=progress,
+            error_code="upgrade_failed",
+            what="testgen upgrade-system-version",
+            timeout=900,
+        )
+        if (venv_bin / "tg-patch-streamlit").exists():
+            run_command(
+                [str(venv_bin / "tg-patch-streamlit")],
+                env=ctx.testgen_env(),
+                progress=progress,
+                error_code="upgrade_failed",
+                what="tg-patch-streamlit",
+            )
+        set_testgen_analytics(ctx.paths, ctx.analytics_enabled)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Actions
+#
+# perform() is the action boundary: the one place where an action starts and ends. It takes the
+# lock for mutating actions, turns every outcome into an exit code, and hands one ActionResult to
+# record_event() (section 5).
+# ---------------------------------------------------------------------------------------------
+
+MUTATING_ACTIONS = ("install", "upgrade", "start", "stop", "uninstall")
+
+
+@dataclasses.dataclass
+class Invocation:
+    """What the command line said, for one run."""
+
+    action: str
+    options_set: list[str]
+    no_analytics: bool
+    verbose: bool
+
+
+def self_command() -> str:
+    """How the user runs this installer again, for the hints we print."""
+    if launched_by() == "package":
+        return "dk-installer"
+    return f"python3 {os.path.abspath(__file__)}"
+
+
+def perform(
+    invocation: Invocation,
+    body: Callable[[ActionContext], None],
+    *,
+    options: InstallOptions | None = None,
+    quiet: bool = False,
+) -> int:
+    paths = Paths.from_environment()
+    console = Console(verbose=invocation.verbose, quiet=quiet)
+    result = ActionResult(invocation.action, list(invocation.options_set))
+    enabled, _rule = analytics_consent(paths, invocation.no_analytics)
+    ctx = ActionContext(paths, console, result, enabled, options or InstallOptions())
+    started = time.monotonic()
+    lock = InstallerLock(paths.lock, invocation.action)
+    exit_code = EXIT_OK
+    try:
+        if invocation.action in MUTATING_ACTIONS:
+            lock.acquire()
+        start_run_log(paths, invocation.action, invocation.verbose)
+        body(ctx)
+    except RequirementsNotMet as exc:
+        result.outcome, result.error_code = "aborted", exc.code
+        result.missing_requirements = result.missing_requirements or [r.code for r in exc.failed]
+        exit_code = exc.exit_code
+        console.error(exc.message)
+    except InstallerError as exc:
+        result.outcome, result.error_code, result.error_type = "failure", exc.code, type(exc).__name__
+        exit_code = exc.exit_code
+        show_failure(console, exc)
+    except KeyboardInterrupt:
+        result.outcome, result.error_code = "interrupted", "interrupted"
+        exit_code = EXIT_INTERRUPTED
+        console.error("\nInterrupted. What this command had started was undone.")
+    except Exception as exc:
+        log.exception("unexpected error")
+        result.outcome, result.error_code, result.error_type = "failure", "unexpected", type(exc).__name__
+        exit_code = EXIT_FAILED
+        console.error(
+            f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
+            f"Full log: {current_log_path()}. Please report it with `{self_command()} logs`."
+        )
+    finally:
+        lock.release()
+        result.duration_s = time.monotonic() - started
+        log.info("%s ended: %s (exit %s)", invocation.action, result.outcome, exit_code)
+        record_event(result, paths, invocation.no_analytics)
+    return exit_code
+
+
+def show_failure(console: Console, exc: InstallerError) -> None:
+    console.error(f"Error: {exc.message}")
+    if exc.details:
+        console.error(textwrap_indent(exc.details))
+    console.error(f"Full log: {current_log_path()}")
+
+
+def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
+    try:
+        state = InstallState.load(ctx.paths.state)
+    except StateCorrupt as exc:
+        raise InstallerError(
+            f"The install receipt is damaged: {exc}. `{self_command()} doctor` explains; "
+            f"`{self_command()} install` repairs it.",
+            code="state_corrupt",
+        ) from None
+    if state is None and required:
+        raise InstallerError(
+            f"TestGen is not installed. Install it with `{self_command()} install`.", code="not_installed"
+        )
+    if state:
+        ctx.result.product_version = state.product_version
+        ctx.result.package_engine = state.package_engine
+        ctx.state = state
+    return state
+
+
+def repair_state(ctx: ActionContext) -> InstallState | None:
+    """Rebuild a damaged state.json from what is installed, when enough of it is there."""
+    venv = active_venv(ctx.paths)
+    version = installed_version(ctx.paths.venv) if venv else None
+    config = read_config_env(ctx.paths)
+    if not (venv and version and config):
+        return None
+    python = os.path.realpath(ctx.paths.venv / "bin" / "python")
+    found = _probe_python(python)
+    stamp = now_iso()
+    state = InstallState(
+        product_version=version,
+        version_spec=DEFAULT_VERSION_SPEC,
+        ui_port=int(config.get("TG_UI_PORT", DEFAULT_UI_PORT)),
+        api_port=int(config.get("TG_API_PORT", DEFAULT_API_PORT)),
+        package_engine="uv" if find_uv() else "pip",
+        python=python,
+        python_version=".".join(map(str, found[1])) if found else "",
+        venv=venv.name,
+        installed_at=stamp,
+        updated_at=stamp,
+        demo_data=False,
+    )
+    state.save(ctx.paths.state)
+    return state
+
+
+def app_running(ctx: ActionContext, state: InstallState) -> bool:
+    return read_app_pid(ctx.paths) is not None and all(app_health(state.ui_port, state.api_port).values())
+
+
+def install_action(ctx: ActionContext) -> None:
+    try:
+        state = load_state(ctx, required=False)
+    except InstallerError:
+        state = repair_state(ctx)
+        if state is None:
+            raise InstallerError(
+                f"The install receipt {ctx.paths.state} is damaged and the install cannot be recovered "
+                f"from it. Remove it with `{self_command()} uninstall --yes` (add --keep-data to keep "
+                "TestGen's data), then install again.",
+                code="state_corrupt",
+            ) from None
+        ctx.console.warn(
+            f"The install receipt was damaged; rebuilt it from the installed TestGen {state.venv}."
+        )
+        load_state(ctx, required=True)
+    if state:
+        finish_existing_install(ctx, state)
+        return
+    ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
+    install_step = InstallPackage()
+    run_steps(
+        ctx,
+        [
+            Preflight(),
+            ChooseEngine(),
+            install_step,
+            Configure(),
+            LoadDemoData(),
+            StartApp(),
+            VerifyLogin(),
+            SaveState(),
+        ],
+    )
+    install_step.commit()
+    print_summary(ctx)
+
+
+def spec_allows(spec: str, version: str) -> bool:
+    """A small evaluator for the specifiers this installer writes and accepts (==, !=, <, <=, >, >=, ~=)."""
+
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:4])
+
+    current = key(version)
+    for clause in filter(None, spec.split(",")):
+        match = re.match(r"(==|!=|<=|>=|~=|<|>)(.+)", clause.strip())
+        if not match:
+            return False
+        op, bound_text = match.groups()
+        if bound_text.endswith(".*"):
+            prefix = key(bound_text[:-2])
+            equal = current[: len(prefix)] == prefix
+            if (op == "==") != equal:
+                return False
+            continue
+        bound = key(bound_text)
+        width = max(len(current), len(bound))
+        cur, bnd = current + (0,) * (width - len(current)), bound + (0,) * (width - len(bound))
+        checks = {
+            "==": cur == bnd,
+            "!=": cur != bnd,
+            "<": cur < bnd,
+            "<=": cur <= bnd,
+            ">": cur > bnd,
+            ">=": cur >= bnd,
+            "~=": cur >= bnd and cur[: max(1, len(bound) - 1)] == bnd[: max(1, len(bound) - 1)],
+        }
+        if not checks[op]:
+            return False
+    return True
+
+
+def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
+    """The idempotent re-run: nothing to install, say what is there."""
+    spec = ctx.options.version or DEFAULT_VERSION_SPEC
+    if not spec_allows(spec, state.product_version):
+        raise InstallerError(
+            f"TestGen {state.product_version} is installed, which does not match {spec}. "
+            f"Change versions with `{self_command()} upgrade --version VERSION`.",
+            code="version_conflict",
+        )
+    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
+    if app_running(ctx, state):
+        ctx.console.say(f"TestGen {state.product_version} is already installed and running.")
+        print_summary(ctx, show_password=False)
+        return
+    ctx.console.say(f"TestGen {state.product_version} is already installed, but it is not running.")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if (
+        ctx.options.start
+        and interactive
+        and not ctx.options.assume_yes
+        and click.confirm("Start it now?", default=True)
+    ):
+        start_action(ctx)
+        return
+    ctx.console.say(f"Start it with: {self_command()} start")
+
+
+def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
+    options = ctx.options
+    console = ctx.console
+    cmd = self_command()
+    credentials = read_credentials(ctx.paths)
+    console.say("")
+    console.say(
+        console.style(
+            "DataOps TestGen is ready." if options.start else "DataOps TestGen is installed.",
+            fg="green",
+            bold=True,
+        )
+    )
+    console.say(f"  UI:           {ui_url(options.ui_port)}")
+    console.say(f"  API:          {api_url(options.api_port)}/api/docs")
+    if credentials:
+        console.say(f"  Username:     {credentials[0]}")
+        if show_password and sys.stdout.isatty():
+            console.say(f"  Password:     {credentials[1]}   (shown once; also in the file below)")
+        else:
+            console.say("  Password:     in the credentials file")
+    console.say(f"  Credentials:  {ctx.paths.credentials} (readable only by you)")
+    console.say(f"  Logs:         {ctx.paths.app_log}")
+    console.say("")
+    console.say(f"  Stop:       {cmd} stop")
+    console.say(f"  Start:      {cmd} start")
+    console.say(f"  Status:     {cmd} status")
+    console.say(f"  Uninstall:  {cmd} uninstall")
+    if options.start and options.browser:
+        open_browser(ui_url(options.ui_port))
+
+
+def open_browser(url: str) -> None:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    has_display = sys.platform == "darwin" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if interactive and has_display:
+        import webbrowser
+
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+
+
+def start_action(ctx: ActionContext) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
+    if app_running(ctx, state):
+        ctx.console.say(f"TestGen is already running: {ui_url(state.ui_port)}")
+        return
+    stop_testgen(ctx.paths)  # leftovers of a crashed run would hold the ports and the database
+    checks = [check_port(state.ui_port, "--port", False), check_port(state.api_port, "--api-port", False)]
+    ctx.result.missing_requirements = [c.code for c in checks if not c.ok]
+    if ctx.result.missing_requirements:
+        report_requirements(ctx.console, checks)
+    raise_for_requirements(checks)
+    run_steps(ctx, [StartApp()])
+    ctx.console.say(f"TestGen {state.product_version} is running: {ui_url(state.ui_port)}")
+
+
+def stop_action(ctx: ActionContext) -> None:
+    with contextlib.suppress(InstallerError):
+        load_state(ctx, required=False)
+    run_steps(ctx, [StopApp()])
+    if ctx.was_running:
+        ctx.console.say("TestGen and its PostgreSQL are stopped.")
+    else:
+        ctx.console.say("TestGen was not running.")
+
+
+def upgrade_action(ctx: ActionContext) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    if ctx.options.version is None:
+        major = re.match(r"\d+", state.product_version)
+        number = int(major.group()) if major else 5
+        ctx.options.version = f">={number},<{number + 1}"
+    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
+    found = _probe_python(state.python) if state.python else None
+    if found:
+        ctx.python, ctx.python_version = found[0], ".".join(map(str, found[1]))
+    else:
+        requirement = find_testgen_python(None)
+        raise_for_requirements([requirement])
+        ctx.python, _, version = requirement.detail.partition(" (")
+        ctx.python_version = version.rstrip(")")
+    ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
+    build = InstallPackage(swap=False)
+    run_steps(ctx, [ChooseEngine(), build])
+    if ctx.result.product_version == state.product_version:
+        build.undo(ctx)
+        ctx.console.say(
+            f"TestGen {state.product_version} is already the newest version matching {ctx.options.version}."
+        )
+        return
+    backup = BackupData()
+    run_steps(
+        ctx,
+        [
+            StopApp(),
+            backup,
+            SwapVenv(build),
+            UpgradeDatabase(),
+            RestartApp(),
+            VerifyLogin(),
+            SaveState(previous=state),
+        ],
+        undo_also=[build],
+    )
+    build.commit()
+    backup.commit()
+    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.result.product_version}.")
+
+
+def collect_status(ctx: ActionContext) -> dict[str, Any]:
+    paths = ctx.paths
+    status: dict[str, Any] = {
+        "installed": False,
+        "version": None,
+        "running": False,
+        "pid": None,
+        "ui_url": None,
+        "api_url": None,
+        "health": None,
+        "home": str(paths.home),
+        "state": "missing",
+    }
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        status["state"] = "damaged"
+        return status
+    if state is None:
+        return status
+    ctx.result.product_version, ctx.result.package_engine = state.product_version, state.package_engine
+    status.update(
+        installed=True,
+        version=state.product_version,
+        state="ok",
+        ui_url=ui_url(state.ui_port),
+        api_url=api_url(state.api_port),
+    )
+    pid = read_app_pid(paths)
+    if pid:
+        status.update(running=True, pid=pid, health=app_health(state.ui_port, state.api_port))
+    return status
+
+
+def status_action(ctx: ActionContext, as_json: bool) -> None:
+    status = collect_status(ctx)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+    elif status["state"] == "damaged":
+        ctx.console.say(f"The install receipt {ctx.paths.state} is damaged; run `{self_command()} doctor`.")
+    elif not status["installed"]:
+        ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
+    else:
+        running = f"running (pid {status['pid']})" if status["running"] else "stopped"
+        ctx.console.say(f"TestGen {status['version']}: installed, {running}")
+        for part, url in (("ui", status["ui_url"]), ("api", status["api_url"])):
+            health = (
+                ""
+                if not status["running"]
+                else ("  healthy" if status["health"][part] else "  NOT answering")
+            )
+            ctx.console.say(f"  {part.upper():<4}{url}{health}")
+    if status["state"] == "damaged":
+        raise InstallerError("The install receipt is damaged.", code="state_corrupt")
+
+
+def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+    paths = ctx.paths
+    if not paths.home.exists() or not any(p for p in paths.home.iterdir() if p.name != ".lock"):
+        ctx.console.say(f"Nothing to uninstall: {paths.home} is empty.")
+        return
+    with contextlib.suppress(InstallerError):
+        load_state(ctx, required=False)
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    if keep_data:
+        ctx.console.say(
+            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
+            "a later install uses them again."
+        )
+    else:
+        ctx.console.say("TestGen is uninstalled and its files are removed.")
+    ctx.console.say(
+        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
+    )
+
+
+class RemoveFiles(Step):
+    name = "remove_files"
+    title = "Remove TestGen and the installer's files"
+
+    def __init__(self, keep_data: bool) -> None:
+        self.keep_data = keep_data
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths = ctx.paths
+        kept = {paths.testgen_home, paths.credentials} if self.keep_data else set()
+        targets = [
+            paths.venv,
+            paths.venvs,
+            paths.testgen / "run",
+            paths.app_pid,
+            paths.testgen / "home.backup",
+            paths.testgen_home,
+            paths.state,
+            paths.credentials,
+            paths.home / "cache",
+            paths.home / "pythons",
+            paths.logs,
+            paths.installer_copy,
+            paths.runtime,
+        ]
+        for target in targets:
+            if target not in kept and (target.exists() or target.is_symlink()):
+                progress.update(f"removing {target}")
+                remove_tree(target)
+        for leftover in (paths.testgen, paths.home):
+            with contextlib.suppress(OSError):
+                (leftover / ".lock").unlink() if leftover == paths.home else None
+                leftover.rmdir()
+        progress.result = "data kept" if self.keep_data else str(paths.home)
+
+
+def doctor_checks(ctx: ActionContext) -> list[Requirement]:
+    paths = ctx.paths
+    checks = [
+        Requirement(
+            "python", "Python for this installer", True, f"{sys.executable} ({platform.python_version()})"
+        )
+    ]
+    checks.append(find_testgen_python(None))
+    checks += [check_home_writable(paths), check_disk(paths)]
+    config_ok = (
+        os.access(paths.config if paths.config.exists() else paths.config.parent, os.W_OK)
+        or not paths.config.parent.exists()
+    )
+    checks.append(
+        Requirement(
+            "config_not_writable", "Settings folder writable", config_ok, str(paths.config), blocking=False
+        )
+    )
+    state: InstallState | None = None
+    try:
+        state = InstallState.load(paths.state)
+        checks.append(
+            Requirement(
+                "state_corrupt",
+                "Install receipt",
+                True,
+                "not installed" if state is None else str(paths.state),
+            )
+        )
+    except StateCorrupt as exc:
+        checks.append(
+            Requirement(
+                "state_corrupt",
+                "Install receipt",
+                False,
+                f"{exc}. `{self_command()} install` rebuilds it from the installed TestGen; "
+                f"`{self_command()} uninstall --yes` removes the install",
+            )
+        )
+    ui_port = state.ui_port if state else DEFAULT_UI_PORT
+    api_port = state.api_port if state else DEFAULT_API_PORT
+    running = read_app_pid(paths) is not None
+    checks += [check_port(ui_port, "--port", running), check_port(api_port, "--api-port", running)]
+    if state:
+        version = installed_version(paths.venv)
+        checks.append(
+            Requirement(
+                "venv_broken",
+                "TestGen venv",
+                version == state.product_version,
+                f"{paths.venv}: {version or 'missing or broken'}"
+                + (
+                    ""
+                    if version == state.product_version
+                    else f", expected {state.product_version}; run `{self_command()} upgrade`"
+                ),
+            )
+        )
+        if running:
+            health = app_health(ui_port, api_port)
+            checks.append(
+                Requirement(
+                    "start_failed",
+                    "TestGen answering",
+                    all(health.values()),
+                    ", ".join(f"{k.upper()} {'ok' if v else 'not answering'}" for k, v in health.items()),
+                )
+            )
+    checks.append(check_index(InstallOptions()))
+    return checks
+
+
+def doctor_action(ctx: ActionContext) -> None:
+    checks = doctor_checks(ctx)
+    ctx.console.say("dk-installer doctor\n")
+    report_requirements(ctx.console, checks)
+    failed = [c for c in checks if not c.ok]
+    ctx.result.missing_requirements = [c.code for c in failed]
+    if failed:
+        raise RequirementsNotMet(failed)
+    ctx.console.say("\nEverything looks fine.")
+
+
+def logs_action(ctx: ActionContext, output: Path | None) -> None:
+    """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
+    import io
+    import zipfile
+
+    paths = ctx.paths
+    known = read_credentials(paths)
+    if known:
+        redact.add(known[1])
+    for key, value in read_config_env(paths).items():
+        if key in SECRET_KEYS:
+            redact.add(value)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    target = output or paths.logs / f"support-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.zip"
+    doctor_text = io.StringIO()
+    with contextlib.redirect_stdout(doctor_text):
+        report_requirements(Console(), doctor_checks(ctx))
+
+    def tail(path: Path, lines: int = 2000) -> str:
+        try:
+            return redact("\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n")
+        except OSError:
+            return ""
+
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for log_file in sorted(paths.logs.glob("*.log")):
+            bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
+        for name in ("app.log",):
+            if (paths.testgen_home / "log" / name).exists():
+                bundle.writestr(f"testgen/{name}", tail(paths.testgen_home / "log" / name))
+        if paths.state.exists():
+            bundle.writestr("state.json", tail(paths.state))
+        if (paths.testgen_home / "config.env").exists():
+            bundle.writestr("testgen/config.env", tail(paths.testgen_home / "config.env"))
+        bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
+        bundle.writestr(
+            "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
+        )
+    ctx.console.say(f"Support bundle written to {target}")
+    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Command line
+# ---------------------------------------------------------------------------------------------
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PORT = click.IntRange(1, 65535)
+
+
+def common_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-analytics and --verbose work after the command word too."""
+    command = click.option("--verbose", "-v", is_flag=True, help="Print debug output.")(command)
+    return click.option(
+        "--no-analytics", is_flag=True, help="Send no analytics for this run (and turn TestGen's off)."
+    )(command)
+
+
+def invocation_of(ctx: click.Context, action: str) -> Invocation:
+    from click.core import ParameterSource
+
+    user_set = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    def names_set(context: click.Context) -> set[str]:
+        """The long flag names the user gave (--no-demo -> no_demo), never their values."""
+        return {
+            max(param.opts, key=len).lstrip("-").replace("-", "_")
+            for param in context.command.params
+            if param.name and context.get_parameter_source(param.name) in user_set
+        }
+
+    parent = ctx.parent
+    names = names_set(ctx) | (names_set(parent) if parent is not None else set())
+    no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
+    verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
+    return Invocation(action, sorted(names), no_analytics, verbose)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="dk-installer", message="%(prog)s %(version)s")
+@common_flags
+def cli(no_analytics: bool, verbose: bool) -> None:
+    """Install, run and manage DataKitchen's DataOps TestGen.
+
+    Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements not met, 130 interrupted.
+    """
+
+
+def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return version_specifier(value) if value else None
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--port", type=PORT, default=DEFAULT_UI_PORT, show_default=True, help="Port of TestGen's UI.")
+@click.option(
+    "--api-port", type=PORT, default=DEFAULT_API_PORT, show_default=True, help="Port of TestGen's API."
+)
+@click.option(
+    "--version",
+    "version",
+    callback=version_option_value,
+    metavar="VERSION",
+    help="TestGen version (5.92.2) or specifier (>=5.90,<6). Default: newest 5.x.",
+)
+@click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@click.option("--python", "python", metavar="PATH", help="Python 3.11+ interpreter for TestGen.")
+@click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
+@click.option("--no-start", is_flag=True, help="Install and configure, but do not start TestGen.")
+@click.option("--no-browser", is_flag=True, help="Do not open the browser at the end.")
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
+@common_flags
+@click.pass_context
+def install(
+    ctx: click.Context,
+    port: int,
+    api_port: int,
+    version: str | None,
+    index_url: str | None,
+    find_links: str | None,
+    python: str | None,
+    no_demo: bool,
+    no_start: bool,
+    no_browser: bool,
+    yes: bool,
+    **_: Any,
+) -> int:
+    """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
+    if port == api_port:
+        raise click.BadParameter("the UI and the API need different ports", param_hint="--api-port")
+    options = InstallOptions(
+        ui_port=port,
+        api_port=api_port,
+        version=version,
+        index_url=index_url,
+        find_links=find_links,
+        python=python,
+        demo=not no_demo,
+        start=not no_start,
+        browser=not no_browser,
+        assume_yes=yes,
+    )
+    return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--version",
+    "version",
+    callback=version_option_value,
+    metavar="VERSION",
+    help="Target version or specifier. Default: newest of the installed major version.",
+)
+@click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@common_flags
+@click.pass_context
+def upgrade(
+    ctx: click.Context, version: str | None, index_url: str | None, find_links: str | None, **_: Any
+) -> int:
+    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure."""
+    options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
+    return perform(invocation_of(ctx, "upgrade"), upgrade_action, options=options)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def start(ctx: click.Context, **_: Any) -> int:
+    """Start TestGen in the background and wait until it answers."""
+    return perform(invocation_of(ctx, "start"), start_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def stop(ctx: click.Context, **_: Any) -> int:
+    """Stop TestGen and its PostgreSQL."""
+    return perform(invocation_of(ctx, "stop"), stop_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@common_flags
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
+    """Is TestGen installed and running? Version, URLs and health."""
+    return perform(
+        invocation_of(ctx, "status"), lambda action_ctx: status_action(action_ctx, as_json), quiet=as_json
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--keep-data", is_flag=True, help="Keep TestGen's data and credentials for a later install.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_flags
+@click.pass_context
+def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
+    """Stop TestGen and remove everything the installer created."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("uninstall asks for confirmation; pass --yes to run it without a terminal")
+        what = "TestGen (keeping its data)" if keep_data else "TestGen and ALL its data"
+        if not click.confirm(f"Remove {what} from {installer_home()}?", default=False):
+            click.echo("Nothing was removed.")
+            return EXIT_OK
+    return perform(
+        invocation_of(ctx, "uninstall"), lambda action_ctx: uninstall_action(action_ctx, keep_data)
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def doctor(ctx: click.Context, **_: Any) -> int:
+    """Check every requirement and print a table; exit 3 if any fails."""
+    return perform(invocation_of(ctx, "doctor"), doctor_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the zip. Default: a new file in the installer's logs folder.",
+)
+@common_flags
+@click.pass_context
+def logs(ctx: click.Context, output: Path | None, **_: Any) -> int:
+    """Write a support zip (logs, state, doctor output) with secrets redacted."""
+    return perform(invocation_of(ctx, "logs"), lambda action_ctx: logs_action(action_ctx, output))
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def analytics() -> None:
+    """See and control the anonymous usage analytics (these commands send nothing)."""
+
+
+@analytics.command("status")
+@common_flags
+def analytics_status(no_analytics: bool, **_: Any) -> None:
+    """On or off, which rule decided, the anonymous id, unsent events, last send."""
+    paths = Paths.from_environment()
+    parent = click.get_current_context().find_root()
+    enabled, rule = analytics_consent(paths, no_analytics or bool(parent.params.get("no_analytics")))
+    settings = Settings(paths.settings)
+    spool = paths.analytics / "spool.jsonl"
+    pending = len(spool.read_text().splitlines()) if spool.exists() else 0
+    sender = SenderState(paths.analytics).values
+    click.echo(f"Analytics:      {'on' if enabled else 'off'} (decided by: {rule})")
+    click.echo(f"Anonymous id:   {settings.get('anonymous_id') or '(none yet)'}")
+    click.echo(f"Unsent events:  {pending} ({spool.stat().st_size if spool.exists() else 0} bytes)")
+    click.echo(
+        f"Last send:      {sender.get('last_result', 'never')} {sender.get('last_attempt', '')}".rstrip()
+    )
+    if float(sender.get("paused_until", 0)) > time.time():
+        click.echo("Sending paused for 24 h after repeated failures.")
+    click.echo(f"Details:        {PRIVACY_URL}")
+
+
+@analytics.command("enable")
+def analytics_enable() -> None:
+    """Turn analytics on (environment opt-outs still win)."""
+    paths = Paths.from_environment()
+    Settings(paths.settings).update(analytics="enabled")
+    set_testgen_analytics(paths, True)
+    enabled, rule = analytics_consent(paths, False)
+    click.echo("Analytics enabled." if enabled else f"Saved, but analytics stays off because of {rule}.")
+
+
+@analytics.command("disable")
+def analytics_disable() -> None:
+    """Turn analytics off; delete the anonymous id and unsent events. Sends nothing."""
+    paths = Paths.from_environment()
+    Settings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
+    for name in ("spool.jsonl", "history.jsonl", "sender.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (paths.analytics / name).unlink()
+    set_testgen_analytics(paths, False)
+    click.echo(
+        "Analytics disabled. The anonymous id and unsent events are deleted; TestGen's own analytics "
+        "are off too."
+    )
+
+
+@analytics.command("preview")
+@click.argument("action", type=click.Choice(ACTIONS), default="install")
+def analytics_preview(action: str) -> None:
+    """Print the exact JSON the next event would carry. Sends nothing, writes nothing."""
+    paths = Paths.from_environment()
+    settings = Settings(paths.settings)
+    distinct_id = settings.get("anonymous_id")
+    if not distinct_id:
+        distinct_id = str(uuid.uuid4())
+        click.echo("(no anonymous id yet: the first event creates a random one like this)", err=True)
+    result = ActionResult(action, [])
+    event = build_event(result, distinct_id, first_run=not settings.get("first_event_recorded"))
+    click.echo(json.dumps([event], indent=2))
+
+
+@analytics.command("show")
+def analytics_show() -> None:
+    """The last 20 events attempted, with their delivery result."""
+    paths = Paths.from_environment()
+    history = read_history(paths)
+    if not history:
+        click.echo("No event has been sent from this machine.")
+    for entry in history[-HISTORY_KEPT:]:
+        click.echo(f"{entry.get('attempted')}  {entry.get('result')}")
+        click.echo("  " + json.dumps(entry.get("event"), sort_keys=True))
+    spool = Spool(paths.analytics)
+    waiting = spool.pending() if spool.path.exists() else []
+    if waiting:
+        click.echo(f"\n{len(waiting)} event(s) waiting to be sent:")
+        for event in waiting:
+            click.echo("  " + json.dumps(event, sort_keys=True))
+
+
+@analytics.command("send-spool", hidden=True)
+def analytics_send_spool() -> None:
+    """The detached sender (started by record_event)."""
+    send_spool(Paths.from_environment())
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    prog = "dk-installer" if launched_by() == "package" else "dk_installer.py"
+    try:
+        code = cli.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
+    main()

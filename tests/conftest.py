@@ -1,0 +1,182 @@
+"""Shared fixtures: stand-in TestGen wheels, a sandbox per test, and a leak check.
+
+Every test that runs the installer gets its own HOME, DK_INSTALLER_HOME, XDG_CONFIG_HOME and
+free ports. After the test, any process whose command line mentions the sandbox is reported as a
+leak (the test errors) and killed, so a leaking test can never pass silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLER = ROOT / "dk_installer.py"
+FAKE_SOURCE = Path(__file__).parent / "fake_testgen" / "testgen"
+FAKE_VERSIONS = ("5.0.0", "5.1.0")
+sys.path.insert(0, str(ROOT))
+
+
+def build_fake_wheel(version: str, dest: Path) -> Path:
+    """A real wheel of the stand-in TestGen, with a correct RECORD, built with zipfile."""
+    dist_info = f"dataops_testgen-{version}.dist-info"
+    files = {f"testgen/{p.name}": p.read_bytes() for p in sorted(FAKE_SOURCE.glob("*.py"))}
+    files[f"{dist_info}/METADATA"] = (
+        "Metadata-Version: 2.1\nName: dataops-testgen\n"
+        f"Version: {version}\nRequires-Python: >=3.11\nProvides-Extra: standalone\n"
+    ).encode()
+    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: dk-installer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = dest / f"dataops_testgen-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("wheelhouse")
+    for version in FAKE_VERSIONS:
+        build_fake_wheel(version, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                stat = (entry / "stat").read_text()
+                if text in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+class Sandbox:
+    """One isolated user: its own HOME, installer home, config dir and ports."""
+
+    def __init__(self, root: Path, wheelhouse: Path, uv_cache: Path) -> None:
+        self.root = root
+        self.wheelhouse = wheelhouse
+        self.user_home = root / "user"
+        self.home = root / "dk-home"
+        self.config = root / "config"
+        self.user_home.mkdir()
+        self.ui_port = free_port()
+        self.api_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DK_INSTALLER", "FAKE_TESTGEN"))}
+        for name in ("DO_NOT_TRACK", "NO_COLOR", "VIRTUAL_ENV", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "CI"):
+            env.pop(name, None)
+        env.update(
+            HOME=str(self.user_home),
+            DK_INSTALLER_HOME=str(self.home),
+            XDG_CONFIG_HOME=str(self.config),
+            DK_INSTALLER_ANALYTICS="no",
+            UV_CACHE_DIR=str(uv_cache),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        self.env = env
+
+    def merged_env(self, env: dict[str, str | None] | None) -> dict[str, str]:
+        """The sandbox environment with `env` applied; a None value removes a variable."""
+        merged = {**self.env, **(env or {})}
+        return {k: v for k, v in merged.items() if v is not None}
+
+    def run(self, *args: str, env: dict[str, str | None] | None = None, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(INSTALLER), *args],
+            env=self.merged_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+
+    def popen(self, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(INSTALLER), *args],
+            env=self.merged_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def install_args(self, *extra: str) -> list[str]:
+        return ["install", "--find-links", str(self.wheelhouse), "--port", str(self.ui_port),
+                "--api-port", str(self.api_port), "--no-browser", *extra]
+
+    def install(self, *extra: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run(*self.install_args(*extra), env=env)
+
+    def state(self) -> dict:
+        return json.loads((self.home / "state.json").read_text())
+
+    def status(self) -> dict:
+        result = self.run("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def password(self) -> str:
+        text = (self.home / "credentials.txt").read_text()
+        return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Password:"))
+
+    def processes(self) -> list[tuple[int, str]]:
+        return processes_mentioning(str(self.root))
+
+
+def kill_all(processes: list[tuple[int, str]]) -> None:
+    for pid, _ in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path, wheelhouse, uv_cache)
+    yield box
+    if (box.home / "state.json").exists() or (box.home / "testgen").exists():
+        box.run("stop", timeout=120)
+    # A detached analytics sender may still be finishing its (bounded) life.
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and any("send-spool" in c for _, c in box.processes()):
+        time.sleep(0.2)
+    leaked = box.processes()
+    kill_all(leaked)
+    if leaked:
+        pytest.fail(f"test left processes running: {leaked}")

@@ -1,0 +1,224 @@
+"""The stand-in `testgen` command. See testgen/__init__.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
+from pathlib import Path
+
+HOME = Path(os.environ.get("TG_TESTGEN_HOME", Path.home() / ".testgen"))
+CONFIG = HOME / "config.env"
+PGDATA = HOME / "pgdata"
+
+
+def record(name: str, line: str) -> None:
+    """Evidence for the tests: what each command saw."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    with open(HOME / f"fake-{name}.log", "a") as handle:
+        handle.write(line + "\n")
+
+
+def fault(command: str) -> None:
+    if os.environ.get("FAKE_TESTGEN_FAIL") == command:
+        print(f"fake failure in {command}: something broke", file=sys.stderr)
+        sys.exit(1)
+    if os.environ.get("FAKE_TESTGEN_HANG") == command:
+        print(f"{command}: working", flush=True)
+        marker = os.environ.get("FAKE_TESTGEN_HANG_MARKER")
+        if marker:
+            Path(marker).write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+
+
+def read_config() -> dict[str, str]:
+    values = {}
+    for line in CONFIG.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+def setup() -> int:
+    username = input("Admin username [admin]: ").strip() or "admin"
+    password = input("Admin password [testgen]:") or "testgen"
+    confirmation = input("Repeat for confirmation:")
+    if password != confirmation:
+        print("Error: The two entered values do not match.", file=sys.stderr)
+        return 1
+    if CONFIG.exists():
+        answer = input(f"Config already exists at {CONFIG}. Overwrite? [y/N]: ")
+        if answer.lower() != "y":
+            print("Aborted!", file=sys.stderr)
+            return 1
+    fault("standalone-setup")
+    lines = [
+        "TG_STANDALONE_MODE=yes",
+        f"TESTGEN_USERNAME={username}",
+        f"TESTGEN_PASSWORD={password}",
+        f"TG_DECRYPT_SALT={secrets.token_hex(6)}",
+        f"TG_DECRYPT_PASSWORD={secrets.token_hex(6)}",
+        f"TG_JWT_HASHING_KEY={secrets.token_urlsafe(32)}",
+        "TG_ANALYTICS=yes",
+        "# Runtime overrides from installer",
+    ]
+    lines += [f"{k}={os.environ[k]}" for k in ("TG_UI_PORT", "TG_API_PORT") if os.environ.get(k)]
+    HOME.mkdir(parents=True, exist_ok=True)
+    CONFIG.write_text("\n".join(lines) + "\n")
+    PGDATA.mkdir(exist_ok=True)
+    (PGDATA / "PG_VERSION").write_text("16\n")
+    print("TestGen is ready!")
+    return 0
+
+
+def quick_start() -> int:
+    fault("quick-start")
+    (HOME / "demo-loaded").write_text("yes\n")
+    print("Quick start has successfully finished.")
+    return 0
+
+
+def upgrade_system_version() -> int:
+    fault("upgrade-system-version")
+    (HOME / "schema-version").write_text(version("dataops-testgen") + "\n")
+    print("System and services upgrade is not required.")
+    return 0
+
+
+def fake_postgres(pgdata: str) -> int:
+    pid_file = Path(pgdata) / "postmaster.pid"
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pid_file.write_text(f"{os.getpid()}\n{pgdata}\n")
+    stop.wait()
+    pid_file.unlink()
+    return 0
+
+
+class Api(BaseHTTPRequestHandler):
+    clients: dict[str, dict] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        print("api:", format % args, flush=True)
+
+    def reply(self, status: int, body: str = "", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def do_GET(self) -> None:
+        if self.path == "/api/v1/health":
+            self.reply(200, json.dumps({"status": "ok", "edition": "TestGen", "version": None}))
+        else:
+            self.reply(404, "Not Found")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(length).decode()
+        if os.environ.get("FAKE_TESTGEN_NO_OAUTH"):
+            self.reply(404, "Not Found")
+        elif self.path == "/oauth/register":
+            client_id = secrets.token_hex(12)
+            self.clients[client_id] = json.loads(raw)
+            self.reply(201, json.dumps({"client_id": client_id, **self.clients[client_id]}))
+        elif self.path == "/oauth/authorize":
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+            config = read_config()
+            client = self.clients.get(form.get("client_id", ""))
+            if client is None:
+                self.reply(400, json.dumps({"error": "invalid_client"}))
+            elif not form.get("code_challenge"):
+                self.reply(302, headers={"Location": f"{form['redirect_uri']}?error=invalid_request"})
+            elif (
+                form.get("username") == config["TESTGEN_USERNAME"]
+                and form.get("password") == config["TESTGEN_PASSWORD"]
+                and not os.environ.get("FAKE_TESTGEN_REJECT_LOGIN")
+            ):
+                query = urllib.parse.urlencode({"code": secrets.token_urlsafe(36), "state": form.get("state", "")})
+                self.reply(302, headers={"Location": f"{form['redirect_uri']}?{query}"})
+            else:
+                self.reply(401, '<div class="error">Invalid username or password</div>')
+        else:
+            self.reply(404, "Not Found")
+
+
+class Ui(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"ok" if self.path == "/_stcore/health" else b"<html>TestGen</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def run_app() -> int:
+    fault("run-app")
+    config = read_config()
+    ui_port = int(os.environ.get("TG_UI_PORT") or config.get("TG_UI_PORT", 8501))
+    api_port = int(os.environ.get("TG_API_PORT") or config.get("TG_API_PORT", 8530))
+    record("analytics", f"run-app TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')} config={config.get('TG_ANALYTICS')}")
+    if os.environ.get("FAKE_TESTGEN_CRASH_ON_START"):
+        print("fatal: the UI could not start", file=sys.stderr)
+        return 1
+    postgres = subprocess.Popen(
+        [sys.executable, "-m", "testgen", "fake-postgres", "-D", str(PGDATA)], start_new_session=True
+    )
+    delay = float(os.environ.get("FAKE_TESTGEN_START_DELAY", "0"))
+    time.sleep(delay)
+    servers = [ThreadingHTTPServer(("0.0.0.0", ui_port), Ui), ThreadingHTTPServer(("0.0.0.0", api_port), Api)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"Local URL: http://localhost:{ui_port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for server in servers:
+        server.shutdown()
+    postgres.send_signal(signal.SIGINT)
+    postgres.wait(10)
+    print("Stopped.", flush=True)
+    return 0
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    record("argv", json.dumps(args))
+    if not args or args[0] in ("--help", "-h"):
+        print("Usage: testgen [OPTIONS] COMMAND [ARGS]...")
+        return 0
+    command = args[0]
+    if command == "fake-postgres":
+        return fake_postgres(args[2])
+    record("analytics", f"{command} TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')}")
+    commands = {
+        "standalone-setup": setup,
+        "quick-start": quick_start,
+        "run-app": run_app,
+        "upgrade-system-version": upgrade_system_version,
+    }
+    if command not in commands:
+        print(f"Error: No such command '{command}'.", file=sys.stderr)
+        return 2
+    return commands[command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one test command (README "Running the tests"; .ci/run calls it). It installs everything the
+# tests need by itself: Debian tools (shellcheck, busybox, dash), a test venv with the project and
+# its test packages, then runs ruff and the whole pytest suite, real TestGen end-to-end included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in shellcheck busybox dash curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "Installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python="${DK_TEST_PYTHON:-python3}"
+venv=".venv-test"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt -e .
+
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check dk_installer.py tests bench
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,300 @@
+"""End-to-end runs of the real installer (subprocesses, real uv installs, real processes) against
+the stand-in TestGen wheel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+from conftest import Sandbox
+
+
+def test_full_lifecycle(sandbox: Sandbox) -> None:
+    result = sandbox.install("--version", "5.0.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("Check requirements", "Install TestGen", "Configure TestGen", "Load demo data",
+                 "Start TestGen", "Verify the login", "Record the install"):
+        assert f"OK      {step}" in result.stdout
+    state = sandbox.state()
+    assert state["product_version"] == "5.0.0"
+    assert state["package_engine"] == "uv"
+    assert state["ui_port"] == sandbox.ui_port
+    credentials = sandbox.home / "credentials.txt"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    password = sandbox.password()
+    assert len(password) >= 16
+    assert password not in result.stdout + result.stderr  # not a terminal: never printed
+    assert password not in (sandbox.home / "testgen/home/fake-argv.log").read_text()
+    assert "'admin' logged in" in result.stdout
+    assert (sandbox.home / "testgen/home/demo-loaded").exists()
+
+    status = sandbox.status()
+    assert status["installed"] and status["running"] and status["version"] == "5.0.0"
+    assert status["health"] == {"ui": True, "api": True}
+
+    stopped = sandbox.run("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+    assert sandbox.processes() == []
+    assert sandbox.status()["running"] is False
+
+    started = sandbox.run("start")
+    assert started.returncode == 0, started.stderr
+    assert sandbox.status()["running"] is True
+
+    upgraded = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse))
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "upgraded from 5.0.0 to 5.1.0" in upgraded.stdout
+    assert sandbox.state()["product_version"] == "5.1.0"
+    assert (sandbox.home / "testgen/home/schema-version").read_text().strip() == "5.1.0"
+    assert sandbox.status()["running"] is True
+    assert len(list((sandbox.home / "testgen/venvs").iterdir())) == 1
+
+    removed = sandbox.run("uninstall", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert sandbox.processes() == []
+    assert not sandbox.home.exists()
+
+
+def test_rerun_on_healthy_install_is_idempotent(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo").returncode == 0
+    started = time.monotonic()
+    again = sandbox.install("--no-demo")
+    assert again.returncode == 0, again.stderr
+    assert "already installed and running" in again.stdout
+    assert time.monotonic() - started < 30
+    assert "Install TestGen" not in again.stdout
+
+
+def test_rerun_when_stopped_points_to_start(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    again = sandbox.install("--no-demo")
+    assert again.returncode == 0
+    assert "not running" in again.stdout and " start" in again.stdout
+
+
+def test_port_in_use_is_named_and_nothing_installed(sandbox: Sandbox) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", sandbox.ui_port))
+        busy.listen()
+        result = sandbox.install()
+    assert result.returncode == 3
+    assert f"UI port {sandbox.ui_port}" in result.stdout + result.stderr
+    assert "--port" in result.stdout
+    assert not (sandbox.home / "testgen").exists()
+    assert not (sandbox.home / "state.json").exists()
+
+
+def test_bad_port_values_are_usage_errors(sandbox: Sandbox) -> None:
+    for value in ("abc", "0", "70000"):
+        result = sandbox.run("install", "--port", value)
+        assert result.returncode == 2, value
+        assert "--port" in result.stderr
+    same = sandbox.run("install", "--port", "9000", "--api-port", "9000")
+    assert same.returncode == 2
+
+
+def test_home_not_writable(sandbox: Sandbox, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = sandbox.install(env={"DK_INSTALLER_HOME": str(blocker / "home")})
+    assert result.returncode == 3
+    assert "Installer home writable" in result.stdout
+
+
+def test_disk_too_small(sandbox: Sandbox) -> None:
+    result = sandbox.install(env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)})
+    assert result.returncode == 3
+    assert "Free disk space" in result.stdout and "GB needed" in result.stdout
+    assert not (sandbox.home / "testgen").exists()
+
+
+def test_unreachable_index_names_the_index_and_the_ways_out(sandbox: Sandbox) -> None:
+    dead = f"http://127.0.0.1:{__import__('conftest').free_port()}/simple"
+    result = sandbox.run("install", "--index-url", dead, "--port", str(sandbox.ui_port),
+                         "--api-port", str(sandbox.api_port), "--no-browser")
+    assert result.returncode == 1
+    assert dead in result.stderr
+    assert "--index-url" in result.stderr and "HTTPS_PROXY" in result.stderr
+    assert not (sandbox.home / "testgen").exists()
+
+
+def test_package_not_found(sandbox: Sandbox) -> None:
+    result = sandbox.install("--version", "9.9.9")
+    assert result.returncode == 1
+    assert "not available" in result.stderr and "--find-links" in result.stderr
+    assert not (sandbox.home / "testgen" / "venv").exists()
+    assert list((sandbox.home / "testgen").glob("venvs/*")) == []
+
+
+def test_setup_failure_rolls_everything_back(sandbox: Sandbox) -> None:
+    result = sandbox.install(env={"FAKE_TESTGEN_FAIL": "standalone-setup"})
+    assert result.returncode == 1
+    assert "FAILED  Configure TestGen" in result.stdout
+    assert "fake failure in standalone-setup" in result.stderr  # the failing command's stderr
+    assert "Full log:" in result.stderr
+    assert not (sandbox.home / "state.json").exists()
+    assert not (sandbox.home / "credentials.txt").exists()
+    assert not (sandbox.home / "testgen" / "home").exists()
+    assert not (sandbox.home / "testgen" / "venv").exists()
+    retry = sandbox.install("--no-demo")
+    assert retry.returncode == 0, retry.stderr
+
+
+def test_demo_failure_does_not_fail_the_install(sandbox: Sandbox) -> None:
+    result = sandbox.install(env={"FAKE_TESTGEN_FAIL": "quick-start"})
+    assert result.returncode == 0, result.stderr
+    assert "FAILED  Load demo data" in result.stdout
+    assert "fake failure in quick-start" in result.stderr
+    assert sandbox.status()["running"] is True
+
+
+def test_app_that_dies_on_start_shows_its_log_and_rolls_back(sandbox: Sandbox) -> None:
+    result = sandbox.install("--no-demo", env={"FAKE_TESTGEN_CRASH_ON_START": "1"})
+    assert result.returncode == 1
+    assert "fatal: the UI could not start" in result.stderr
+    assert sandbox.processes() == []
+    assert not (sandbox.home / "state.json").exists()
+
+
+def test_failed_login_fails_the_install_and_stops_the_app(sandbox: Sandbox) -> None:
+    result = sandbox.install("--no-demo", env={"FAKE_TESTGEN_REJECT_LOGIN": "1"})
+    assert result.returncode == 1
+    assert "FAILED  Verify the login" in result.stdout
+    assert "rejected the login" in result.stderr
+    assert sandbox.processes() == []
+
+
+def test_no_login_endpoint_is_reported_not_pretended(sandbox: Sandbox) -> None:
+    result = sandbox.install("--no-demo", env={"FAKE_TESTGEN_NO_OAUTH": "1"})
+    assert result.returncode == 0
+    assert "SKIPPED Verify the login" in result.stdout
+    assert "no login endpoint" in result.stdout
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_sigterm_during_configure_undoes_it_and_rerun_succeeds(sandbox: Sandbox, tmp_path: Path) -> None:
+    marker = tmp_path / "hanging"
+    process = sandbox.popen(*sandbox.install_args(), env={"FAKE_TESTGEN_HANG": "standalone-setup",
+                                                          "FAKE_TESTGEN_HANG_MARKER": str(marker)})
+    wait_for(marker)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert "Interrupted" in err
+    assert sandbox.processes() == []
+    assert not (sandbox.home / "testgen" / "venv").exists()
+    assert not (sandbox.home / "testgen" / "home").exists()
+    assert sandbox.install("--no-demo").returncode == 0
+
+
+def test_second_mutating_command_is_refused_while_one_runs(sandbox: Sandbox, tmp_path: Path) -> None:
+    marker = tmp_path / "hanging"
+    process = sandbox.popen(*sandbox.install_args(), env={"FAKE_TESTGEN_HANG": "quick-start",
+                                                          "FAKE_TESTGEN_HANG_MARKER": str(marker)})
+    wait_for(marker)
+    refused = sandbox.run("start")
+    assert refused.returncode == 1
+    assert "install (pid" in refused.stderr
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+
+
+def test_corrupt_state_is_explained_and_repaired(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    (sandbox.home / "state.json").write_text("{not json")
+    doctor = sandbox.run("doctor")
+    assert doctor.returncode == 3
+    assert "Install receipt" in doctor.stdout and "rebuilds it" in doctor.stdout
+    assert sandbox.run("status").returncode == 1
+    repaired = sandbox.install("--no-demo", "--no-start")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "rebuilt" in repaired.stderr
+    assert sandbox.state()["product_version"] == "5.1.0"
+
+
+def test_hand_edited_state_with_wrong_types_is_detected(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    state = sandbox.state()
+    state["ui_port"] = "eighty"
+    (sandbox.home / "state.json").write_text(__import__("json").dumps(state))
+    doctor = sandbox.run("doctor")
+    assert doctor.returncode == 3 and "ui_port" in doctor.stdout
+
+
+def test_upgrade_failure_restores_the_previous_install(sandbox: Sandbox) -> None:
+    assert sandbox.install("--version", "5.0.0", "--no-demo").returncode == 0
+    failed = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse),
+                         env={"FAKE_TESTGEN_FAIL": "upgrade-system-version"})
+    assert failed.returncode == 1
+    assert "FAILED  Upgrade TestGen's database" in failed.stdout
+    assert sandbox.state()["product_version"] == "5.0.0"
+    status = sandbox.status()
+    assert status["running"] is True and status["version"] == "5.0.0"
+    assert len(list((sandbox.home / "testgen/venvs").iterdir())) == 1
+    assert not (sandbox.home / "testgen/home.backup").exists()
+
+
+def test_stop_sweeps_orphans_of_a_killed_app(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo").returncode == 0
+    pid = int((sandbox.home / "testgen/app.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert any("fake-postgres" in cmd for _, cmd in sandbox.processes())
+    stopped = sandbox.run("stop")
+    assert stopped.returncode == 0
+    assert sandbox.processes() == []
+
+
+def test_uninstall_keep_data_then_reinstall_reuses_it(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo").returncode == 0
+    password = sandbox.password()
+    assert sandbox.run("uninstall", "--yes", "--keep-data").returncode == 0
+    assert (sandbox.home / "testgen/home/config.env").exists()
+    assert not (sandbox.home / "testgen/venv").exists()
+    again = sandbox.install("--no-demo")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "kept the existing TestGen data" in again.stdout
+    assert sandbox.password() == password
+    assert "'admin' logged in" in again.stdout
+
+
+def test_uninstall_needs_yes_without_a_terminal(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    result = sandbox.run("uninstall")
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+    assert (sandbox.home / "state.json").exists()
+
+
+def test_pip_fallback(sandbox: Sandbox) -> None:
+    result = sandbox.install("--no-demo", "--no-start", env={"DK_INSTALLER_PACKAGE_ENGINE": "pip"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sandbox.state()["package_engine"] == "pip"
+
+
+def test_no_analytics_flag_works_before_and_after_the_command(sandbox: Sandbox) -> None:
+    assert sandbox.run("--no-analytics", "status").returncode == 0
+    assert sandbox.run("status", "--no-analytics").returncode == 0
+    assert sandbox.run("doctor", "--no-analytics", "--verbose").returncode in (0, 3)
+
+
+def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> None:
+    env: dict[str, str | None] = {"UV_CACHE_DIR": None}
+    before = set(sandbox.root.rglob("*"))
+    assert sandbox.install("--no-demo", env=env).returncode == 0
+    assert sandbox.run("stop").returncode == 0
+    written = {p for p in set(sandbox.root.rglob("*")) - before}
+    outside = [p for p in written if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))]
+    assert outside == []

@@ -1337,7 +1337,8 @@ def testgen_environment(
     env = dict(os.environ if base is None else base)
     home = paths.testgen_home
     run_dir = paths.testgen / "run"
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in /tmp.
+    (run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True, mode=0o700)
     env.update(
         TG_TESTGEN_HOME=str(home),
         TG_UI_PORT=str(ui_port),

@@ -38,7 +38,9 @@ def build_fake_wheel(version: str, dest: Path) -> Path:
         "Metadata-Version: 2.1\nName: dataops-testgen\n"
         f"Version: {version}\nRequires-Python: >=3.11\nProvides-Extra: standalone\n"
     ).encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: dk-installer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: dk-installer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
     record = []
     for name, data in files.items():
@@ -73,13 +75,16 @@ def free_port() -> int:
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes whose command line or environment mentions `text` (a sandbox path): the
+    detached analytics sender names no path in its arguments, only in its environment."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             with contextlib.suppress(OSError):
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (entry / "environ").read_bytes().decode(errors="replace")
                 stat = (entry / "stat").read_text()
-                if text in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                if (text in cmdline or text in environ) and stat.rsplit(")", 1)[1].split()[0] != "Z":
                     found.append((int(entry.name), cmdline.strip()))
     return found
 
@@ -114,8 +119,13 @@ class Sandbox:
         merged = {**self.env, **(env or {})}
         return {k: v for k, v in merged.items() if v is not None}
 
-    def run(self, *args: str, env: dict[str, str | None] | None = None, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str | None] | None = None,
+        timeout: float = 300,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(INSTALLER), *args],
             env=self.merged_env(env),
@@ -137,10 +147,21 @@ class Sandbox:
         )
 
     def install_args(self, *extra: str) -> list[str]:
-        return ["install", "--find-links", str(self.wheelhouse), "--port", str(self.ui_port),
-                "--api-port", str(self.api_port), "--no-browser", *extra]
+        return [
+            "install",
+            "--find-links",
+            str(self.wheelhouse),
+            "--port",
+            str(self.ui_port),
+            "--api-port",
+            str(self.api_port),
+            "--no-browser",
+            *extra,
+        ]
 
-    def install(self, *extra: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    def install(
+        self, *extra: str, env: dict[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return self.run(*self.install_args(*extra), env=env)
 
     def state(self) -> dict:
@@ -153,7 +174,9 @@ class Sandbox:
 
     def password(self) -> str:
         text = (self.home / "credentials.txt").read_text()
-        return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Password:"))
+        return next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Password:")
+        )
 
     def processes(self) -> list[tuple[int, str]]:
         return processes_mentioning(str(self.root))

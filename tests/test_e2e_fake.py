@@ -16,8 +16,15 @@ from conftest import Sandbox
 def test_full_lifecycle(sandbox: Sandbox) -> None:
     result = sandbox.install("--version", "5.0.0")
     assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("Check requirements", "Install TestGen", "Configure TestGen", "Load demo data",
-                 "Start TestGen", "Verify the login", "Record the install"):
+    for step in (
+        "Check requirements",
+        "Install TestGen",
+        "Configure TestGen",
+        "Load demo data",
+        "Start TestGen",
+        "Verify the login",
+        "Record the install",
+    ):
         assert f"OK      {step}" in result.stdout
     state = sandbox.state()
     assert state["product_version"] == "5.0.0"
@@ -115,8 +122,16 @@ def test_disk_too_small(sandbox: Sandbox) -> None:
 
 def test_unreachable_index_names_the_index_and_the_ways_out(sandbox: Sandbox) -> None:
     dead = f"http://127.0.0.1:{__import__('conftest').free_port()}/simple"
-    result = sandbox.run("install", "--index-url", dead, "--port", str(sandbox.ui_port),
-                         "--api-port", str(sandbox.api_port), "--no-browser")
+    result = sandbox.run(
+        "install",
+        "--index-url",
+        dead,
+        "--port",
+        str(sandbox.ui_port),
+        "--api-port",
+        str(sandbox.api_port),
+        "--no-browser",
+    )
     assert result.returncode == 1
     assert dead in result.stderr
     assert "--index-url" in result.stderr and "HTTPS_PROXY" in result.stderr
@@ -185,8 +200,10 @@ def wait_for(path: Path, timeout: float = 60) -> None:
 
 def test_sigterm_during_configure_undoes_it_and_rerun_succeeds(sandbox: Sandbox, tmp_path: Path) -> None:
     marker = tmp_path / "hanging"
-    process = sandbox.popen(*sandbox.install_args(), env={"FAKE_TESTGEN_HANG": "standalone-setup",
-                                                          "FAKE_TESTGEN_HANG_MARKER": str(marker)})
+    process = sandbox.popen(
+        *sandbox.install_args(),
+        env={"FAKE_TESTGEN_HANG": "standalone-setup", "FAKE_TESTGEN_HANG_MARKER": str(marker)},
+    )
     wait_for(marker)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
@@ -200,8 +217,10 @@ def test_sigterm_during_configure_undoes_it_and_rerun_succeeds(sandbox: Sandbox,
 
 def test_second_mutating_command_is_refused_while_one_runs(sandbox: Sandbox, tmp_path: Path) -> None:
     marker = tmp_path / "hanging"
-    process = sandbox.popen(*sandbox.install_args(), env={"FAKE_TESTGEN_HANG": "quick-start",
-                                                          "FAKE_TESTGEN_HANG_MARKER": str(marker)})
+    process = sandbox.popen(
+        *sandbox.install_args(),
+        env={"FAKE_TESTGEN_HANG": "quick-start", "FAKE_TESTGEN_HANG_MARKER": str(marker)},
+    )
     wait_for(marker)
     refused = sandbox.run("start")
     assert refused.returncode == 1
@@ -235,8 +254,12 @@ def test_hand_edited_state_with_wrong_types_is_detected(sandbox: Sandbox) -> Non
 
 def test_upgrade_failure_restores_the_previous_install(sandbox: Sandbox) -> None:
     assert sandbox.install("--version", "5.0.0", "--no-demo").returncode == 0
-    failed = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse),
-                         env={"FAKE_TESTGEN_FAIL": "upgrade-system-version"})
+    failed = sandbox.run(
+        "upgrade",
+        "--find-links",
+        str(sandbox.wheelhouse),
+        env={"FAKE_TESTGEN_FAIL": "upgrade-system-version"},
+    )
     assert failed.returncode == 1
     assert "FAILED  Upgrade TestGen's database" in failed.stdout
     assert sandbox.state()["product_version"] == "5.0.0"
@@ -296,5 +319,9 @@ def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> Non
     assert sandbox.install("--no-demo", env=env).returncode == 0
     assert sandbox.run("stop").returncode == 0
     written = {p for p in set(sandbox.root.rglob("*")) - before}
-    outside = [p for p in written if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))]
+    outside = [
+        p
+        for p in written
+        if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))
+    ]
     assert outside == []

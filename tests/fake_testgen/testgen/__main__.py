@@ -14,6 +14,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
+from typing import ClassVar
 
 HOME = Path(os.environ.get("TG_TESTGEN_HOME", Path.home() / ".testgen"))
 CONFIG = HOME / "config.env"
@@ -107,7 +108,7 @@ def fake_postgres(pgdata: str) -> int:
 
 
 class Api(BaseHTTPRequestHandler):
-    clients: dict[str, dict] = {}
+    clients: ClassVar[dict[str, dict]] = {}
 
     def log_message(self, format: str, *args: object) -> None:
         print("api:", format % args, flush=True)
@@ -148,7 +149,9 @@ class Api(BaseHTTPRequestHandler):
                 and form.get("password") == config["TESTGEN_PASSWORD"]
                 and not os.environ.get("FAKE_TESTGEN_REJECT_LOGIN")
             ):
-                query = urllib.parse.urlencode({"code": secrets.token_urlsafe(36), "state": form.get("state", "")})
+                query = urllib.parse.urlencode(
+                    {"code": secrets.token_urlsafe(36), "state": form.get("state", "")}
+                )
                 self.reply(302, headers={"Location": f"{form['redirect_uri']}?{query}"})
             else:
                 self.reply(401, '<div class="error">Invalid username or password</div>')
@@ -173,7 +176,10 @@ def run_app() -> int:
     config = read_config()
     ui_port = int(os.environ.get("TG_UI_PORT") or config.get("TG_UI_PORT", 8501))
     api_port = int(os.environ.get("TG_API_PORT") or config.get("TG_API_PORT", 8530))
-    record("analytics", f"run-app TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')} config={config.get('TG_ANALYTICS')}")
+    record(
+        "analytics",
+        f"run-app TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')} config={config.get('TG_ANALYTICS')}",
+    )
     if os.environ.get("FAKE_TESTGEN_CRASH_ON_START"):
         print("fatal: the UI could not start", file=sys.stderr)
         return 1

@@ -2867,8 +2867,10 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
 
 def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
     paths = ctx.paths
-    if not paths.home.exists() or not any(p for p in paths.home.iterdir() if p.name != ".lock"):
-        ctx.console.say(f"Nothing to uninstall: {paths.home} is empty.")
+    bookkeeping = {paths.lock.name, paths.logs.name}
+    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
+        remove_installer_files(paths, keep_data=False)
+        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
         return
     with contextlib.suppress(InstallerError):
         load_state(ctx, required=False)
@@ -2885,6 +2887,34 @@ def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
     )
 
 
+def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
+    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept."""
+    kept = {paths.testgen_home, paths.credentials} if keep_data else set()
+    targets = [
+        paths.venv,
+        paths.venvs,
+        paths.testgen / "run",
+        paths.app_pid,
+        paths.testgen / "home.backup",
+        paths.testgen_home,
+        paths.state,
+        paths.credentials,
+        paths.home / "cache",
+        paths.home / "pythons",
+        paths.logs,
+        paths.installer_copy,
+        paths.runtime,
+        paths.lock,
+    ]
+    for target in targets:
+        if target not in kept and (target.exists() or target.is_symlink()):
+            report(f"removing {target}")
+            remove_tree(target)
+    for directory in (paths.testgen, paths.home):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 class RemoveFiles(Step):
     name = "remove_files"
     title = "Remove TestGen and the installer's files"
@@ -2893,32 +2923,8 @@ class RemoveFiles(Step):
         self.keep_data = keep_data
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        paths = ctx.paths
-        kept = {paths.testgen_home, paths.credentials} if self.keep_data else set()
-        targets = [
-            paths.venv,
-            paths.venvs,
-            paths.testgen / "run",
-            paths.app_pid,
-            paths.testgen / "home.backup",
-            paths.testgen_home,
-            paths.state,
-            paths.credentials,
-            paths.home / "cache",
-            paths.home / "pythons",
-            paths.logs,
-            paths.installer_copy,
-            paths.runtime,
-        ]
-        for target in targets:
-            if target not in kept and (target.exists() or target.is_symlink()):
-                progress.update(f"removing {target}")
-                remove_tree(target)
-        for leftover in (paths.testgen, paths.home):
-            with contextlib.suppress(OSError):
-                (leftover / ".lock").unlink() if leftover == paths.home else None
-                leftover.rmdir()
-        progress.result = "data kept" if self.keep_data else str(paths.home)
+        remove_installer_files(ctx.paths, self.keep_data, progress.update)
+        progress.result = "data kept" if self.keep_data else str(ctx.paths.home)
 
 
 def doctor_checks(ctx: ActionContext) -> list[Requirement]:

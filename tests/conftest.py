@@ -12,10 +12,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -191,7 +193,23 @@ def kill_all(processes: list[tuple[int, str]]) -> None:
 
 @pytest.fixture
 def sandbox(tmp_path: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
-    box = Sandbox(tmp_path, wheelhouse, uv_cache)
+    yield from sandbox_at(tmp_path, wheelhouse, uv_cache)
+
+
+@pytest.fixture
+def open_sandbox(wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
+    """A sandbox outside pytest's private (0700) temp root: as root, the real TestGen's PostgreSQL
+    runs as a `pgserver` user that must be able to reach its binaries and data."""
+    root = Path(tempfile.mkdtemp(prefix="dk-installer-test-"))
+    root.chmod(0o755)
+    try:
+        yield from sandbox_at(root, wheelhouse, uv_cache)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sandbox_at(root: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
+    box = Sandbox(root, wheelhouse, uv_cache)
     yield box
     if (box.home / "state.json").exists() or (box.home / "testgen").exists():
         box.run("stop", timeout=120)

@@ -1,0 +1,122 @@
+"""Section 1, bootstrap: the stdlib-only preamble that builds the installer's runtime venv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import INSTALLER, Sandbox
+
+import dk_installer as dk
+
+
+def bare_python() -> str:
+    """An interpreter without click/requests/distro: Python 3.9, the oldest one supported."""
+    for candidate in ("python3.9", *sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))):
+        path = shutil.which(str(candidate)) if isinstance(candidate, str) else str(candidate)
+        if path and subprocess.run([path, "-c", "import sys"], capture_output=True).returncode == 0:
+            return path
+    pytest.fail("no Python 3.9 on this machine: the bootstrap cannot be tested")
+
+
+def test_python_too_old_message_names_both_versions() -> None:
+    message = dk.python_too_old_message((3, 8, 10), "/usr/bin/python3")
+    assert message == "dk-installer needs Python 3.9 or newer; /usr/bin/python3 is Python 3.8.10."
+    assert dk.python_too_old_message((3, 9, 0), "x") is None
+    assert dk.python_too_old_message((3, 13, 1), "x") is None
+
+
+def test_missing_venv_support_names_the_apt_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ensurepip", None)
+    hint = dk._venv_unavailable_hint()
+    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert hint is not None
+    assert "sudo apt-get install python3-venv" in hint and f"sudo apt-get install {minor}-venv" in hint
+    monkeypatch.delitem(sys.modules, "ensurepip")
+    assert dk._venv_unavailable_hint() is None
+
+
+def test_package_source_flags_are_mirrored_for_the_runtime() -> None:
+    argv = ["install", "--index-url", "https://mirror/simple", "--find-links=/wheels", "--port", "1"]
+    assert dk._package_source_args(argv) == [
+        "--index-url",
+        "https://mirror/simple",
+        "--find-links",
+        "/wheels",
+    ]
+
+
+def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) -> None:
+    python = bare_python()
+    env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS"}
+    first = subprocess.run(
+        [python, str(INSTALLER), "--version"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"dk-installer {dk.__version__}"
+    assert "Preparing dk-installer's runtime" in first.stderr
+    runtime = sandbox.home / "runtime"
+    for module in ("click", "requests", "distro"):
+        assert list(runtime.glob(f"lib/python3.9/site-packages/{module}")), module
+    assert (runtime / "bin" / "uv").exists()
+    # The second run must not touch the network: a dead proxy and index would make pip fail.
+    offline = {
+        **env,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    started = time.monotonic()
+    second = subprocess.run(
+        [python, str(INSTALLER), "status"], env=offline, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 0, second.stderr
+    assert "Preparing" not in second.stderr
+    assert "not installed" in second.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_runtime_failure_is_clear_and_leaves_nothing(sandbox: Sandbox) -> None:
+    python = bare_python()
+    env = {k: v for k, v in sandbox.env.items() if not k.startswith("PIP_")}
+    env.update(
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_NO_INDEX="",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    result = subprocess.run(
+        [python, str(INSTALLER), "status"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 1
+    assert "Could not prepare dk-installer's runtime" in result.stderr
+    assert "--index-url" in result.stderr and "HTTPS_PROXY" in result.stderr
+    assert not (sandbox.home / "runtime").exists()
+    assert not (sandbox.home / "runtime.staging").exists()
+
+
+@pytest.mark.parametrize("version", ["3.7", "3.8"])
+def test_too_old_interpreter_gets_one_line(sandbox: Sandbox, version: str) -> None:
+    found = sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}"))
+    if not found:
+        pytest.skip(f"no Python {version} here (the message itself is unit-tested above)")
+    result = subprocess.run(
+        [str(found[0]), str(INSTALLER), "install"],
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert (
+        lines[0].startswith("dk-installer needs Python 3.9 or newer;") and f"is Python {version}." in lines[0]
+    )
+    assert not sandbox.home.exists()

@@ -1,0 +1,143 @@
+"""Sections 3 and 4: console output rules and the command runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import INSTALLER, Sandbox
+
+import dk_installer as dk
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """Run the installer with a pseudo-terminal as stdin/stdout/stderr; return (exit code, screen)."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(INSTALLER), *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(10), b"".join(chunks).decode(errors="replace")
+
+
+def test_terminal_gets_colour_spinner_and_the_password_once(sandbox: Sandbox) -> None:
+    env = {**sandbox.env, "FAKE_TESTGEN_START_DELAY": "2.5"}
+    code, screen = run_in_terminal(sandbox.install_args("--no-demo"), env)
+    assert code == 0, screen
+    assert "\x1b[32m" in screen  # green OK
+    assert "waiting for the UI and API to answer" in screen  # live progress of a slow step
+    assert any(frame in screen for frame in dk.Progress.FRAMES)
+    password = sandbox.password()
+    assert screen.count(password) == 1
+
+
+def test_no_color_is_honoured_on_a_terminal(sandbox: Sandbox) -> None:
+    code, screen = run_in_terminal(["doctor"], {**sandbox.env, "NO_COLOR": "1"})
+    assert code in (0, 3)
+    assert "\x1b[" not in screen
+
+
+def test_pipes_get_no_escape_codes(sandbox: Sandbox) -> None:
+    result = sandbox.install("--no-demo", "--no-start")
+    assert result.returncode == 0
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "Check requirements ..." in result.stdout  # plain start lines off a terminal
+
+
+def test_redactor_hides_known_secrets_and_secret_keys() -> None:
+    redactor = dk.Redactor()
+    redactor.add("hunter2-very-secret")
+    text = (
+        "pw=hunter2-very-secret\nTG_JWT_HASHING_KEY=abc+/=\nTESTGEN_PASSWORD: 'x y'\nTESTGEN_USERNAME=admin"
+    )
+    assert redactor(text) == (
+        "pw=[REDACTED]\nTG_JWT_HASHING_KEY=[REDACTED]\nTESTGEN_PASSWORD: [REDACTED]\nTESTGEN_USERNAME=admin"
+    )
+
+
+def test_failing_command_raises_with_its_last_stderr_lines() -> None:
+    script = "import sys\nfor i in range(30): print(f'err {i}', file=sys.stderr)\nsys.exit(4)"
+    with pytest.raises(dk.CommandFailed) as failed:
+        dk.run_command([sys.executable, "-c", script], what="the thing", error_code="setup_failed")
+    assert failed.value.code == "setup_failed"
+    assert "exit code 4" in failed.value.message
+    assert failed.value.details.splitlines() == [f"err {i}" for i in range(20, 30)]
+
+
+def test_command_output_is_logged_redacted_and_stdin_is_fed(tmp_path: Path) -> None:
+    handler = logging.FileHandler(tmp_path / "run.log")
+    handler.setFormatter(dk.RedactingFormatter("%(message)s"))
+    dk.log.addHandler(handler)
+    dk.log.setLevel(logging.DEBUG)
+    secret = "correct-horse-battery"
+    dk.redact.add(secret)
+    try:
+        out = dk.run_command([sys.executable, "-c", "print('got', input())"], stdin_text=secret + "\n")
+    finally:
+        dk.log.removeHandler(handler)
+        handler.close()
+    assert out == f"got {secret}"
+    logged = (tmp_path / "run.log").read_text()
+    assert "got [REDACTED]" in logged and secret not in logged
+
+
+def test_timeout_and_interrupt_stop_the_whole_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(dk.CommandFailed, match="did not finish within 2s"):
+        dk.run_command([sys.executable, "-c", script], timeout=2)
+    child = int(marker.read_text())
+    time.sleep(0.3)
+    assert not dk.pid_alive(child)
+
+    marker.unlink()
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        dk.run_command([sys.executable, "-c", script])
+    child = int(marker.read_text())
+    time.sleep(0.3)
+    assert not dk.pid_alive(child)
+
+
+def test_deferred_signals_let_cleanup_finish_then_interrupt() -> None:
+    finished = []
+    with pytest.raises(KeyboardInterrupt), dk.deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        finished.append(True)
+    assert finished == [True]

@@ -791,6 +791,7 @@ OUTCOMES = ("success", "failure", "aborted", "interrupted")
 LAUNCHERS = ("install.sh", "direct", "package")
 ERROR_CODES = (
     "busy",
+    "config_not_writable",
     "disk_full",
     "home_not_writable",
     "index_unreachable",
@@ -800,7 +801,6 @@ ERROR_CODES = (
     "package_install_failed",
     "package_not_found",
     "port_in_use",
-    "port_invalid",
     "python_not_found",
     "python_too_old",
     "setup_failed",
@@ -808,6 +808,7 @@ ERROR_CODES = (
     "state_corrupt",
     "stop_failed",
     "upgrade_failed",
+    "venv_broken",
     "version_conflict",
     "subprocess_failed",
     "unexpected",

@@ -186,6 +186,7 @@ def bootstrap(argv: list[str]) -> None:
         _create_runtime(runtime, argv)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
     os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
+    os.environ.setdefault("DK_INSTALLER_PYTHON", sys.executable)  # for the hints we print later
     python = _venv_python(runtime)
     os.execv(python, [python, os.path.abspath(__file__), *argv])
 
@@ -495,8 +496,7 @@ class Console:
 
     STATUS_COLOURS: ClassVar[dict[str, str]] = {"OK": "green", "SKIPPED": "yellow", "FAILED": "red"}
 
-    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
-        self.verbose = verbose
+    def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.interactive = sys.stdout.isatty()
         self.colour = use_colour(sys.stdout)
@@ -1400,11 +1400,8 @@ def http_status(url: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
         return None
 
 
-def ui_url(port: int) -> str:
-    return f"http://localhost:{port}"
-
-
-def api_url(port: int) -> str:
+def local_url(port: int) -> str:
+    """How the user reaches a TestGen port (TestGen binds all addresses)."""
     return f"http://localhost:{port}"
 
 
@@ -2125,7 +2122,7 @@ def write_credentials(paths: Paths, username: str, password: str, ui_port: int) 
     write_file_atomically(
         paths.credentials,
         "DataOps TestGen login, created by dk-installer. Keep this file private.\n"
-        f"URL:      {ui_url(ui_port)}\nUsername: {username}\nPassword: {password}\n",
+        f"URL:      {local_url(ui_port)}\nUsername: {username}\nPassword: {password}\n",
         mode=0o600,
     )
 
@@ -2278,7 +2275,7 @@ class StartApp(Step):
         if not ctx.options.start:
             raise StepSkipped("--no-start")
         launch_app(ctx, progress)
-        progress.result = f"UI {ui_url(ctx.options.ui_port)}"
+        progress.result = f"UI {local_url(ctx.options.ui_port)}"
 
     def undo(self, ctx: ActionContext) -> None:
         if ctx.started_app:
@@ -2484,7 +2481,11 @@ def self_command() -> str:
     """How the user runs this installer again, for the hints we print."""
     if launched_by() == "package":
         return "dk-installer"
-    return f"python3 {os.path.abspath(__file__)}"
+    python = os.environ.get("DK_INSTALLER_PYTHON") or sys.executable
+    on_path = shutil.which("python3")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(python):
+        python = "python3"
+    return f"{python} {os.path.abspath(__file__)}"
 
 
 def perform(
@@ -2495,7 +2496,7 @@ def perform(
     quiet: bool = False,
 ) -> int:
     paths = Paths.from_environment()
-    console = Console(verbose=invocation.verbose, quiet=quiet)
+    console = Console(quiet=quiet)
     result = ActionResult(invocation.action, list(invocation.options_set))
     enabled, _rule = analytics_consent(paths, invocation.no_analytics)
     ctx = ActionContext(paths, console, result, enabled, options or InstallOptions())
@@ -2707,8 +2708,8 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
             bold=True,
         )
     )
-    console.say(f"  UI:           {ui_url(options.ui_port)}")
-    console.say(f"  API:          {api_url(options.api_port)}/api/docs")
+    console.say(f"  UI:           {local_url(options.ui_port)}")
+    console.say(f"  API:          {local_url(options.api_port)}/api/docs")
     if credentials:
         console.say(f"  Username:     {credentials[0]}")
         if show_password and sys.stdout.isatty():
@@ -2723,7 +2724,7 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
     console.say(f"  Status:     {cmd} status")
     console.say(f"  Uninstall:  {cmd} uninstall")
     if options.start and options.browser:
-        open_browser(ui_url(options.ui_port))
+        open_browser(local_url(options.ui_port))
 
 
 def open_browser(url: str) -> None:
@@ -2743,7 +2744,7 @@ def start_action(ctx: ActionContext) -> None:
     assert state
     ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
     if app_running(ctx, state):
-        ctx.console.say(f"TestGen is already running: {ui_url(state.ui_port)}")
+        ctx.console.say(f"TestGen is already running: {local_url(state.ui_port)}")
         return
     stop_testgen(ctx.paths)  # leftovers of a crashed run would hold the ports and the database
     checks = [check_port(state.ui_port, "--port", False), check_port(state.api_port, "--api-port", False)]
@@ -2752,7 +2753,7 @@ def start_action(ctx: ActionContext) -> None:
         report_requirements(ctx.console, checks)
     raise_for_requirements(checks)
     run_steps(ctx, [StartApp()])
-    ctx.console.say(f"TestGen {state.product_version} is running: {ui_url(state.ui_port)}")
+    ctx.console.say(f"TestGen {state.product_version} is running: {local_url(state.ui_port)}")
 
 
 def stop_action(ctx: ActionContext) -> None:
@@ -2835,8 +2836,8 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         installed=True,
         version=state.product_version,
         state="ok",
-        ui_url=ui_url(state.ui_port),
-        api_url=api_url(state.api_port),
+        ui_url=local_url(state.ui_port),
+        api_url=local_url(state.api_port),
     )
     pid = read_app_pid(paths)
     if pid:

@@ -817,3 +817,12 @@ def test_colour_only_on_a_terminal_without_no_color(
     assert code != 0
     assert "needs Python 3.9 or newer" in output
     assert ("\x1b[" in output) is coloured
+
+
+def test_published_checksum_matches_the_installer() -> None:
+    """install.sh downloads dk_installer.py.sha256 from the repository beside dk_installer.py."""
+    published = (ROOT / "dk_installer.py.sha256").read_text().split()
+    assert published[1] == "dk_installer.py"
+    assert published[0] == hashlib.sha256((ROOT / "dk_installer.py").read_bytes()).hexdigest(), (
+        "dk_installer.py changed: run `sha256sum dk_installer.py > dk_installer.py.sha256`"
+    )

@@ -11,8 +11,12 @@ Every round runs, in a rotating order, with the interpreter running this script:
     python dk_installer.py --help
     python dk_installer.py --version
     python dk_installer.py status           analytics off (DK_INSTALLER_ANALYTICS=no), not installed
-and, as a diagnosis only (not a target), the same --help loaded from cached bytecode:
-    python -m dk_installer --help           PYTHONPYCACHEPREFIX=<temp>, bytecode written once
+and, as a diagnosis only (not a target):
+    python -m dk_installer --help           from cached bytecode (PYTHONPYCACHEPREFIX=<temp>, bytecode
+                                            written once)
+    python3 dk_installer.py --help          with a python3 on this machine that lacks click etc. (as a
+                                            user's would): the bootstrap re-executes the file in the
+                                            runtime venv (here a link to this interpreter's venv)
 HOME, DK_INSTALLER_HOME and XDG_CONFIG_HOME are temp dirs, deleted at the end. The environment
 is otherwise this one (this sandbox sets PYTHONDONTWRITEBYTECODE=1; a script's own source is
 never cached anyway). Target: `--help` within 4x the bare start (median vs median). The bench
@@ -63,6 +67,22 @@ def import_costs(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def python_without_runtime() -> str | None:
+    """A Python 3.9+ on this machine that lacks click, requests or distro: how a user's python3 runs
+    the file (dk_installer.py then re-executes itself in its runtime venv). None if there is none."""
+    probe = (
+        "import importlib.util as u, sys; print(sys.executable); "
+        "sys.exit(sys.version_info < (3, 9) or all(u.find_spec(m) for m in ('click', 'requests', 'distro')))"
+    )
+    for candidate in ("python3", "/usr/bin/python3"):
+        path = shutil.which(candidate)
+        if path:
+            out = subprocess.run([path, "-c", probe], capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()  # the real interpreter, not a pyenv shim
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds (default 30)")
@@ -90,6 +110,17 @@ def main() -> int:
             "dk_installer.py status": ([py, str(installer), "status"], env),
             "-m dk_installer --help (cached .pyc)": ([py, "-m", installer.stem, "--help"], cached_env),
         }
+        user_python = python_without_runtime()
+        if user_python:
+            # The runtime venv the bootstrap re-executes into: this interpreter's venv, linked.
+            reexec_home = root / "reexec-home"
+            reexec_home.mkdir()
+            (reexec_home / "runtime").symlink_to(sys.prefix)
+            reexec_env = {**env, "DK_INSTALLER_HOME": str(reexec_home)}
+            commands["user python3 dk_installer.py --help"] = (
+                [user_python, str(installer), "--help"],
+                reexec_env,
+            )
         for cmd, cmd_env in commands.values():  # warm-up: page cache, logs dir, the .pyc
             run_measured(cmd, cmd_env)
         times: dict[str, list[float]] = {name: [] for name in commands}
@@ -121,6 +152,12 @@ def main() -> int:
             "(median wall time from spawn to exit; CPU = user+sys time, a cross-check that other load on "
             "the machine disturbs less)"
         )
+        if user_python:
+            print(
+                f"(user python3 = {user_python}, which lacks the runtime packages: the file bootstraps "
+                "and re-executes itself in the runtime venv, compiling the script twice; a diagnosis, "
+                "not the target)"
+            )
         help_ms = median_ms(times["dk_installer.py --help"])
         ratio = help_ms / bare
 

@@ -184,19 +184,48 @@ def bootstrap(argv: list[str]) -> None:
     runtime = os.path.join(installer_home(), "runtime")
     if not os.path.exists(_venv_python(runtime)):
         _create_runtime(runtime, argv)
+    python = _venv_python(runtime)
+    _refresh_runtime_copy(python)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
     os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
-    os.environ.setdefault("DK_INSTALLER_PYTHON", sys.executable)  # for the hints we print later
-    python = _venv_python(runtime)
-    os.execv(python, [python, os.path.abspath(__file__), *argv])
+    # For the hints we print later: how the user ran us, not the runtime's copy.
+    os.environ.setdefault("DK_INSTALLER_PYTHON", sys.executable)
+    os.environ.setdefault("DK_INSTALLER_SCRIPT", os.path.abspath(__file__))
+    # -I: the user's PYTHONPATH and current directory cannot shadow the runtime's modules.
+    os.execv(python, [python, "-I", "-m", "dk_installer", *argv])
+
+
+def _refresh_runtime_copy(python: str) -> None:
+    """Keep a byte-compiled copy of this file in the runtime's site-packages: running it with -m
+    skips compiling 120 KB of source on every command (bench/startup.py)."""
+    import glob
+    import subprocess
+
+    with open(__file__, "rb") as handle:
+        source = handle.read()
+    runtime = os.path.dirname(os.path.dirname(python))
+    site_packages = glob.glob(os.path.join(runtime, "lib", "python3*", "site-packages"))[0]
+    copy = os.path.join(site_packages, "dk_installer.py")
+    try:
+        with open(copy, "rb") as handle:
+            if handle.read() == source:
+                return
+    except OSError:
+        pass
+    staging = f"{copy}.{os.getpid()}.tmp"
+    with open(staging, "wb") as handle:
+        handle.write(source)
+    os.replace(staging, copy)
+    subprocess.call([python, "-I", "-m", "py_compile", copy])
 
 
 if __name__ == "__main__":
     bootstrap(sys.argv[1:])
 
 # ---------------------------------------------------------------------------------------------
-# Everything below may use the runtime's packages. Heavy ones (requests, distro) are imported
-# where they are needed so that --help and status stay fast.
+# Everything below may use the runtime's packages. Modules that only some commands need
+# (requests, distro, platform, secrets, socket, uuid) are imported where they are used, so that
+# --help and status start fast (bench/startup.py).
 # ---------------------------------------------------------------------------------------------
 
 import contextlib
@@ -204,16 +233,12 @@ import dataclasses
 import datetime
 import json
 import logging
-import platform
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -624,6 +649,8 @@ class RedactingFormatter(logging.Formatter):
 
 def start_run_log(paths: Paths, action: str, verbose: bool) -> Path | None:
     """Every run writes a debug log; the newest LOG_FILES_KEPT are kept."""
+    import platform
+
     log.setLevel(logging.DEBUG)
     log.propagate = False
     if verbose:
@@ -987,13 +1014,19 @@ def _distro_properties() -> dict[str, Any]:
     try:
         import distro
 
-        return {"os_distro": distro.id() or None, "os_distro_version": distro.version() or None}
+        # distro.id() would also run `lsb_release -a` and `uname`: 15+ ms of subprocesses for the
+        # same answer that /etc/os-release gives (bench/analytics_overhead.py).
+        info = distro.LinuxDistribution(include_lsb=False, include_uname=False, include_oslevel=False)
+        return {"os_distro": info.id() or None, "os_distro_version": info.version() or None}
     except Exception:
         log.debug("analytics: distro unavailable", exc_info=True)
         return {"os_distro": None, "os_distro_version": None}
 
 
 def environment_properties(distinct_id: str) -> dict[str, Any]:
+    import platform
+    import uuid
+
     props: dict[str, Any] = {
         "token": os.environ.get("DK_INSTALLER_ANALYTICS_TOKEN") or MIXPANEL_TOKEN,
         "distinct_id": distinct_id,
@@ -1193,6 +1226,8 @@ def record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) ->
 
 
 def _record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -> None:
+    import uuid
+
     enabled, _rule = analytics_consent(paths, no_analytics_flag)
     if not enabled:
         return
@@ -1214,7 +1249,10 @@ def _record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -
             click.echo("analytics debug (not sent): " + json.dumps(event, sort_keys=True), err=True)
         return
     Spool(paths.analytics).append(events)
-    settings.update(first_event_recorded=True, bootstrap_sent=True if bootstrap_ping else None)
+    changes = {"first_event_recorded": True, "bootstrap_sent": bootstrap_ping or None}
+    changes = {key: value for key, value in changes.items() if value and not settings.get(key)}
+    if changes:
+        settings.update(**changes)
     _start_sender(paths)
 
 
@@ -1418,6 +1456,7 @@ def verify_login(api_port: int, username: str, password: str) -> bool | None:
     False on 401, None when this TestGen has no OAuth endpoints."""
     import base64
     import hashlib
+    import secrets
     import urllib.parse
 
     import requests
@@ -1589,6 +1628,8 @@ def stop_testgen(paths: Paths, progress: Progress | None = None) -> bool:
 
 def port_free(port: int) -> bool:
     """True when nothing listens on the port, on any address (TestGen binds 0.0.0.0)."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -2080,6 +2121,8 @@ class InstallPackage(Step):
         self.swapped = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
+        import secrets
+
         assert ctx.engine and ctx.python
         remove_stale_venvs(ctx.paths)
         ctx.paths.venvs.mkdir(parents=True, exist_ok=True)
@@ -2150,6 +2193,8 @@ class Configure(Step):
         self.created_home = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
+        import secrets
+
         paths = ctx.paths
         if (paths.testgen_home / "config.env").exists():
             ctx.kept_data = True
@@ -2485,7 +2530,7 @@ def self_command() -> str:
     on_path = shutil.which("python3")
     if on_path and os.path.realpath(on_path) == os.path.realpath(python):
         python = "python3"
-    return f"{python} {os.path.abspath(__file__)}"
+    return f"{python} {os.environ.get('DK_INSTALLER_SCRIPT') or os.path.abspath(__file__)}"
 
 
 def perform(
@@ -2930,6 +2975,8 @@ class RemoveFiles(Step):
 
 
 def doctor_checks(ctx: ActionContext) -> list[Requirement]:
+    import platform
+
     paths = ctx.paths
     checks = [
         Requirement(
@@ -3015,6 +3062,7 @@ def doctor_action(ctx: ActionContext) -> None:
 def logs_action(ctx: ActionContext, output: Path | None) -> None:
     """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
     import io
+    import platform
     import zipfile
 
     paths = ctx.paths
@@ -3302,6 +3350,8 @@ def analytics_disable() -> None:
 @click.argument("action", type=click.Choice(ACTIONS), default="install")
 def analytics_preview(action: str) -> None:
     """Print the exact JSON the next event would carry. Sends nothing, writes nothing."""
+    import uuid
+
     paths = Paths.from_environment()
     settings = Settings(paths.settings)
     distinct_id = settings.get("anonymous_id")

@@ -64,6 +64,9 @@ def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) 
     for module in ("click", "requests", "distro"):
         assert list(runtime.glob(f"lib/python3.9/site-packages/{module}")), module
     assert (runtime / "bin" / "uv").exists()
+    [copy] = runtime.glob("lib/python3.9/site-packages/dk_installer.py")
+    assert copy.read_bytes() == INSTALLER.read_bytes()
+    assert list(copy.parent.glob("__pycache__/dk_installer.cpython-39.pyc"))  # runs without recompiling
     # The second run must not touch the network: a dead proxy and index would make pip fail.
     offline = {
         **env,
@@ -79,6 +82,9 @@ def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) 
     assert "Preparing" not in second.stderr
     assert "not installed" in second.stdout
     assert time.monotonic() - started < 10
+    hint = subprocess.run([python, str(INSTALLER), "start"], env=offline, capture_output=True, text=True)
+    assert hint.returncode == 1
+    assert f"{python} {INSTALLER} install" in hint.stderr  # how the user ran it, not the runtime's copy
 
 
 def test_runtime_failure_is_clear_and_leaves_nothing(sandbox: Sandbox) -> None:

@@ -501,6 +501,14 @@ class Requirement:
     blocking: bool = True
 
 
+@dataclasses.dataclass
+class PythonCheck(Requirement):
+    """The Python check also says which interpreter it found (None: uv will download one)."""
+
+    interpreter: str | None = None
+    version: str | None = None
+
+
 class RequirementsNotMet(InstallerError):
     def __init__(self, failed: list[Requirement]) -> None:
         lines = "\n".join(f"  - {r.title}: {r.detail}" for r in failed)
@@ -1774,27 +1782,30 @@ def find_uv() -> str | None:
     return shutil.which("uv")
 
 
-def find_testgen_python(explicit: str | None) -> Requirement:
+def find_testgen_python(explicit: str | None) -> PythonCheck:
     """--python if given, else the newest python3.1x on PATH, else uv's own interpreters."""
     needed = ".".join(map(str, TESTGEN_MIN_PYTHON))
     title = f"Python {needed}+ for TestGen"
+
+    def found_ok(path: str, version: tuple[int, ...]) -> PythonCheck:
+        shown = ".".join(map(str, version))
+        return PythonCheck("python", title, True, f"{path} ({shown})", interpreter=path, version=shown)
+
     candidates = [explicit] if explicit else ["python3.13", "python3.12", "python3.11", "python3"]
     too_old: list[str] = []
     for candidate in candidates:
         found = _probe_python(candidate)
         if not found:
             continue
-        path, version = found
-        shown = ".".join(map(str, version))
-        if version[:2] >= TESTGEN_MIN_PYTHON:
-            return Requirement("python", title, True, f"{path} ({shown})")
-        too_old.append(f"{candidate} is {shown}")
+        if found[1][:2] >= TESTGEN_MIN_PYTHON:
+            return found_ok(*found)
+        too_old.append(f"{candidate} is {'.'.join(map(str, found[1]))}")
     if explicit:
         if too_old:
-            return Requirement(
+            return PythonCheck(
                 "python_too_old", title, False, f"--python {too_old[0]}; TestGen needs {needed}+"
             )
-        return Requirement(
+        return PythonCheck(
             "python_not_found", title, False, f"--python {explicit} is not a working interpreter"
         )
     uv = find_uv()
@@ -1802,14 +1813,13 @@ def find_testgen_python(explicit: str | None) -> Requirement:
         out = subprocess.run(
             [uv, "python", "find", f">={needed}"], capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
-        if out.returncode == 0 and out.stdout.strip():
-            found = _probe_python(out.stdout.strip())
-            if found:
-                return Requirement("python", title, True, f"{found[0]} ({'.'.join(map(str, found[1]))})")
-        return Requirement("python", title, True, "none found; uv will download Python 3.12")
+        found = _probe_python(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+        if found:
+            return found_ok(*found)
+        return PythonCheck("python", title, True, "none found; uv will download Python 3.12")
     detail = "; ".join(too_old) if too_old else "no python3.11, 3.12 or 3.13 on PATH"
     code = "python_too_old" if too_old else "python_not_found"
-    return Requirement(code, title, False, f"{detail}. Install Python {needed}+ or pass --python PATH")
+    return PythonCheck(code, title, False, f"{detail}. Install Python {needed}+ or pass --python PATH")
 
 
 def check_disk(paths: Paths) -> Requirement:
@@ -1941,9 +1951,7 @@ class Preflight(Step):
         if any(not c.ok for c in checks):
             report_requirements(ctx.console, checks)
         raise_for_requirements(checks)
-        if python.ok and "(" in python.detail:
-            ctx.python = python.detail.split(" (")[0]
-            ctx.python_version = python.detail.split(" (")[1].rstrip(")")
+        ctx.python, ctx.python_version = python.interpreter, python.version
         progress.result = (
             f"Python {ctx.python_version or 'to download'}, ports {options.ui_port}/{options.api_port}"
         )
@@ -2374,7 +2382,7 @@ class SaveState(Step):
             venv=venv.name if venv else "",
             installed_at=self.previous.installed_at if self.previous else stamp,
             updated_at=stamp,
-            demo_data=ctx.options.demo and not ctx.kept_data,
+            demo_data=self.previous.demo_data if self.previous else ctx.options.demo and not ctx.kept_data,
         )
         ctx.state.save(ctx.paths.state)
         progress.result = str(ctx.paths.state)
@@ -2819,14 +2827,11 @@ def upgrade_action(ctx: ActionContext) -> None:
         number = int(major.group()) if major else 5
         ctx.options.version = f">={number},<{number + 1}"
     ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
-    found = _probe_python(state.python) if state.python else None
-    if found:
-        ctx.python, ctx.python_version = found[0], ".".join(map(str, found[1]))
-    else:
-        requirement = find_testgen_python(None)
-        raise_for_requirements([requirement])
-        ctx.python, _, version = requirement.detail.partition(" (")
-        ctx.python_version = version.rstrip(")")
+    python = find_testgen_python(state.python or None)
+    if not python.ok:
+        python = find_testgen_python(None)  # the recorded interpreter is gone: find another
+    raise_for_requirements([python])
+    ctx.python, ctx.python_version = python.interpreter, python.version
     ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)

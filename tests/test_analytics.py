@@ -291,6 +291,17 @@ def start_sender(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def start_connected_sender(env: dict[str, str], server: AcceptAndHang) -> subprocess.Popen[bytes]:
+    """A sender pointed at `server`, returned once it is connected (and holds the sender lock)."""
+    env["DK_INSTALLER_ANALYTICS_URL"] = server.url
+    sender = start_sender(env)
+    deadline = time.monotonic() + 10
+    while server.connections == 0:
+        assert time.monotonic() < deadline, "the sender never connected"
+        time.sleep(0.05)
+    return sender
+
+
 @pytest.mark.parametrize("condition", ["slow_drip", "dns_hang"])
 def test_sender_kills_itself_after_ten_seconds(sandbox: Sandbox, tmp_path: Path, condition: str) -> None:
     env = spool_one_event(sandbox)
@@ -316,11 +327,7 @@ def test_sender_kills_itself_after_ten_seconds(sandbox: Sandbox, tmp_path: Path,
 def test_never_two_senders_at_once(sandbox: Sandbox) -> None:
     env = spool_one_event(sandbox)
     with serving(AcceptAndHang()) as server:
-        env["DK_INSTALLER_ANALYTICS_URL"] = server.url
-        first = start_sender(env)
-        deadline = time.monotonic() + 10
-        while server.connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        first = start_connected_sender(env, server)
         started = time.monotonic()
         second = start_sender(env)
         second.wait(10)
@@ -332,11 +339,7 @@ def test_never_two_senders_at_once(sandbox: Sandbox) -> None:
 def test_sender_not_started_while_one_runs(sandbox: Sandbox) -> None:
     env = spool_one_event(sandbox)
     with serving(AcceptAndHang()) as server:
-        env["DK_INSTALLER_ANALYTICS_URL"] = server.url
-        first = start_sender(env)
-        deadline = time.monotonic() + 10
-        while server.connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        first = start_connected_sender(env, server)
         result = subprocess.run([sys.executable, str(INSTALLER), "status"], env=env, capture_output=True)
         assert result.returncode == 0
         senders = [cmd for _, cmd in sandbox.processes() if "send-spool" in cmd]

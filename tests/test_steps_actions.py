@@ -288,3 +288,16 @@ def test_logs_bundle_is_redacted(sandbox: Sandbox, tmp_path: Path) -> None:
     assert oct(bundle.stat().st_mode & 0o777) == "0o600"
     for log_file in (sandbox.home / "logs").glob("*.log"):
         assert password not in log_file.read_text()
+
+
+def test_upgrade_of_a_stopped_install_keeps_it_stopped_and_keeps_its_receipt(sandbox: Sandbox) -> None:
+    assert sandbox.install("--version", "5.0.0", "--no-demo", "--no-start").returncode == 0
+    before = sandbox.state()
+    upgraded = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse))
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "SKIPPED Start TestGen again" in upgraded.stdout
+    after = sandbox.state()
+    assert after["product_version"] == "5.1.0"
+    assert after["demo_data"] is False and after["installed_at"] == before["installed_at"]
+    assert sandbox.status()["running"] is False
+    assert sandbox.processes() == []

@@ -187,7 +187,6 @@ def bootstrap(argv: list[str]) -> None:
     python = _venv_python(runtime)
     _refresh_runtime_copy(python)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
-    os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
     # For the hints we print later: how the user ran us, not the runtime's copy.
     os.environ.setdefault("DK_INSTALLER_PYTHON", sys.executable)
     os.environ.setdefault("DK_INSTALLER_SCRIPT", os.path.abspath(__file__))

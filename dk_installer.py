@@ -30,8 +30,12 @@ __version__ = "0.1.0"
 # ---------------------------------------------------------------------------------------------
 
 MIN_PYTHON = (3, 9)
-RUNTIME_REQUIREMENTS = ("click==8.1.8", "requests==2.32.4", "distro==1.9.0", "uv==0.13.9")
-RUNTIME_MODULES = ("click", "requests", "distro")
+# The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
+# and "which processes are ours", on Linux and macOS alike.
+RUNTIME_REQUIREMENTS = ("click==8.1.8", "requests==2.32.4", "distro==1.9.0", "psutil==7.2.2", "uv==0.13.9")
+RUNTIME_MODULES = ("click", "requests", "distro", "psutil")
+RUNTIME_DIR = "runtime"
+RUNTIME_RECEIPT = "dk-installer-requirements.txt"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -52,14 +56,25 @@ def installer_home() -> str:
     return os.path.abspath(os.environ.get("DK_INSTALLER_HOME") or default)
 
 
-def _venv_python(venv: str) -> str:
-    return os.path.join(venv, "Scripts" if os.name == "nt" else "bin", "python")
+def venv_bin(venv: str | os.PathLike[str], name: str) -> str:
+    """A program in a venv (POSIX layout: this installer supports Linux and macOS)."""
+    return os.path.join(venv, "bin", name)
 
 
 def _missing_runtime_modules() -> list[str]:
     import importlib.util
 
     return [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+
+
+def runtime_is_current(runtime: str) -> bool:
+    """The runtime exists and was built from exactly RUNTIME_REQUIREMENTS."""
+    try:
+        with open(os.path.join(runtime, RUNTIME_RECEIPT)) as handle:
+            built_from = handle.read().splitlines()
+    except OSError:
+        return False
+    return built_from == list(RUNTIME_REQUIREMENTS) and os.path.exists(venv_bin(runtime, "python"))
 
 
 def _venv_unavailable_hint() -> str | None:
@@ -77,7 +92,8 @@ def _venv_unavailable_hint() -> str | None:
 
 
 def _package_source_args(argv: list[str]) -> list[str]:
-    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs)."""
+    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs:
+    --find-links alone means no index, as for TestGen's own packages)."""
     args: list[str] = []
     for flag in ("--index-url", "--find-links"):
         for i, arg in enumerate(argv):
@@ -85,10 +101,33 @@ def _package_source_args(argv: list[str]) -> list[str]:
                 args += [flag, argv[i + 1]]
             elif arg.startswith(flag + "="):
                 args += [flag, arg.split("=", 1)[1]]
+    if "--find-links" in args and "--index-url" not in args:
+        args.append("--no-index")
     return args
 
 
+def home_unusable_message(home: str) -> str | None:
+    """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
+    words as the preflight check, so a first run and a later one fail alike."""
+    try:
+        os.makedirs(home, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        if os.access(home, os.W_OK | os.X_OK):
+            return None
+        reason = "not writable"
+    return (
+        "Requirements not met:\n"
+        f"  - Installer home writable: {home} cannot be created or written ({reason}). "
+        "Set DK_INSTALLER_HOME to a folder you can write."
+    )
+
+
 def _create_runtime(runtime: str, argv: list[str]) -> None:
+    """Build the runtime under a staging name and swap it in whole: a failed or interrupted
+    build leaves the previous runtime (if any) exactly as it was."""
+    import shutil
     import subprocess
     import threading
     import time
@@ -97,7 +136,6 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     if hint:
         sys.stderr.write(hint + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
-    os.makedirs(os.path.dirname(runtime), exist_ok=True)
     log_dir = os.path.join(os.path.dirname(runtime), "logs")
     os.makedirs(log_dir, exist_ok=True)
     log_path = os.path.join(log_dir, "runtime-bootstrap.log")
@@ -105,6 +143,8 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     started = time.monotonic()
     done = threading.Event()
     interactive = sys.stderr.isatty()
+    rebuilding = os.path.exists(runtime)
+    old = runtime + ".old"
 
     def progress() -> None:
         frames = "|/-\\"
@@ -118,18 +158,17 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
             sys.stderr.flush()
             i += 1
 
-    sys.stderr.write("Preparing dk-installer's runtime (first run only): click, requests, distro, uv\n")
+    reason = "its pinned packages changed" if rebuilding else "first run only"
+    sys.stderr.write(f"Preparing dk-installer's runtime ({reason}): click, requests, distro, psutil, uv\n")
     ticker = threading.Thread(target=progress, daemon=True)
     ticker.start()
     try:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         with open(log_path, "w") as log:
             for cmd in (
                 [sys.executable, "-m", "venv", staging],
                 [
-                    _venv_python(staging),
+                    venv_bin(staging, "python"),
                     "-m",
                     "pip",
                     "install",
@@ -142,49 +181,62 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
                 log.flush()
                 if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
                     raise OSError(f"'{' '.join(cmd[:4])}' failed")
-        # The venv's scripts embed its path, so it is built in place under a staging name only
-        # for cleanup; the rename makes the runtime appear whole or not at all.
-        shutil.rmtree(runtime, ignore_errors=True)
+        with open(os.path.join(staging, RUNTIME_RECEIPT), "w") as receipt:
+            receipt.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
+        # `python -m` works from a renamed venv (only its scripts embed the staging path), so the
+        # runtime appears whole or not at all; the old one goes only once the new one is in place.
+        shutil.rmtree(old, ignore_errors=True)
+        if rebuilding:
+            os.rename(runtime, old)
         os.rename(staging, runtime)
+        shutil.rmtree(old, ignore_errors=True)
     except (OSError, KeyboardInterrupt) as exc:
         done.set()
-        import shutil
-
+        ticker.join()
         shutil.rmtree(staging, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(runtime):
+            os.rename(old, runtime)
         if isinstance(exc, KeyboardInterrupt):
             sys.stderr.write("\nInterrupted.\n")
             raise SystemExit(EXIT_INTERRUPTED) from None
+        kept = f"The previous runtime in {runtime} is kept.\n" if rebuilding else ""
         sys.stderr.write(
-            f"\nCould not prepare dk-installer's runtime: {exc}.\n"
+            f"\nCould not prepare dk-installer's runtime: {exc}.\n{kept}"
             f"Full log: {log_path}\n"
             "Behind a proxy? Set HTTPS_PROXY. A mirror? Pass --index-url URL. Offline? --find-links DIR.\n"
         )
         raise SystemExit(EXIT_FAILED) from None
     done.set()
-    if interactive:
-        sys.stderr.write("\r")
-    sys.stderr.write(f"Runtime ready in {time.monotonic() - started:.1f}s.\n")
+    ticker.join()
+    # The spinner shares the line: clear it before the final message.
+    sys.stderr.write(
+        ("\r\x1b[2K" if interactive else "") + f"Runtime ready in {time.monotonic() - started:.1f}s.\n"
+    )
 
 
 def bootstrap(argv: list[str]) -> None:
-    """Make sure click, requests and distro are importable, re-executing in the runtime venv if not."""
+    """Make sure the runtime's modules are importable, re-executing in the runtime venv if not."""
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     if not _missing_runtime_modules():
         return
+    runtime = os.path.join(installer_home(), RUNTIME_DIR)
     if os.environ.get("DK_INSTALLER_BOOTSTRAPPED"):
         sys.stderr.write(
             "dk-installer's runtime is incomplete (missing: "
             + ", ".join(_missing_runtime_modules())
-            + f"). Remove {os.path.join(installer_home(), 'runtime')} and run the command again.\n"
+            + f"). Remove {runtime} and run the command again.\n"
         )
         raise SystemExit(EXIT_FAILED)
-    runtime = os.path.join(installer_home(), "runtime")
-    if not os.path.exists(_venv_python(runtime)):
+    if not runtime_is_current(runtime):
+        unusable = home_unusable_message(os.path.dirname(runtime))
+        if unusable:
+            sys.stderr.write(unusable + "\n")
+            raise SystemExit(EXIT_REQUIREMENTS)
         _create_runtime(runtime, argv)
-    python = _venv_python(runtime)
+    python = venv_bin(runtime, "python")
     _refresh_runtime_copy(python)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
     # For the hints we print later: how the user ran us, not the runtime's copy.
@@ -230,6 +282,7 @@ if __name__ == "__main__":
 import contextlib
 import dataclasses
 import datetime
+import enum
 import json
 import logging
 import re
@@ -239,7 +292,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -255,13 +308,33 @@ STATE_SCHEMA = 1
 DEFAULT_UI_PORT = 8501
 DEFAULT_API_PORT = 8530
 MIN_FREE_DISK_BYTES = 3 * 1024**3
+START_TIMEOUT_S = 120.0
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
+ANALYTICS_BASE_URL = "https://api.mixpanel.com"
+MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
+LAUNCHERS = ("install.sh", "direct", "package")
+CI_PROVIDERS = (
+    ("GITHUB_ACTIONS", "github_actions"),
+    ("GITLAB_CI", "gitlab"),
+    ("JENKINS_URL", "jenkins"),
+    ("CIRCLECI", "circleci"),
+    ("BUILDKITE", "buildkite"),
+    ("TF_BUILD", "azure_pipelines"),
+    ("TRAVIS", "travis"),
+    ("BITBUCKET_BUILD_NUMBER", "bitbucket"),
+    ("TEAMCITY_VERSION", "teamcity"),
+    ("CODEBUILD_BUILD_ID", "aws_codebuild"),
+    ("DRONE", "drone"),
+    ("APPVEYOR", "appveyor"),
+    ("SEMAPHORE", "semaphore"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-    """Every file the installer writes lives under `home` or `config` (nothing else is touched)."""
+    """Every file the installer writes lives under `home` or `config` (nothing else is touched),
+    and every one of them is named here."""
 
     home: Path
     config: Path
@@ -271,10 +344,53 @@ class Paths:
         config_root = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
         return cls(home=Path(installer_home()), config=Path(config_root).absolute() / "dk-installer")
 
+    # DK_INSTALLER_HOME: the installer's own files
     @property
     def runtime(self) -> Path:
-        return self.home / "runtime"
+        return self.home / RUNTIME_DIR
 
+    @property
+    def installer_copy(self) -> Path:
+        return self.home / "dk_installer.py"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def credentials(self) -> Path:
+        return self.home / "credentials.txt"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / ".lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def app_log(self) -> Path:
+        return self.logs / "testgen-app.log"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def uv_cache(self) -> Path:
+        return self.cache / "uv"
+
+    @property
+    def pip_cache(self) -> Path:
+        return self.cache / "pip"
+
+    @property
+    def pythons(self) -> Path:
+        """Interpreters that uv downloads when the machine has no Python 3.11+."""
+        return self.home / "pythons"
+
+    # DK_INSTALLER_HOME/testgen: TestGen's venvs, data and run files
     @property
     def testgen(self) -> Path:
         return self.home / "testgen"
@@ -290,36 +406,36 @@ class Paths:
 
     @property
     def testgen_home(self) -> Path:
+        """TestGen's TG_TESTGEN_HOME (and HOME): config.env, pgdata, its own logs."""
         return self.testgen / "home"
+
+    @property
+    def config_env(self) -> Path:
+        return self.testgen_home / "config.env"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.testgen_home / "pgdata"
+
+    @property
+    def testgen_logs(self) -> Path:
+        return self.testgen_home / "log"
+
+    @property
+    def upgrade_backup(self) -> Path:
+        """The copy of testgen_home that an upgrade puts back when it fails."""
+        return self.testgen / "home.backup"
+
+    @property
+    def run_dir(self) -> Path:
+        """TestGen's XDG_RUNTIME_DIR (pgserver keeps its lock in python_PostgresServer/ there)."""
+        return self.testgen / "run"
 
     @property
     def app_pid(self) -> Path:
         return self.testgen / "app.pid"
 
-    @property
-    def state(self) -> Path:
-        return self.home / "state.json"
-
-    @property
-    def credentials(self) -> Path:
-        return self.home / "credentials.txt"
-
-    @property
-    def logs(self) -> Path:
-        return self.home / "logs"
-
-    @property
-    def app_log(self) -> Path:
-        return self.logs / "testgen-app.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.home / ".lock"
-
-    @property
-    def installer_copy(self) -> Path:
-        return self.home / "dk_installer.py"
-
+    # The user config dir: settings and analytics
     @property
     def settings(self) -> Path:
         return self.config / "settings.json"
@@ -327,6 +443,83 @@ class Paths:
     @property
     def analytics(self) -> Path:
         return self.config / "analytics"
+
+    @property
+    def spool(self) -> Path:
+        return self.analytics / "spool.jsonl"
+
+    @property
+    def spool_lock(self) -> Path:
+        return self.analytics / "spool.lock"
+
+    @property
+    def history(self) -> Path:
+        return self.analytics / "history.jsonl"
+
+    @property
+    def sender_state(self) -> Path:
+        return self.analytics / "sender.json"
+
+    @property
+    def sender_lock(self) -> Path:
+        return self.analytics / "sender.lock"
+
+
+def _flag(value: str | None, words: Sequence[str]) -> bool:
+    return (value or "").strip().lower() in words
+
+
+_YES = ("1", "true", "yes")
+_NO = ("no", "false", "0", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the environment says, read once per command (README "Environment variables")."""
+
+    min_free_bytes: int = MIN_FREE_DISK_BYTES
+    start_timeout_s: float = START_TIMEOUT_S
+    force_pip: bool = False
+    index_url: str | None = None
+    no_color: bool = False
+    has_display: bool = False
+    do_not_track: bool = False
+    analytics_opt_out: bool = False
+    analytics_debug: bool = False
+    analytics_url: str = ANALYTICS_BASE_URL
+    analytics_token: str = MIXPANEL_TOKEN
+    context: str | None = None
+    launched_by: str = "package"
+    ci: bool = False
+    ci_provider: str | None = None
+    user_python: str | None = None
+    user_script: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        launcher = env.get("DK_INSTALLER_LAUNCHED_BY", "package")
+        provider = next((name for variable, name in CI_PROVIDERS if env.get(variable)), None)
+        context = env.get("DK_INSTALLER_CONTEXT", "")
+        return cls(
+            min_free_bytes=int(env.get("DK_INSTALLER_MIN_FREE_BYTES") or MIN_FREE_DISK_BYTES),
+            start_timeout_s=float(env.get("DK_INSTALLER_START_TIMEOUT") or START_TIMEOUT_S),
+            force_pip=_flag(env.get("DK_INSTALLER_PACKAGE_ENGINE"), ("pip",)),
+            index_url=env.get("UV_INDEX_URL") or env.get("PIP_INDEX_URL") or None,
+            no_color="NO_COLOR" in env,
+            has_display=sys.platform == "darwin" or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")),
+            do_not_track=_flag(env.get("DO_NOT_TRACK"), _YES),
+            analytics_opt_out=_flag(env.get("DK_INSTALLER_ANALYTICS"), _NO),
+            analytics_debug=_flag(env.get("DK_INSTALLER_ANALYTICS_DEBUG"), _YES),
+            analytics_url=(env.get("DK_INSTALLER_ANALYTICS_URL") or ANALYTICS_BASE_URL).rstrip("/"),
+            analytics_token=env.get("DK_INSTALLER_ANALYTICS_TOKEN") or MIXPANEL_TOKEN,
+            context=context if re.match(r"^[a-z0-9_-]{1,32}$", context) else None,
+            launched_by=launcher if launcher in LAUNCHERS else "direct",
+            ci=provider is not None or _flag(env.get("CI"), _YES),
+            ci_provider=provider,
+            user_python=env.get("DK_INSTALLER_PYTHON") or None,
+            user_script=env.get("DK_INSTALLER_SCRIPT") or None,
+        )
 
 
 def write_file_atomically(path: Path, text: str, mode: int = 0o644) -> None:
@@ -347,8 +540,28 @@ def write_file_atomically(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; {} when the file is missing or holds something else."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 class StateCorrupt(Exception):
     """state.json exists but cannot be trusted."""
+
+
+_JSON_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "None": type(None)}
+
+
+def json_value_fits(annotation: str, value: Any) -> bool:
+    """Does a JSON value fit a field annotated `int`, `str | None`, ...? (a bool is not an int)."""
+    kinds = tuple(_JSON_TYPES[part.strip()] for part in annotation.split("|"))
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
 
 
 @dataclasses.dataclass
@@ -379,19 +592,16 @@ class InstallState:
             raise StateCorrupt(f"{path} is not valid JSON ({type(exc).__name__})") from None
         if not isinstance(raw, dict):
             raise StateCorrupt(f"{path} does not hold a JSON object")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        expected_types = {"int": int, "str": str, "bool": bool}
         values: dict[str, Any] = {}
-        for name, field in fields.items():
-            if name not in raw:
+        for field in dataclasses.fields(cls):
+            if field.name not in raw:
                 if field.default is dataclasses.MISSING:
-                    raise StateCorrupt(f"{path} lacks '{name}'")
+                    raise StateCorrupt(f"{path} lacks '{field.name}'")
                 continue
-            kind = expected_types[str(field.type)]
-            value = raw[name]
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise StateCorrupt(f"{path}: '{name}' should be {kind.__name__}, found {value!r}")
-            values[name] = value
+            value = raw[field.name]
+            if not json_value_fits(str(field.type), value):
+                raise StateCorrupt(f"{path}: '{field.name}' should be {field.type}, found {value!r}")
+            values[field.name] = value
         if values.get("schema", STATE_SCHEMA) != STATE_SCHEMA:
             raise StateCorrupt(f"{path} has schema {values['schema']}, this installer reads {STATE_SCHEMA}")
         for port in ("ui_port", "api_port"):
@@ -407,16 +617,12 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-class Settings:
-    """User settings (analytics choice, anonymous id, notices seen) in the user config dir."""
+class UserSettings:
+    """The user's saved choices (analytics, anonymous id, notices seen) in the user config dir."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            loaded = json.loads(path.read_text())
-            self.values: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            self.values = {}
+        self.values = read_json_object(path)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -476,24 +682,60 @@ class InstallerLock:
 # ---------------------------------------------------------------------------------------------
 
 
+class ErrorCode(str, enum.Enum):
+    """What went wrong, as analytics sees it (README "Error codes"). An enum, so that a typo is an
+    error where it is written, never a silent null in the event."""
+
+    BUSY = "busy"
+    CONFIG_NOT_WRITABLE = "config_not_writable"
+    DISK_FULL = "disk_full"
+    HOME_NOT_WRITABLE = "home_not_writable"
+    INDEX_UNREACHABLE = "index_unreachable"
+    INTERRUPTED = "interrupted"
+    LOGIN_FAILED = "login_failed"
+    NOT_INSTALLED = "not_installed"
+    PACKAGE_INSTALL_FAILED = "package_install_failed"
+    PACKAGE_NOT_FOUND = "package_not_found"
+    PORT_IN_USE = "port_in_use"
+    PYTHON_NOT_FOUND = "python_not_found"
+    PYTHON_TOO_OLD = "python_too_old"
+    SETUP_FAILED = "setup_failed"
+    START_FAILED = "start_failed"
+    STATE_CORRUPT = "state_corrupt"
+    STOP_FAILED = "stop_failed"
+    UPGRADE_FAILED = "upgrade_failed"
+    VENV_BROKEN = "venv_broken"
+    VERSION_CONFLICT = "version_conflict"
+    SUBPROCESS_FAILED = "subprocess_failed"
+    UNEXPECTED = "unexpected"
+
+
+ERROR_CODES = tuple(code.value for code in ErrorCode)
+
+
 class InstallerError(Exception):
-    """A failure the user can act on. `code` is one of ERROR_CODES; it is what analytics sees."""
+    """A failure the user can act on. `code` is what analytics sees (a string is checked)."""
 
     def __init__(
-        self, message: str, *, code: str = "unexpected", exit_code: int = EXIT_FAILED, details: str = ""
+        self,
+        message: str,
+        *,
+        code: ErrorCode | str = ErrorCode.UNEXPECTED,
+        exit_code: int = EXIT_FAILED,
+        details: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code
+        self.code = ErrorCode(code)
         self.exit_code = exit_code
         self.details = details
 
 
 @dataclasses.dataclass
 class Requirement:
-    """One preflight or doctor check."""
+    """One preflight or doctor check; `code` is the error code it stands for when it fails."""
 
-    code: str
+    code: ErrorCode
     title: str
     ok: bool
     detail: str
@@ -519,19 +761,17 @@ class StepSkipped(Exception):
     """Raised by a step that has nothing to do; the message says why."""
 
 
-def use_colour(stream: Any) -> bool:
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
-
-
 class Console:
-    """What the user sees. Progress and messages go to stdout, problems to stderr."""
+    """What the user sees. Progress and messages go to stdout, problems to stderr. Colour only on
+    a terminal, never with NO_COLOR."""
 
     STATUS_COLOURS: ClassVar[dict[str, str]] = {"OK": "green", "SKIPPED": "yellow", "FAILED": "red"}
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, no_color: bool = False) -> None:
         self.quiet = quiet
         self.interactive = sys.stdout.isatty()
-        self.colour = use_colour(sys.stdout)
+        self.colour = not no_color and self.interactive
+        self.error_colour = not no_color and sys.stderr.isatty()
 
     def style(self, text: str, **kwargs: Any) -> str:
         return click.style(text, **kwargs) if self.colour else text
@@ -541,10 +781,10 @@ class Console:
             click.echo(text)
 
     def warn(self, text: str) -> None:
-        click.echo(click.style(text, fg="yellow") if use_colour(sys.stderr) else text, err=True)
+        click.echo(click.style(text, fg="yellow") if self.error_colour else text, err=True)
 
     def error(self, text: str) -> None:
-        click.echo(click.style(text, fg="red") if use_colour(sys.stderr) else text, err=True)
+        click.echo(click.style(text, fg="red") if self.error_colour else text, err=True)
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[Progress]:
@@ -647,6 +887,17 @@ class Redactor:
 
 
 redact = Redactor()
+
+
+def file_tail(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of a file (reading at most `max_bytes` from its end), redacted."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - max_bytes))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return redact("\n".join(text.splitlines()[-lines:]))
 
 
 class RedactingFormatter(logging.Formatter):
@@ -808,8 +1059,6 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 ANALYTICS_SCHEMA = 1
 NOTICE_VERSION = 1
-MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
-ANALYTICS_BASE_URL = "https://api.mixpanel.com"
 SPOOL_MAX_EVENTS = 100
 SPOOL_MAX_BYTES = 256 * 1024
 SPOOL_MAX_AGE_S = 5 * 24 * 3600
@@ -822,47 +1071,6 @@ PRIVACY_URL = "https://github.com/DataKitchen/dk-installer#privacy-and-analytics
 
 ACTIONS = ("install", "upgrade", "start", "stop", "status", "uninstall", "doctor", "logs")
 OUTCOMES = ("success", "failure", "aborted", "interrupted")
-LAUNCHERS = ("install.sh", "direct", "package")
-ERROR_CODES = (
-    "busy",
-    "config_not_writable",
-    "disk_full",
-    "home_not_writable",
-    "index_unreachable",
-    "interrupted",
-    "login_failed",
-    "not_installed",
-    "package_install_failed",
-    "package_not_found",
-    "port_in_use",
-    "python_not_found",
-    "python_too_old",
-    "setup_failed",
-    "start_failed",
-    "state_corrupt",
-    "stop_failed",
-    "upgrade_failed",
-    "venv_broken",
-    "version_conflict",
-    "subprocess_failed",
-    "unexpected",
-)
-CI_PROVIDERS = (
-    ("GITHUB_ACTIONS", "github_actions"),
-    ("GITLAB_CI", "gitlab"),
-    ("JENKINS_URL", "jenkins"),
-    ("CIRCLECI", "circleci"),
-    ("BUILDKITE", "buildkite"),
-    ("TF_BUILD", "azure_pipelines"),
-    ("TRAVIS", "travis"),
-    ("BITBUCKET_BUILD_NUMBER", "bitbucket"),
-    ("TEAMCITY_VERSION", "teamcity"),
-    ("CODEBUILD_BUILD_ID", "aws_codebuild"),
-    ("DRONE", "drone"),
-    ("APPVEYOR", "appveyor"),
-    ("SEMAPHORE", "semaphore"),
-)
-
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _VERSION_LIKE = re.compile(r"^[0-9A-Za-z._+~-]{1,64}$")
 _CONTEXT = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -978,36 +1186,20 @@ class ActionResult:
     package_engine: str | None = None
 
 
-def _truthy(name: str, values: Sequence[str]) -> bool:
-    return os.environ.get(name, "").strip().lower() in values
-
-
-def analytics_consent(paths: Paths, no_analytics_flag: bool) -> tuple[bool, str]:
+def analytics_consent(paths: Paths, settings: Settings, no_analytics_flag: bool) -> tuple[bool, str]:
     """(enabled, the rule that decided). Any one opt-out wins over every opt-in."""
     if no_analytics_flag:
         return False, "--no-analytics"
-    if _truthy("DO_NOT_TRACK", ("1", "true", "yes")):
+    if settings.do_not_track:
         return False, "DO_NOT_TRACK"
-    if _truthy("DK_INSTALLER_ANALYTICS", ("no", "false", "0", "off")):
+    if settings.analytics_opt_out:
         return False, "DK_INSTALLER_ANALYTICS"
-    saved = Settings(paths.settings).get("analytics")
+    saved = UserSettings(paths.settings).get("analytics")
     if saved == "disabled":
         return False, "saved setting (analytics disable)"
     if saved == "enabled":
         return True, "saved setting (analytics enable)"
     return True, "default"
-
-
-def launched_by() -> str:
-    value = os.environ.get("DK_INSTALLER_LAUNCHED_BY", "package")
-    return value if value in LAUNCHERS else "direct"
-
-
-def _ci_properties() -> dict[str, Any]:
-    for variable, provider in CI_PROVIDERS:
-        if os.environ.get(variable):
-            return {"ci": True, "ci_provider": provider}
-    return {"ci": _truthy("CI", ("1", "true", "yes")), "ci_provider": None}
 
 
 def _utc_offset() -> str:
@@ -1030,12 +1222,12 @@ def _distro_properties() -> dict[str, Any]:
         return {"os_distro": None, "os_distro_version": None}
 
 
-def environment_properties(distinct_id: str) -> dict[str, Any]:
+def environment_properties(distinct_id: str, settings: Settings) -> dict[str, Any]:
     import platform
     import uuid
 
     props: dict[str, Any] = {
-        "token": os.environ.get("DK_INSTALLER_ANALYTICS_TOKEN") or MIXPANEL_TOKEN,
+        "token": settings.analytics_token,
         "distinct_id": distinct_id,
         "time": int(time.time() * 1000),
         "$insert_id": uuid.uuid4().hex,
@@ -1047,13 +1239,13 @@ def environment_properties(distinct_id: str) -> dict[str, Any]:
         "os_release": platform.release() or None,
         **_distro_properties(),
         "arch": platform.machine() or None,
-        "launched_by": launched_by(),
-        **_ci_properties(),
+        "launched_by": settings.launched_by,
+        "ci": settings.ci,
+        "ci_provider": settings.ci_provider,
         "utc_offset": _utc_offset(),
     }
-    context = os.environ.get("DK_INSTALLER_CONTEXT", "")
-    if _CONTEXT.match(context):
-        props["context"] = context
+    if settings.context:
+        props["context"] = settings.context
     return props
 
 
@@ -1067,8 +1259,10 @@ def allowed_properties(props: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def build_event(result: ActionResult, distinct_id: str, first_run: bool) -> dict[str, Any]:
-    props = environment_properties(distinct_id)
+def build_event(
+    result: ActionResult, distinct_id: str, first_run: bool, settings: Settings
+) -> dict[str, Any]:
+    props = environment_properties(distinct_id, settings)
     props.update(
         action=result.action,
         outcome=result.outcome,
@@ -1086,8 +1280,8 @@ def build_event(result: ActionResult, distinct_id: str, first_run: bool) -> dict
     return {"event": result.action, "properties": allowed_properties(props)}
 
 
-def build_bootstrap_event(distinct_id: str) -> dict[str, Any]:
-    props = environment_properties(distinct_id)
+def build_bootstrap_event(distinct_id: str, settings: Settings) -> dict[str, Any]:
+    props = environment_properties(distinct_id, settings)
     return {
         "event": "bootstrap",
         "properties": allowed_properties({key: props[key] for key in ENVIRONMENT_PROPERTIES if key in props}),
@@ -1097,16 +1291,15 @@ def build_bootstrap_event(distinct_id: str) -> dict[str, Any]:
 class Spool:
     """Events waiting to be sent, one JSON object per line, capped in count, size and age."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path = directory / "spool.jsonl"
-        self.lock_path = directory / "spool.lock"
+    def __init__(self, paths: Paths) -> None:
+        self.path = paths.spool
+        self.lock_path = paths.spool_lock
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         import fcntl
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -1158,13 +1351,9 @@ class Spool:
 class SenderState:
     """The circuit breaker and the last send result, shared by the sender and `analytics status`."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "sender.json"
-        try:
-            loaded = json.loads(self.path.read_text())
-            self.values: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            self.values = {}
+    def __init__(self, paths: Paths) -> None:
+        self.path = paths.sender_state
+        self.values = read_json_object(self.path)
 
     @property
     def paused(self) -> bool:
@@ -1178,8 +1367,8 @@ class SenderState:
         write_file_atomically(self.path, json.dumps(self.values) + "\n", mode=0o600)
 
 
-def _append_history(directory: Path, events: list[dict[str, Any]], result: str) -> None:
-    path = directory / "history.jsonl"
+def _append_history(paths: Paths, events: list[dict[str, Any]], result: str) -> None:
+    path = paths.history
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -1190,7 +1379,7 @@ def _append_history(directory: Path, events: list[dict[str, Any]], result: str) 
 
 def read_history(paths: Paths) -> list[dict[str, Any]]:
     try:
-        return [json.loads(line) for line in (paths.analytics / "history.jsonl").read_text().splitlines()]
+        return [json.loads(line) for line in paths.history.read_text().splitlines()]
     except (OSError, ValueError):
         return []
 
@@ -1207,7 +1396,7 @@ def _sender_running(lock_path: Path) -> bool:
 
 
 def _start_sender(paths: Paths) -> None:
-    if SenderState(paths.analytics).paused or _sender_running(paths.analytics / "sender.lock"):
+    if SenderState(paths).paused or _sender_running(paths.sender_lock):
         return
     if not os.path.exists(sys.executable):
         return  # uninstall removed the runtime: the spool waits for the next run
@@ -1221,70 +1410,70 @@ def _start_sender(paths: Paths) -> None:
     )
 
 
-def record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -> None:
+def record_event(result: ActionResult, paths: Paths, settings: Settings, no_analytics_flag: bool) -> None:
     """THE analytics entry point. Never raises, never waits for the network."""
     try:
         with deferred_signals():
-            _record_event(result, paths, no_analytics_flag)
+            _record_event(result, paths, settings, no_analytics_flag)
     except KeyboardInterrupt:
         pass
     except Exception:
         log.debug("analytics: recording failed", exc_info=True)
 
 
-def _record_event(result: ActionResult, paths: Paths, no_analytics_flag: bool) -> None:
+def _record_event(result: ActionResult, paths: Paths, settings: Settings, no_analytics_flag: bool) -> None:
     import uuid
 
-    enabled, _rule = analytics_consent(paths, no_analytics_flag)
+    enabled, _rule = analytics_consent(paths, settings, no_analytics_flag)
     if not enabled:
         return
-    settings = Settings(paths.settings)
-    if settings.get("notice_version") != NOTICE_VERSION:
+    saved = UserSettings(paths.settings)
+    if saved.get("notice_version") != NOTICE_VERSION:
         click.echo(ANALYTICS_NOTICE, err=True)
-        settings.update(notice_version=NOTICE_VERSION)
-    distinct_id = settings.get("anonymous_id")
+        saved.update(notice_version=NOTICE_VERSION)
+    distinct_id = saved.get("anonymous_id")
     if not (isinstance(distinct_id, str) and _UUID.match(distinct_id)):
         distinct_id = str(uuid.uuid4())
-        settings.update(anonymous_id=distinct_id)
+        saved.update(anonymous_id=distinct_id)
     events = []
-    bootstrap_ping = launched_by() == "install.sh" and not settings.get("bootstrap_sent")
+    bootstrap_ping = settings.launched_by == "install.sh" and not saved.get("bootstrap_sent")
     if bootstrap_ping:
-        events.append(build_bootstrap_event(distinct_id))
-    events.append(build_event(result, distinct_id, first_run=not settings.get("first_event_recorded")))
-    if _truthy("DK_INSTALLER_ANALYTICS_DEBUG", ("1", "true", "yes")):
+        events.append(build_bootstrap_event(distinct_id, settings))
+    first_run = not saved.get("first_event_recorded")
+    events.append(build_event(result, distinct_id, first_run, settings))
+    if settings.analytics_debug:
         for event in events:
             click.echo("analytics debug (not sent): " + json.dumps(event, sort_keys=True), err=True)
         return
-    Spool(paths.analytics).append(events)
+    Spool(paths).append(events)
     changes = {"first_event_recorded": True, "bootstrap_sent": bootstrap_ping or None}
-    changes = {key: value for key, value in changes.items() if value and not settings.get(key)}
+    changes = {key: value for key, value in changes.items() if value and not saved.get(key)}
     if changes:
-        settings.update(**changes)
+        saved.update(**changes)
     _start_sender(paths)
 
 
-def send_spool(paths: Paths) -> None:
+def send_spool(paths: Paths, settings: Settings) -> None:
     """The detached sender's whole life: at most SENDER_LIFETIME_S, at most one at a time."""
     import fcntl
 
     signal.alarm(SENDER_LIFETIME_S)  # SIGALRM's default action ends the process, even inside DNS
-    directory = paths.analytics
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "sender.lock", "a") as lock:
+    paths.analytics.mkdir(parents=True, exist_ok=True)
+    with open(paths.sender_lock, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return
-        spool = Spool(directory)
+        spool = Spool(paths)
         sent: set[str] = set()
         while True:
             events = [e for e in spool.pending() if e["properties"].get("$insert_id") not in sent]
-            state = SenderState(directory)
+            state = SenderState(paths)
             if not events or state.paused:
                 return
-            delivered, result = _post_events(events)
+            delivered, result = _post_events(events, settings)
             state.record(delivered, result)
-            _append_history(directory, events, result)
+            _append_history(paths, events, result)
             if not delivered:
                 return
             ids = {str(e["properties"].get("$insert_id")) for e in events}
@@ -1292,10 +1481,10 @@ def send_spool(paths: Paths) -> None:
             sent |= ids
 
 
-def _post_events(events: list[dict[str, Any]]) -> tuple[bool, str]:
+def _post_events(events: list[dict[str, Any]], settings: Settings) -> tuple[bool, str]:
     import requests
 
-    base = (os.environ.get("DK_INSTALLER_ANALYTICS_URL") or ANALYTICS_BASE_URL).rstrip("/")
+    base = settings.analytics_url
     body = json.dumps(
         [{"event": e["event"], "properties": allowed_properties(e["properties"])} for e in events]
     )
@@ -1331,10 +1520,13 @@ PACKAGE = "dataops-testgen"
 PACKAGE_EXTRA = "standalone"
 DEFAULT_VERSION_SPEC = ">=5,<6"
 TESTGEN_MIN_PYTHON = (3, 11)
+UV_PYTHON = "3.12"  # what uv downloads when the machine has no Python 3.11+
 ADMIN_USERNAME = "admin"
-START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 HTTP_PROBE_TIMEOUT_S = 2.0
+# Set in the environment of every TestGen process the installer starts, and inherited by their
+# children (PostgreSQL included): how stop() tells our processes from a `testgen` the user runs.
+OWNER_VARIABLE = "DK_INSTALLER_TESTGEN"
 _VERSION_NUMBER = re.compile(r"^\d+(\.\d+)*([abc]|rc|\.post|\.dev)?\d*$")
 _VERSION_SPECIFIER = re.compile(
     r"^(==|!=|<=|>=|~=|<|>)\s*[0-9][0-9A-Za-z.*+!]*(\s*,\s*(==|!=|<=|>=|~=|<|>)"
@@ -1354,17 +1546,14 @@ def version_specifier(requested: str | None) -> str:
     raise click.BadParameter(f"'{requested}' is neither a version (5.92.2) nor a specifier (>=5.90,<6).")
 
 
-def testgen_executable(venv: Path) -> Path:
-    return venv / "bin" / "testgen"
-
-
 def installed_version(venv: Path) -> str | None:
-    python = venv / "bin" / "python"
-    if not python.exists():
+    """The TestGen version installed in `venv`, or None when there is none that runs."""
+    python = venv_bin(venv, "python")
+    if not os.path.exists(python):
         return None
     try:
         out = subprocess.run(
-            [str(python), "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
+            [python, "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -1375,60 +1564,46 @@ def installed_version(venv: Path) -> str | None:
     return out or None
 
 
-def testgen_environment(
-    paths: Paths, ui_port: int, api_port: int, analytics_enabled: bool, base: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The environment of every TestGen process. HOME, XDG_RUNTIME_DIR and the log path point
-    inside DK_INSTALLER_HOME so that TestGen, Streamlit and pgserver write nothing elsewhere."""
-    env = dict(os.environ if base is None else base)
-    home = paths.testgen_home
-    run_dir = paths.testgen / "run"
-    # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in /tmp.
-    (run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True, mode=0o700)
-    env.update(
-        TG_TESTGEN_HOME=str(home),
-        TG_UI_PORT=str(ui_port),
-        TG_API_PORT=str(api_port),
-        TESTGEN_LOG_FILE_PATH=str(home / "log"),
-        HOME=str(home),
-        XDG_RUNTIME_DIR=str(run_dir),
-        PATH=f"{paths.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        VIRTUAL_ENV=str(paths.venv),
-    )
-    if not analytics_enabled:
-        env["TG_ANALYTICS"] = "no"
-    # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
-    # to TLS; a CA bundle in the user's environment is not meant for that.
-    for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
-        env.pop(name, None)
-    return env
+class TestGenConfig:
+    """TestGen's config.env (TestGen reads a setting from its environment first, then from here).
+    Changes keep the order and every line the user added."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-def read_config_env(paths: Paths) -> dict[str, str]:
-    values: dict[str, str] = {}
-    try:
-        lines = (paths.testgen_home / "config.env").read_text().splitlines()
-    except OSError:
+    def read(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return values
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.strip()
         return values
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
-    return values
 
+    def update(self, **changes: str | None) -> None:
+        """Set (or, for None, remove) keys; does nothing while TestGen has no config.env yet."""
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return
+        pending = dict(changes)
+        kept: list[str] = []
+        for line in lines:
+            key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else ""
+            if key not in changes:
+                kept.append(line)
+            elif pending.get(key) is not None:
+                kept.append(f"{key}={pending.pop(key)}")
+        kept += [f"{key}={value}" for key, value in pending.items() if value is not None]
+        write_file_atomically(self.path, "\n".join(kept) + "\n", mode=0o600)
 
-def set_testgen_analytics(paths: Paths, enabled: bool) -> None:
-    """TestGen's own analytics follow the installer's choice (its setup always writes 'yes')."""
-    config = paths.testgen_home / "config.env"
-    try:
-        lines = config.read_text().splitlines()
-    except OSError:
-        return
-    value = "yes" if enabled else "no"
-    lines = [line for line in lines if not line.strip().startswith("TG_ANALYTICS=")]
-    lines.append(f"TG_ANALYTICS={value}")
-    write_file_atomically(config, "\n".join(lines) + "\n", mode=0o600)
+    def set_analytics(self, enabled: bool) -> None:
+        """TestGen's own analytics follow the installer's choice (its setup always writes 'yes')."""
+        self.update(TG_ANALYTICS="yes" if enabled else "no")
 
 
 def http_status(url: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
@@ -1450,191 +1625,318 @@ def local_url(port: int) -> str:
     return f"http://localhost:{port}"
 
 
-def app_health(ui_port: int, api_port: int) -> dict[str, bool]:
-    return {
-        "ui": http_status(f"http://127.0.0.1:{ui_port}/_stcore/health") == 200,
-        "api": http_status(f"http://127.0.0.1:{api_port}/api/v1/health") == 200,
-    }
+def _alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
-def verify_login(api_port: int, username: str, password: str) -> bool | None:
-    """A real login through TestGen's OAuth flow: register a public client, then POST the
-    credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
-    False on 401, None when this TestGen has no OAuth endpoints."""
-    import base64
-    import hashlib
-    import secrets
-    import urllib.parse
+class TestGen:
+    """Everything the installer does with an installed TestGen: run its CLI, start, stop and
+    probe the app, find its processes, read and write its config. Made from the install receipt
+    (or, before there is one, from the install options)."""
 
-    import requests
+    def __init__(
+        self, paths: Paths, settings: Settings, ui_port: int, api_port: int, analytics_enabled: bool
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.ui_port = ui_port
+        self.api_port = api_port
+        self.analytics_enabled = analytics_enabled
+        self.config = TestGenConfig(paths.config_env)
 
-    base = f"http://127.0.0.1:{api_port}"
-    redirect_uri = "http://localhost:8765/dk-installer/callback"
-    session = requests.Session()
-    session.trust_env = False  # loopback: never through a proxy
-    registration = session.post(
-        f"{base}/oauth/register",
-        json={
-            "client_name": "dk-installer login check",
-            "redirect_uris": [redirect_uri],
-            "token_endpoint_auth_method": "none",
-        },
-        timeout=15,
-    )
-    if registration.status_code in (404, 405):
-        return None
-    if registration.status_code not in (200, 201):
-        raise InstallerError(
-            f"TestGen's /oauth/register answered HTTP {registration.status_code}.", code="login_failed"
+    @classmethod
+    def from_receipt(
+        cls, paths: Paths, settings: Settings, state: InstallState, analytics_enabled: bool
+    ) -> TestGen:
+        return cls(paths, settings, state.ui_port, state.api_port, analytics_enabled)
+
+    @property
+    def ui_url(self) -> str:
+        return local_url(self.ui_port)
+
+    @property
+    def api_url(self) -> str:
+        return local_url(self.api_port)
+
+    def program(self, name: str) -> Path:
+        return Path(venv_bin(self.paths.venv, name))
+
+    def environment(self) -> dict[str, str]:
+        """The environment of every TestGen process. HOME, XDG_RUNTIME_DIR and the log path point
+        inside DK_INSTALLER_HOME so that TestGen, Streamlit and pgserver write nothing elsewhere."""
+        env = dict(os.environ)
+        home = self.paths.testgen_home
+        # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in /tmp.
+        (self.paths.run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True, mode=0o700)
+        env.update(
+            TG_TESTGEN_HOME=str(home),
+            TG_UI_PORT=str(self.ui_port),
+            TG_API_PORT=str(self.api_port),
+            TESTGEN_LOG_FILE_PATH=str(self.paths.testgen_logs),
+            HOME=str(home),
+            XDG_RUNTIME_DIR=str(self.paths.run_dir),
+            PATH=f"{self.program('')}{os.pathsep}{env.get('PATH', '')}",
+            VIRTUAL_ENV=str(self.paths.venv),
         )
-    client_id = registration.json()["client_id"]
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    state = secrets.token_urlsafe(8)
-    response = session.post(
-        f"{base}/oauth/authorize",
-        data={
-            "username": username,
-            "password": password,
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "response_type": "code",
-            "state": state,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        },
-        allow_redirects=False,
-        timeout=15,
-    )
-    if response.status_code == 401:
-        return False
-    if response.status_code in (302, 303):
-        query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
-        return bool(query.get("code")) and query.get("state") == [state]
-    raise InstallerError(
-        f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code="login_failed"
-    )
+        env[OWNER_VARIABLE] = str(self.paths.testgen)
+        if not self.analytics_enabled:
+            env["TG_ANALYTICS"] = "no"
+        # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
+        # to TLS; a CA bundle in the user's environment is not meant for that.
+        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
+            env.pop(name, None)
+        return env
 
+    def cli(
+        self,
+        subcommand: str,
+        *,
+        progress: Progress | None = None,
+        stdin_text: str | None = None,
+        timeout: float | None = None,
+        error_code: ErrorCode = ErrorCode.SUBPROCESS_FAILED,
+    ) -> str:
+        """The one way to run a `testgen` command: TestGen's environment, logged, redacted."""
+        return run_command(
+            [str(self.program("testgen")), subcommand],
+            env=self.environment(),
+            stdin_text=stdin_text,
+            progress=progress,
+            timeout=timeout,
+            error_code=error_code,
+            what=f"testgen {subcommand}",
+        )
 
-def list_processes() -> list[tuple[int, str]]:
-    """(pid, command line) of every process we can see."""
-    processes: list[tuple[int, str]] = []
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    if cmdline.strip():
-                        processes.append((int(entry.name), cmdline.strip()))
-        return processes
-    out = subprocess.run(["ps", "-axo", "pid=,command="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, _, command = line.strip().partition(" ")
-        if pid.isdigit():
-            processes.append((int(pid), command.strip()))
-    return processes
+    def patch_streamlit(self, progress: Progress) -> None:
+        """Versions that ship tg-patch-streamlit need it run after every package change."""
+        patcher = self.program("tg-patch-streamlit")
+        if patcher.exists():
+            run_command(
+                [str(patcher)],
+                env=self.environment(),
+                progress=progress,
+                error_code=ErrorCode.UPGRADE_FAILED,
+                what="tg-patch-streamlit",
+            )
 
+    # Processes
+    def app_process(self) -> Any:
+        """The run-app process this installer started (a psutil.Process), or None."""
+        import psutil
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+        try:
+            pid_text, started_text = self.paths.app_pid.read_text().split()
+            process = psutil.Process(int(pid_text))
+            if abs(process.create_time() - float(started_text)) > 1:
+                return None  # the pid was reused by another process
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return process if _alive(process) else None
 
+    def postmaster(self) -> Any:
+        """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
+        import psutil
 
-def owned_processes(paths: Paths) -> list[int]:
-    """Processes started from our TestGen venvs or serving our pgdata (orphans included)."""
-    marker = str(paths.testgen) + os.sep
-    me = os.getpid()
-    return [pid for pid, cmdline in list_processes() if marker in cmdline and pid != me]
+        try:
+            process = psutil.Process(int((self.paths.pgdata / "postmaster.pid").read_text().split()[0]))
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return process if _alive(process) else None
 
+    def processes(self) -> list[Any]:
+        """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
+        process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
+        import psutil
 
-def read_app_pid(paths: Paths) -> int | None:
-    try:
-        pid = int(paths.app_pid.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if not pid_alive(pid):
-        return None
-    cmdline = dict(list_processes()).get(pid, "")
-    return pid if str(paths.testgen) in cmdline else None
+        ours: dict[int, Any] = {}
+        for root in (self.app_process(), self.postmaster()):
+            if root is not None:
+                with contextlib.suppress(psutil.Error):
+                    for process in [root, *root.children(recursive=True)]:
+                        ours[process.pid] = process
+        owner = str(self.paths.testgen)
+        for process in psutil.process_iter(["environ"]):
+            if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
+                ours.setdefault(process.pid, process)
+        ours.pop(os.getpid(), None)
+        return [process for process in ours.values() if _alive(process)]
 
+    def running(self) -> bool:
+        """Is the app this installer started still running? (health() says whether it answers)"""
+        return self.app_process() is not None
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+    def health(self) -> dict[str, bool]:
+        return {
+            "ui": http_status(f"http://127.0.0.1:{self.ui_port}/_stcore/health") == 200,
+            "api": http_status(f"http://127.0.0.1:{self.api_port}/api/v1/health") == 200,
+        }
 
+    def serving(self) -> bool:
+        """Running and answering: what `install` and `start` take as "nothing to do"."""
+        return self.running() and all(self.health().values())
 
-def _postmaster_pid(paths: Paths) -> int | None:
-    try:
-        pid = int((paths.testgen_home / "pgdata" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if pid_alive(pid) else None
+    def start(self, progress: Progress) -> None:
+        """run-app detached in its own session, output to logs/testgen-app.log; returns once the
+        UI and the API answer."""
+        paths = self.paths
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        with open(paths.app_log, "ab") as app_log:
+            app_log.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
+            app_log.flush()
+            process = subprocess.Popen(
+                [str(self.program("testgen")), "run-app"],
+                stdin=subprocess.DEVNULL,
+                stdout=app_log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=paths.testgen_home,
+                start_new_session=True,
+            )
+        import psutil
 
+        with contextlib.suppress(psutil.Error):
+            write_file_atomically(
+                paths.app_pid, f"{process.pid} {psutil.Process(process.pid).create_time()}\n"
+            )
+        log.info("run-app started, pid %s", process.pid)
+        limit = self.settings.start_timeout_s
+        deadline = time.monotonic() + limit
+        while True:
+            health = self.health()
+            if all(health.values()):
+                return
+            if process.poll() is not None:
+                raise InstallerError(
+                    f"TestGen exited during start-up (exit code {process.returncode}).",
+                    code=ErrorCode.START_FAILED,
+                    details=file_tail(paths.app_log, 15),
+                )
+            if time.monotonic() > deadline:
+                raise InstallerError(
+                    f"TestGen did not answer within {limit:.0f}s.",
+                    code=ErrorCode.START_FAILED,
+                    details=file_tail(paths.app_log, 15),
+                )
+            waiting = " and ".join(part.upper() for part, up in health.items() if not up)
+            progress.update(f"waiting for the {waiting} to answer")
+            time.sleep(0.5)
 
-def stop_testgen(paths: Paths, progress: Progress | None = None) -> bool:
-    """Stop run-app, then anything of ours it left behind, then the embedded PostgreSQL.
-    Returns True if something was running."""
-    was_running = False
-    pid = read_app_pid(paths)
-    if pid:
-        was_running = True
-        if progress:
-            progress.update("asking TestGen to shut down")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(pid), STOP_TIMEOUT_S)
-    # run-app's children run in sessions of their own and outlive a killed parent: sweep them.
-    postmaster = _postmaster_pid(paths)
-    leftovers = [p for p in owned_processes(paths) if p != postmaster]
-    if leftovers:
-        was_running = True
-        if progress:
-            progress.update(f"stopping {len(leftovers)} leftover TestGen process(es)")
-        for leftover in leftovers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(leftover, signal.SIGTERM)
-        if not wait_until(lambda: not any(pid_alive(p) for p in leftovers), 15):
-            for leftover in leftovers:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(leftover, signal.SIGKILL)
-    postmaster = _postmaster_pid(paths)
-    if postmaster:
-        was_running = True
-        if progress:
-            progress.update("stopping the embedded PostgreSQL")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(postmaster, signal.SIGINT)  # PostgreSQL's "fast" shutdown
-        if not wait_until(lambda: not pid_alive(postmaster), 30):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(postmaster, signal.SIGQUIT)
-            wait_until(lambda: not pid_alive(postmaster), 10)
-    handles = paths.testgen_home / "pgdata" / ".handle_pids.json"
-    if handles.exists():
+    def stop(self, progress: Progress | None = None) -> bool:
+        """Stop run-app, then whatever of ours it left behind, then the embedded PostgreSQL (its
+        "fast" shutdown). Returns True if something was running."""
+        import psutil
+
+        def say(text: str) -> None:
+            if progress:
+                progress.update(text)
+
+        def end(processes: list[Any], sig: int, grace: float) -> list[Any]:
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(sig)
+            return psutil.wait_procs(processes, timeout=grace)[1]
+
+        was_running = False
+        app = self.app_process()
+        if app is not None:
+            was_running = True
+            say("asking TestGen to shut down")
+            end([app], signal.SIGTERM, STOP_TIMEOUT_S)
+        # run-app's children run in sessions of their own and outlive a killed parent.
+        postmaster = self.postmaster()
+        database: set[int] = set()
+        if postmaster is not None:
+            with contextlib.suppress(psutil.Error):
+                database = {postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))}
+        leftovers = [process for process in self.processes() if process.pid not in database]
+        if leftovers:
+            was_running = True
+            say(f"stopping {len(leftovers)} leftover TestGen process(es)")
+            end(end(leftovers, signal.SIGTERM, 15), signal.SIGKILL, 5)
+        postmaster = self.postmaster()
+        if postmaster is not None:
+            was_running = True
+            say("stopping the embedded PostgreSQL")
+            end(end([postmaster], signal.SIGINT, 30), signal.SIGQUIT, 10)
+        handles = self.paths.pgdata / ".handle_pids.json"
+        if handles.exists():
+            with contextlib.suppress(OSError):
+                handles.write_text("[]")  # stale handles would stop later clean shutdowns from stopping PG
         with contextlib.suppress(OSError):
-            handles.write_text("[]")  # stale handles would stop later clean shutdowns from stopping PG
-    with contextlib.suppress(OSError):
-        paths.app_pid.unlink()
-    remaining = owned_processes(paths)
-    if remaining:
-        raise InstallerError(f"Could not stop TestGen processes {remaining}.", code="stop_failed")
-    return was_running
+            self.paths.app_pid.unlink()
+        remaining = [process.pid for process in self.processes()]
+        if remaining:
+            raise InstallerError(f"Could not stop TestGen processes {remaining}.", code=ErrorCode.STOP_FAILED)
+        return was_running
+
+    def login(self, username: str, password: str) -> bool | None:
+        """A real login through TestGen's OAuth flow: register a public client, then POST the
+        credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
+        False on 401, None when this TestGen has no OAuth endpoints."""
+        import base64
+        import hashlib
+        import secrets
+        import urllib.parse
+
+        import requests
+
+        base = f"http://127.0.0.1:{self.api_port}"
+        redirect_uri = "http://localhost:8765/dk-installer/callback"
+        session = requests.Session()
+        session.trust_env = False  # loopback: never through a proxy
+        registration = session.post(
+            f"{base}/oauth/register",
+            json={
+                "client_name": "dk-installer login check",
+                "redirect_uris": [redirect_uri],
+                "token_endpoint_auth_method": "none",
+            },
+            timeout=15,
+        )
+        if registration.status_code in (404, 405):
+            return None
+        if registration.status_code not in (200, 201):
+            raise InstallerError(
+                f"TestGen's /oauth/register answered HTTP {registration.status_code}.",
+                code=ErrorCode.LOGIN_FAILED,
+            )
+        client_id = registration.json()["client_id"]
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        state = secrets.token_urlsafe(8)
+        response = session.post(
+            f"{base}/oauth/authorize",
+            data={
+                "username": username,
+                "password": password,
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            },
+            allow_redirects=False,
+            timeout=15,
+        )
+        if response.status_code == 401:
+            return False
+        if response.status_code in (302, 303):
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
+            return bool(query.get("code")) and query.get("state") == [state]
+        raise InstallerError(
+            f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
+        )
 
 
 def port_free(port: int) -> bool:
     """True when nothing listens on the port, on any address (TestGen binds 0.0.0.0)."""
+    import errno
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -1651,7 +1953,7 @@ def port_free(port: int) -> bool:
             try:
                 sock.bind((address, port))
             except OSError as exc:
-                if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                if exc.errno == errno.EADDRINUSE:
                     return False
     return True
 
@@ -1660,9 +1962,10 @@ def port_free(port: int) -> bool:
 # 7. Steps
 #
 # A step is one visible unit of work. run() does it (raising StepSkipped when there is nothing to
-# do); undo() reverses whatever part of it happened and must be safe to call after a partial run.
-# run_steps() undoes the failed step and every completed one, newest first, on any failure,
-# Ctrl+C or SIGTERM, with further signals deferred until the rollback is done.
+# do); undo() reverses whatever part of it happened and must be safe to call after a partial run;
+# commit() drops what undo() would have needed, once the whole action has succeeded. run_steps()
+# undoes the failed step and every completed one, newest first, on any failure, Ctrl+C or
+# SIGTERM, with further signals deferred until the rollback is done.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1682,11 +1985,12 @@ class InstallOptions:
 
 @dataclasses.dataclass
 class ActionContext:
-    """What one action's steps share."""
+    """What one action's steps share. When the action ends, the action boundary reads the
+    analytics facts from here (step, checks, versions, engine, login)."""
 
     paths: Paths
+    settings: Settings
     console: Console
-    result: ActionResult
     analytics_enabled: bool
     options: InstallOptions = dataclasses.field(default_factory=InstallOptions)
     state: InstallState | None = None
@@ -1697,11 +2001,45 @@ class ActionContext:
     kept_data: bool = False
     was_running: bool = False
     started_app: bool = False
+    step: str | None = None
+    checks: list[Requirement] = dataclasses.field(default_factory=list)
+    installed_version: str | None = None
+    login_success: bool | None = None
+    _testgen: TestGen | None = dataclasses.field(default=None, init=False, repr=False)
 
-    def testgen_env(self) -> dict[str, str]:
-        return testgen_environment(
-            self.paths, self.options.ui_port, self.options.api_port, self.analytics_enabled
-        )
+    @property
+    def testgen(self) -> TestGen:
+        """The TestGen this action works on: from the receipt once there is one, else from the
+        install options."""
+        if self._testgen is None:
+            if self.state:
+                self._testgen = TestGen.from_receipt(
+                    self.paths, self.settings, self.state, self.analytics_enabled
+                )
+            else:
+                self._testgen = TestGen(
+                    self.paths,
+                    self.settings,
+                    self.options.ui_port,
+                    self.options.api_port,
+                    self.analytics_enabled,
+                )
+        return self._testgen
+
+    def use_receipt(self, state: InstallState) -> None:
+        self.state = state
+        self._testgen = None
+
+    @property
+    def product_version(self) -> str | None:
+        return self.installed_version or (self.state.product_version if self.state else None)
+
+    @property
+    def package_engine(self) -> str | None:
+        return self.engine.name if self.engine else (self.state.package_engine if self.state else None)
+
+    def self_command(self) -> str:
+        return self_command(self.settings)
 
 
 class Step:
@@ -1715,17 +2053,27 @@ class Step:
     def undo(self, ctx: ActionContext) -> None:
         """Reverse this step's effects; nothing by default."""
 
+    def commit(self, ctx: ActionContext) -> None:
+        """The action succeeded: drop what undo() would have needed; nothing by default."""
 
-def run_steps(ctx: ActionContext, steps: Sequence[Step], undo_also: Sequence[Step] = ()) -> None:
-    """Run `steps`; on any failure undo them, and the already completed `undo_also`, newest first."""
-    started: list[Step] = list(undo_also)
+
+class UpToDate(StepSkipped):
+    """Raised by a step when the action's goal is already met: the steps so far are undone and
+    the action ends successfully with this message."""
+
+
+def run_steps(ctx: ActionContext, steps: Sequence[Step]) -> None:
+    """Run `steps` and commit them all; on any failure undo every started one, newest first."""
+    started: list[Step] = []
     try:
         for step in steps:
             started.append(step)
-            ctx.result.failed_step = step.name
+            ctx.step = step.name
             try:
                 with ctx.console.step(step.title) as progress:
                     step.run(ctx, progress)
+            except UpToDate:
+                raise
             except StepSkipped:
                 pass
             except InstallerError as exc:
@@ -1734,7 +2082,7 @@ def run_steps(ctx: ActionContext, steps: Sequence[Step], undo_also: Sequence[Ste
                 ctx.console.warn(f"  {exc.message} The rest goes on without it.")
                 if exc.details:
                     ctx.console.warn(textwrap_indent(exc.details))
-        ctx.result.failed_step = None
+        ctx.step = None
     except BaseException:
         with deferred_signals():
             for step in reversed(started):
@@ -1744,6 +2092,11 @@ def run_steps(ctx: ActionContext, steps: Sequence[Step], undo_also: Sequence[Ste
                     log.exception("undo of %s failed", step.name)
                     ctx.console.error(f"  Could not fully undo '{step.title}'; see {current_log_path()}")
         raise
+    for step in started:
+        try:
+            step.commit(ctx)
+        except Exception:
+            log.exception("commit of %s failed", step.name)
 
 
 def textwrap_indent(text: str, prefix: str = "    ") -> str:
@@ -1775,7 +2128,7 @@ def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
 
 
 def find_uv() -> str | None:
-    beside = Path(sys.executable).parent / "uv"
+    beside = Path(venv_bin(Path(sys.executable).parent.parent, "uv"))
     if beside.exists():
         return str(beside)
     return shutil.which("uv")
@@ -1788,7 +2141,9 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
 
     def found_ok(path: str, version: tuple[int, ...]) -> PythonCheck:
         shown = ".".join(map(str, version))
-        return PythonCheck("python", title, True, f"{path} ({shown})", interpreter=path, version=shown)
+        return PythonCheck(
+            ErrorCode.PYTHON_NOT_FOUND, title, True, f"{path} ({shown})", interpreter=path, version=shown
+        )
 
     candidates = [explicit] if explicit else ["python3.13", "python3.12", "python3.11", "python3"]
     too_old: list[str] = []
@@ -1802,67 +2157,78 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
     if explicit:
         if too_old:
             return PythonCheck(
-                "python_too_old", title, False, f"--python {too_old[0]}; TestGen needs {needed}+"
+                ErrorCode.PYTHON_TOO_OLD, title, False, f"--python {too_old[0]}; TestGen needs {needed}+"
             )
         return PythonCheck(
-            "python_not_found", title, False, f"--python {explicit} is not a working interpreter"
+            ErrorCode.PYTHON_NOT_FOUND, title, False, f"--python {explicit} is not a working interpreter"
         )
     uv = find_uv()
     if uv:
-        out = subprocess.run(
-            [uv, "python", "find", f">={needed}"], capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
-        found = _probe_python(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+        try:
+            out = subprocess.run(
+                [uv, "python", "find", f">={needed}"],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=30,
+            )
+            path = out.stdout.strip() if out.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            path = ""
+        found = _probe_python(path) if path else None
         if found:
             return found_ok(*found)
-        return PythonCheck("python", title, True, "none found; uv will download Python 3.12")
+        return PythonCheck(
+            ErrorCode.PYTHON_NOT_FOUND, title, True, f"none found; uv will download Python {UV_PYTHON}"
+        )
     detail = "; ".join(too_old) if too_old else "no python3.11, 3.12 or 3.13 on PATH"
-    code = "python_too_old" if too_old else "python_not_found"
+    code = ErrorCode.PYTHON_TOO_OLD if too_old else ErrorCode.PYTHON_NOT_FOUND
     return PythonCheck(code, title, False, f"{detail}. Install Python {needed}+ or pass --python PATH")
 
 
-def check_disk(paths: Paths) -> Requirement:
-    existing = paths.home
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(paths: Paths, settings: Settings) -> Requirement:
+    existing = _nearest_existing(paths.home)
     free = shutil.disk_usage(existing).free
-    needed = int(os.environ.get("DK_INSTALLER_MIN_FREE_BYTES", MIN_FREE_DISK_BYTES))
-    ok = free >= needed
+    needed = settings.min_free_bytes
     return Requirement(
-        "disk_full",
+        ErrorCode.DISK_FULL,
         "Free disk space",
-        ok,
+        free >= needed,
         f"{free / 1024**3:.1f} GB free under {existing}, {needed / 1024**3:.1f} GB needed",
     )
 
 
 def check_home_writable(paths: Paths) -> Requirement:
-    existing = paths.home
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    ok = os.access(existing, os.W_OK | os.X_OK) and (existing.is_dir())
-    detail = f"{paths.home}" + ("" if ok else f" cannot be created or written ({existing} is not writable)")
-    return Requirement("home_not_writable", "Installer home writable", ok, detail)
+    existing = _nearest_existing(paths.home)
+    ok = os.access(existing, os.W_OK | os.X_OK) and existing.is_dir()
+    detail = f"{paths.home}" + (
+        ""
+        if ok
+        else f" cannot be created or written ({existing} is not a writable folder). "
+        "Set DK_INSTALLER_HOME to a folder you can write."
+    )
+    return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home writable", ok, detail)
 
 
 def check_port(port: int, option: str, ours_running: bool) -> Requirement:
     """`option` is the flag that changes this port (--port, --api-port)."""
     title = f"{'UI' if option == '--port' else 'API'} port {port}"
     if ours_running:
-        return Requirement("port_in_use", title, True, "used by this TestGen")
+        return Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen")
     ok = port_free(port)
     return Requirement(
-        "port_in_use", title, ok, "free" if ok else f"already in use; pick another with {option}"
+        ErrorCode.PORT_IN_USE, title, ok, "free" if ok else f"already in use; pick another with {option}"
     )
 
 
-def index_url_of(options: InstallOptions) -> str:
-    return (
-        options.index_url
-        or os.environ.get("UV_INDEX_URL")
-        or os.environ.get("PIP_INDEX_URL")
-        or DEFAULT_INDEX_URL
-    )
+def index_url_of(options: InstallOptions, settings: Settings) -> str:
+    return options.index_url or settings.index_url or DEFAULT_INDEX_URL
 
 
 def unreachable_index_hint(index: str) -> str:
@@ -1872,21 +2238,25 @@ def unreachable_index_hint(index: str) -> str:
     )
 
 
-def check_index(options: InstallOptions) -> Requirement:
+def check_index(options: InstallOptions, settings: Settings) -> Requirement:
     title = "Package index reachable"
     if options.find_links and not options.index_url:
         return Requirement(
-            "index_unreachable", title, True, f"skipped: installing from {options.find_links}", blocking=False
+            ErrorCode.INDEX_UNREACHABLE,
+            title,
+            True,
+            f"skipped: installing from {options.find_links}",
+            blocking=False,
         )
     import requests
 
-    index = index_url_of(options)
+    index = index_url_of(options, settings)
     url = f"{index.rstrip('/')}/{PACKAGE}/"
     try:
         response = requests.get(url, timeout=(5, 10), headers={"Accept": "text/html"})
     except requests.RequestException as exc:
         return Requirement(
-            "index_unreachable",
+            ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
             f"{type(exc).__name__}. {unreachable_index_hint(index)}",
@@ -1894,7 +2264,7 @@ def check_index(options: InstallOptions) -> Requirement:
         )
     if response.status_code == 404:
         return Requirement(
-            "package_not_found",
+            ErrorCode.PACKAGE_NOT_FOUND,
             title,
             False,
             f"{index} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
@@ -1902,13 +2272,13 @@ def check_index(options: InstallOptions) -> Requirement:
         )
     if response.status_code >= 400:
         return Requirement(
-            "index_unreachable",
+            ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
             f"HTTP {response.status_code}. {unreachable_index_hint(index)}",
             blocking=False,
         )
-    return Requirement("index_unreachable", title, True, index, blocking=False)
+    return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)
 
 
 def report_requirements(console: Console, checks: list[Requirement]) -> None:
@@ -1918,13 +2288,15 @@ def report_requirements(console: Console, checks: list[Requirement]) -> None:
         console.say(f"  {mark} {check.title:<{width}}  {check.detail}")
 
 
-def raise_for_requirements(checks: list[Requirement]) -> None:
-    """Machine requirements (Python, disk, home, ports) exit 3; an unreachable index alone exits 1."""
+def require(ctx: ActionContext, checks: list[Requirement]) -> None:
+    """Record the checks for the event; list every failure at once. Machine requirements
+    (Python, disk, home, ports) exit 3; an unreachable index alone exits 1."""
+    ctx.checks += checks
     failed = [c for c in checks if not c.ok]
     if not failed:
         return
-    blocking = [c for c in failed if c.blocking]
-    if blocking:
+    report_requirements(ctx.console, checks)
+    if any(c.blocking for c in failed):
         raise RequirementsNotMet(failed)
     raise InstallerError(failed[0].detail, code=failed[0].code)
 
@@ -1937,19 +2309,16 @@ class Preflight(Step):
         options = ctx.options
         progress.update("looking for Python")
         python = find_testgen_python(options.python)
-        checks = [
+        checks: list[Requirement] = [
             python,
             check_home_writable(ctx.paths),
-            check_disk(ctx.paths),
+            check_disk(ctx.paths, ctx.settings),
             check_port(options.ui_port, "--port", False),
             check_port(options.api_port, "--api-port", False),
         ]
         progress.update("contacting the package index")
-        checks.append(check_index(options))
-        ctx.result.missing_requirements = [c.code for c in checks if not c.ok]
-        if any(not c.ok for c in checks):
-            report_requirements(ctx.console, checks)
-        raise_for_requirements(checks)
+        checks.append(check_index(options, ctx.settings))
+        require(ctx, checks)
         ctx.python, ctx.python_version = python.interpreter, python.version
         progress.result = (
             f"Python {ctx.python_version or 'to download'}, ports {options.ui_port}/{options.api_port}"
@@ -1965,32 +2334,28 @@ class PackageEngine:
     paths: Paths
 
     @classmethod
-    def choose(cls, paths: Paths) -> PackageEngine:
-        forced = os.environ.get("DK_INSTALLER_PACKAGE_ENGINE", "").strip().lower()
-        uv = find_uv() if forced != "pip" else None
+    def choose(cls, paths: Paths, settings: Settings) -> PackageEngine:
+        uv = None if settings.force_pip else find_uv()
         return cls("uv" if uv else "pip", uv, paths)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        if not env.get("UV_CACHE_DIR"):
-            env["UV_CACHE_DIR"] = str(self.paths.home / "cache" / "uv")
-        if not env.get("PIP_CACHE_DIR"):
-            env["PIP_CACHE_DIR"] = str(self.paths.home / "cache" / "pip")
-        env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.home / "pythons")
+        env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
+        env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
+        env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
         env.pop("VIRTUAL_ENV", None)
         return env
 
     def ensure_python(self, progress: Progress) -> str:
         assert self.uv
-        minor = "3.12"
         run_command(
-            [self.uv, "python", "install", minor],
+            [self.uv, "python", "install", UV_PYTHON],
             env=self.env(),
             progress=progress,
-            error_code="python_not_found",
+            error_code=ErrorCode.PYTHON_NOT_FOUND,
             what="uv python install",
         )
-        return run_command([self.uv, "python", "find", minor], env=self.env()).strip()
+        return run_command([self.uv, "python", "find", UV_PYTHON], env=self.env(), timeout=60).strip()
 
     def create_venv(self, python: str, target: Path, progress: Progress) -> None:
         if self.uv:
@@ -2001,11 +2366,13 @@ class PackageEngine:
             cmd,
             env=self.env(),
             progress=progress,
-            error_code="package_install_failed",
+            error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
             what="creating TestGen's venv",
         )
 
-    def install(self, venv: Path, requirement: str, options: InstallOptions, progress: Progress) -> None:
+    def install(
+        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings, progress: Progress
+    ) -> None:
         sources: list[str] = []
         if options.index_url:
             sources += ["--index-url", options.index_url]
@@ -2013,7 +2380,7 @@ class PackageEngine:
             sources += ["--find-links", options.find_links]
             if not options.index_url:
                 sources.append("--no-index")
-        python = str(venv / "bin" / "python")
+        python = venv_bin(venv, "python")
         if self.uv:
             cmd = [self.uv, "pip", "install", "--python", python, "--compile-bytecode", *sources, requirement]
         else:
@@ -2023,16 +2390,21 @@ class PackageEngine:
                 cmd,
                 env=self.env(),
                 progress=progress,
-                error_code="package_install_failed",
+                error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
                 what=f"{self.name} install",
             )
         except CommandFailed as exc:
-            raise classify_install_failure(exc, requirement, options) from None
+            raise classify_install_failure(exc, requirement, options, settings) from None
 
 
-def classify_install_failure(exc: CommandFailed, requirement: str, options: InstallOptions) -> InstallerError:
+def classify_install_failure(
+    exc: CommandFailed, requirement: str, options: InstallOptions, settings: Settings
+) -> InstallerError:
     text = exc.details.lower()
-    index = options.find_links if (options.find_links and not options.index_url) else index_url_of(options)
+    if options.find_links and not options.index_url:
+        index = options.find_links
+    else:
+        index = index_url_of(options, settings)
     network = (
         "failed to fetch",
         "error sending request",
@@ -2056,29 +2428,41 @@ def classify_install_failure(exc: CommandFailed, requirement: str, options: Inst
         return InstallerError(
             f"{requirement} is not available from {index}. Check --version, or point --index-url / "
             "--find-links at a source that has it.",
-            code="package_not_found",
+            code=ErrorCode.PACKAGE_NOT_FOUND,
             details=exc.details,
         )
     if any(marker in text for marker in network):
-        return InstallerError(unreachable_index_hint(index), code="index_unreachable", details=exc.details)
+        return InstallerError(
+            unreachable_index_hint(index), code=ErrorCode.INDEX_UNREACHABLE, details=exc.details
+        )
     return InstallerError(
-        f"Installing {requirement} failed.", code="package_install_failed", details=exc.details
+        f"Installing {requirement} failed.", code=ErrorCode.PACKAGE_INSTALL_FAILED, details=exc.details
     )
 
 
-class ChooseEngine(Step):
+class ChoosePackageEngine(Step):
     name = "package_engine"
     title = "Choose the package engine"
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        ctx.engine = PackageEngine.choose(ctx.paths)
-        ctx.result.package_engine = ctx.engine.name
+        ctx.engine = PackageEngine.choose(ctx.paths, ctx.settings)
         progress.result = ctx.engine.uv or "pip"
-        if not ctx.python:
-            progress.update("downloading Python 3.12 with uv")
-            ctx.python = ctx.engine.ensure_python(progress)
-            found = _probe_python(ctx.python)
-            ctx.python_version = ".".join(map(str, found[1])) if found else "3.12"
+
+
+class DownloadPython(Step):
+    """Only when the machine has no Python 3.11+ (preflight then found uv to download one)."""
+
+    name = "download_python"
+    title = f"Download Python {UV_PYTHON} with uv"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if ctx.python:
+            raise StepSkipped(f"using {ctx.python}")
+        assert ctx.engine
+        ctx.python = ctx.engine.ensure_python(progress)
+        found = _probe_python(ctx.python)
+        ctx.python_version = ".".join(map(str, found[1])) if found else UV_PYTHON
+        progress.result = f"Python {ctx.python_version} in {ctx.paths.pythons}"
 
 
 def remove_tree(path: Path) -> None:
@@ -2116,7 +2500,8 @@ def remove_stale_venvs(paths: Paths) -> None:
 
 
 class InstallPackage(Step):
-    """Build a new venv beside the active one, then swap the venv link in one rename."""
+    """Build a new venv beside the active one; with `swap`, switch the venv link to it in one
+    rename (an upgrade swaps later, in SwapVenv, once TestGen is stopped)."""
 
     name = "install_package"
     title = "Install TestGen"
@@ -2140,13 +2525,13 @@ class InstallPackage(Step):
         progress.update("creating a venv")
         ctx.engine.create_venv(ctx.python, self.staging, progress)
         progress.update(f"installing {requirement}")
-        ctx.engine.install(self.staging, requirement, ctx.options, progress)
+        ctx.engine.install(self.staging, requirement, ctx.options, ctx.settings, progress)
         version = installed_version(self.staging)
         if not version:
             raise InstallerError(
-                f"{PACKAGE} did not install a readable version.", code="package_install_failed"
+                f"{PACKAGE} did not install a readable version.", code=ErrorCode.PACKAGE_INSTALL_FAILED
             )
-        ctx.result.product_version = version
+        ctx.installed_version = version
         if self.swap:
             point_venv_at(ctx.paths, self.staging)
             self.swapped = True
@@ -2162,17 +2547,32 @@ class InstallPackage(Step):
             with contextlib.suppress(OSError):
                 ctx.paths.venvs.rmdir()
 
-    def commit(self) -> None:
-        """The action succeeded: the previous venv is no longer needed."""
+    def commit(self, ctx: ActionContext) -> None:
         if self.previous and self.previous != self.staging:
             shutil.rmtree(self.previous, ignore_errors=True)
 
 
-def write_credentials(paths: Paths, username: str, password: str, ui_port: int) -> None:
+class CheckNewVersion(Step):
+    """An upgrade that found nothing newer ends here, and the new venv is dropped."""
+
+    name = "check_version"
+    title = "Compare versions"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        assert ctx.state
+        if ctx.installed_version == ctx.state.product_version:
+            raise UpToDate(
+                f"TestGen {ctx.state.product_version} is already the newest version matching "
+                f"{ctx.options.version}."
+            )
+        progress.result = f"{ctx.state.product_version} -> {ctx.installed_version}"
+
+
+def write_credentials(paths: Paths, username: str, password: str, ui_url: str) -> None:
     write_file_atomically(
         paths.credentials,
         "DataOps TestGen login, created by dk-installer. Keep this file private.\n"
-        f"URL:      {local_url(ui_port)}\nUsername: {username}\nPassword: {password}\n",
+        f"URL:      {ui_url}\nUsername: {username}\nPassword: {password}\n",
         mode=0o600,
     )
 
@@ -2181,7 +2581,7 @@ def read_credentials(paths: Paths) -> tuple[str, str] | None:
     try:
         text = paths.credentials.read_text()
     except OSError:
-        config = read_config_env(paths)
+        config = TestGenConfig(paths.config_env).read()
         if config.get("TESTGEN_PASSWORD"):
             return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
         return None
@@ -2191,7 +2591,8 @@ def read_credentials(paths: Paths) -> tuple[str, str] | None:
 
 
 class Configure(Step):
-    """testgen standalone-setup with a generated password on stdin (never in argv)."""
+    """testgen standalone-setup with a generated password on stdin (never in argv); or, when
+    TestGen's data was kept from an earlier install, upgrade that data to this version."""
 
     name = "configure"
     title = "Configure TestGen"
@@ -2203,44 +2604,39 @@ class Configure(Step):
         import secrets
 
         paths = ctx.paths
-        if (paths.testgen_home / "config.env").exists():
+        testgen = ctx.testgen
+        if paths.config_env.exists():
             ctx.kept_data = True
             known = read_credentials(paths)
             if known:
                 ctx.password = known[1]
                 redact.add(known[1])
             progress.update("upgrading the kept database to this TestGen version")
-            run_command(
-                [str(testgen_executable(paths.venv)), "upgrade-system-version"],
-                env=ctx.testgen_env(),
-                progress=progress,
-                error_code="setup_failed",
-                what="testgen upgrade-system-version",
-                timeout=600,
+            testgen.cli(
+                "upgrade-system-version", progress=progress, timeout=600, error_code=ErrorCode.SETUP_FAILED
             )
-            set_testgen_analytics(paths, ctx.analytics_enabled)
-            raise StepSkipped(f"kept the existing TestGen data in {paths.testgen_home}")
+            testgen.config.set_analytics(ctx.analytics_enabled)
+            progress.result = f"kept the existing TestGen data in {paths.testgen_home}"
+            return
         self.created_home = True
         paths.testgen_home.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(15)
         redact.add(password)
         ctx.password = password
-        run_command(
-            [str(testgen_executable(paths.venv)), "standalone-setup"],
-            env=ctx.testgen_env(),
+        testgen.cli(
+            "standalone-setup",
             stdin_text=f"{ADMIN_USERNAME}\n{password}\n{password}\n",
             progress=progress,
-            error_code="setup_failed",
-            what="testgen standalone-setup",
             timeout=900,
+            error_code=ErrorCode.SETUP_FAILED,
         )
-        set_testgen_analytics(paths, ctx.analytics_enabled)
-        write_credentials(paths, ADMIN_USERNAME, password, ctx.options.ui_port)
+        testgen.config.set_analytics(ctx.analytics_enabled)
+        write_credentials(paths, ADMIN_USERNAME, password, testgen.ui_url)
         progress.result = f"admin user '{ADMIN_USERNAME}', data in {paths.testgen_home}"
 
     def undo(self, ctx: ActionContext) -> None:
         if self.created_home:
-            stop_testgen(ctx.paths)
+            ctx.testgen.stop()
             shutil.rmtree(ctx.paths.testgen_home, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 ctx.paths.credentials.unlink()
@@ -2256,67 +2652,7 @@ class LoadDemoData(Step):
             raise StepSkipped("--no-demo")
         if ctx.kept_data:
             raise StepSkipped("kept data is left as it was")
-        run_command(
-            [str(testgen_executable(ctx.paths.venv)), "quick-start"],
-            env=ctx.testgen_env(),
-            progress=progress,
-            error_code="subprocess_failed",
-            what="testgen quick-start",
-            timeout=1800,
-        )
-
-
-def launch_app(ctx: ActionContext, progress: Progress) -> None:
-    """run-app detached in its own session, output to logs/testgen-app.log, then wait for
-    the UI and the API to answer."""
-    paths = ctx.paths
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    with open(paths.app_log, "ab") as app_log:
-        app_log.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
-        app_log.flush()
-        process = subprocess.Popen(
-            [str(testgen_executable(paths.venv)), "run-app"],
-            stdin=subprocess.DEVNULL,
-            stdout=app_log,
-            stderr=subprocess.STDOUT,
-            env=ctx.testgen_env(),
-            cwd=paths.testgen_home,
-            start_new_session=True,
-        )
-    ctx.started_app = True
-    write_file_atomically(paths.app_pid, f"{process.pid}\n")
-    log.info("run-app started, pid %s", process.pid)
-    limit = float(os.environ.get("DK_INSTALLER_START_TIMEOUT", START_TIMEOUT_S))
-    deadline = time.monotonic() + limit
-    while True:
-        health = app_health(ctx.options.ui_port, ctx.options.api_port)
-        if all(health.values()):
-            return
-        if process.poll() is not None:
-            raise InstallerError(
-                f"TestGen exited during start-up (exit code {process.returncode}).",
-                code="start_failed",
-                details=log_tail(paths.app_log),
-            )
-        if time.monotonic() > deadline:
-            raise InstallerError(
-                f"TestGen did not answer within {limit:.0f}s.",
-                code="start_failed",
-                details=log_tail(paths.app_log),
-            )
-        waiting = " and ".join(part.upper() for part, up in health.items() if not up)
-        progress.update(f"waiting for the {waiting} to answer")
-        time.sleep(0.5)
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, os.path.getsize(path) - 64 * 1024))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return redact("\n".join(text.splitlines()[-lines:]))
+        ctx.testgen.cli("quick-start", progress=progress, timeout=1800)
 
 
 class StartApp(Step):
@@ -2326,12 +2662,13 @@ class StartApp(Step):
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         if not ctx.options.start:
             raise StepSkipped("--no-start")
-        launch_app(ctx, progress)
-        progress.result = f"UI {local_url(ctx.options.ui_port)}"
+        ctx.started_app = True
+        ctx.testgen.start(progress)
+        progress.result = f"UI {ctx.testgen.ui_url}"
 
     def undo(self, ctx: ActionContext) -> None:
         if ctx.started_app:
-            stop_testgen(ctx.paths)
+            ctx.testgen.stop()
 
 
 class VerifyLogin(Step):
@@ -2347,14 +2684,14 @@ class VerifyLogin(Step):
         if not ctx.password:
             raise StepSkipped("the password of the kept data is unknown")
         progress.update("logging in through TestGen's OAuth endpoints")
-        ctx.result.login_success = verify_login(ctx.options.api_port, ADMIN_USERNAME, ctx.password)
-        if ctx.result.login_success is None:
+        ctx.login_success = ctx.testgen.login(ADMIN_USERNAME, ctx.password)
+        if ctx.login_success is None:
             raise StepSkipped("this TestGen version has no login endpoint to check")
-        if not ctx.result.login_success:
+        if not ctx.login_success:
             raise InstallerError(
                 f"TestGen rejected the login of '{ADMIN_USERNAME}' with the generated password.",
-                code="login_failed",
-                details=log_tail(ctx.paths.app_log),
+                code=ErrorCode.LOGIN_FAILED,
+                details=file_tail(ctx.paths.app_log, 15),
             )
         progress.result = f"'{ADMIN_USERNAME}' logged in"
 
@@ -2370,11 +2707,12 @@ class SaveState(Step):
         assert ctx.engine
         stamp = now_iso()
         venv = active_venv(ctx.paths)
-        ctx.state = InstallState(
-            product_version=ctx.result.product_version or "unknown",
+        testgen = ctx.testgen
+        state = InstallState(
+            product_version=ctx.product_version or "unknown",
             version_spec=ctx.options.version or DEFAULT_VERSION_SPEC,
-            ui_port=ctx.options.ui_port,
-            api_port=ctx.options.api_port,
+            ui_port=testgen.ui_port,
+            api_port=testgen.api_port,
             package_engine=ctx.engine.name,
             python=ctx.python or "",
             python_version=ctx.python_version or "",
@@ -2383,7 +2721,8 @@ class SaveState(Step):
             updated_at=stamp,
             demo_data=self.previous.demo_data if self.previous else ctx.options.demo and not ctx.kept_data,
         )
-        ctx.state.save(ctx.paths.state)
+        state.save(ctx.paths.state)
+        ctx.state = state
         progress.result = str(ctx.paths.state)
 
     def undo(self, ctx: ActionContext) -> None:
@@ -2402,20 +2741,16 @@ class StopApp(Step):
         self.restart_on_undo = restart_on_undo
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        ctx.was_running = stop_testgen(ctx.paths, progress)
+        ctx.was_running = ctx.testgen.stop(progress)
         if not ctx.was_running:
             raise StepSkipped("it was not running")
 
     def undo(self, ctx: ActionContext) -> None:
         """An upgrade that fails after stopping TestGen starts the previous one again."""
-        if (
-            self.restart_on_undo
-            and ctx.was_running
-            and active_venv(ctx.paths)
-            and not read_app_pid(ctx.paths)
-        ):
+        testgen = ctx.testgen
+        if self.restart_on_undo and ctx.was_running and active_venv(ctx.paths) and not testgen.running():
             with ctx.console.step("Start the previous TestGen again") as progress:
-                launch_app(ctx, progress)
+                testgen.start(progress)
 
 
 class SwapVenv(Step):
@@ -2443,11 +2778,12 @@ class RestartApp(Step):
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         if not ctx.was_running:
             raise StepSkipped("it was not running before")
-        launch_app(ctx, progress)
+        ctx.started_app = True
+        ctx.testgen.start(progress)
 
     def undo(self, ctx: ActionContext) -> None:
         if ctx.started_app:
-            stop_testgen(ctx.paths)
+            ctx.testgen.stop()
             ctx.started_app = False
 
 
@@ -2459,28 +2795,34 @@ class BackupData(Step):
     title = "Back up TestGen's data"
 
     def __init__(self) -> None:
-        self.backup: Path | None = None
+        self.started = False
+        self.complete = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        self.backup = ctx.paths.testgen / "home.backup"
-        remove_tree(self.backup)
+        backup = ctx.paths.upgrade_backup
+        remove_tree(backup)
         progress.update(f"copying {ctx.paths.testgen_home}")
+        self.started = True
         run_command(
-            ["cp", "-a", str(ctx.paths.testgen_home), str(self.backup)],
+            ["cp", "-a", str(ctx.paths.testgen_home), str(backup)],
             progress=progress,
-            error_code="upgrade_failed",
+            error_code=ErrorCode.UPGRADE_FAILED,
             what="backing up TestGen's data",
         )
+        self.complete = True
 
     def undo(self, ctx: ActionContext) -> None:
-        if self.backup and self.backup.exists():
-            stop_testgen(ctx.paths)
+        """Put the copy back, but only a complete one: a half-made copy is dropped instead."""
+        backup = ctx.paths.upgrade_backup
+        if self.complete and backup.exists():
+            ctx.testgen.stop()
             remove_tree(ctx.paths.testgen_home)
-            os.rename(self.backup, ctx.paths.testgen_home)
+            os.rename(backup, ctx.paths.testgen_home)
+        elif self.started:
+            remove_tree(backup)
 
-    def commit(self) -> None:
-        if self.backup:
-            shutil.rmtree(self.backup, ignore_errors=True)
+    def commit(self, ctx: ActionContext) -> None:
+        shutil.rmtree(ctx.paths.upgrade_backup, ignore_errors=True)
 
 
 class UpgradeDatabase(Step):
@@ -2488,32 +2830,20 @@ class UpgradeDatabase(Step):
     title = "Upgrade TestGen's database"
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        venv_bin = ctx.paths.venv / "bin"
-        run_command(
-            [str(venv_bin / "testgen"), "upgrade-system-version"],
-            env=ctx.testgen_env(),
-            progress=progress,
-            error_code="upgrade_failed",
-            what="testgen upgrade-system-version",
-            timeout=900,
+        testgen = ctx.testgen
+        testgen.cli(
+            "upgrade-system-version", progress=progress, timeout=900, error_code=ErrorCode.UPGRADE_FAILED
         )
-        if (venv_bin / "tg-patch-streamlit").exists():
-            run_command(
-                [str(venv_bin / "tg-patch-streamlit")],
-                env=ctx.testgen_env(),
-                progress=progress,
-                error_code="upgrade_failed",
-                what="tg-patch-streamlit",
-            )
-        set_testgen_analytics(ctx.paths, ctx.analytics_enabled)
+        testgen.patch_streamlit(progress)
+        testgen.config.set_analytics(ctx.analytics_enabled)
 
 
 # ---------------------------------------------------------------------------------------------
 # 8. Actions
 #
 # perform() is the action boundary: the one place where an action starts and ends. It takes the
-# lock for mutating actions, turns every outcome into an exit code, and hands one ActionResult to
-# record_event() (section 5).
+# lock for mutating actions, turns every outcome into an exit code, builds the ActionResult from
+# what the action's context learned, and hands it to record_event() (section 5).
 # ---------------------------------------------------------------------------------------------
 
 MUTATING_ACTIONS = ("install", "upgrade", "start", "stop", "uninstall")
@@ -2527,17 +2857,51 @@ class Invocation:
     options_set: list[str]
     no_analytics: bool
     verbose: bool
+    settings: Settings = dataclasses.field(default_factory=Settings.from_environment)
 
 
-def self_command() -> str:
+def self_command(settings: Settings) -> str:
     """How the user runs this installer again, for the hints we print."""
-    if launched_by() == "package":
+    if settings.launched_by == "package":
         return "dk-installer"
-    python = os.environ.get("DK_INSTALLER_PYTHON") or sys.executable
+    python = settings.user_python or sys.executable
     on_path = shutil.which("python3")
     if on_path and os.path.realpath(on_path) == os.path.realpath(python):
         python = "python3"
-    return f"{python} {os.environ.get('DK_INSTALLER_SCRIPT') or os.path.abspath(__file__)}"
+    return f"{python} {settings.user_script or os.path.abspath(__file__)}"
+
+
+def action_result(
+    invocation: Invocation,
+    ctx: ActionContext,
+    outcome: str,
+    error: BaseException | None,
+    duration_s: float,
+) -> ActionResult:
+    """The analytics view of an action that ended, from its context and what ended it."""
+    code: ErrorCode | None = None
+    if isinstance(error, InstallerError):
+        code = error.code
+    elif isinstance(error, KeyboardInterrupt):
+        code = ErrorCode.INTERRUPTED
+    elif error is not None:
+        code = ErrorCode.UNEXPECTED
+    failed = [c for c in ctx.checks if not c.ok]
+    if not failed and isinstance(error, RequirementsNotMet):
+        failed = error.failed
+    return ActionResult(
+        action=invocation.action,
+        options=list(invocation.options_set),
+        outcome=outcome,
+        duration_s=duration_s,
+        failed_step=None if outcome == "success" else ctx.step,
+        error_code=code.value if code else None,
+        error_type=type(error).__name__ if outcome == "failure" and error is not None else None,
+        missing_requirements=[c.code.value for c in failed],
+        login_success=ctx.login_success,
+        product_version=ctx.product_version,
+        package_engine=ctx.package_engine,
+    )
 
 
 def perform(
@@ -2548,44 +2912,41 @@ def perform(
     quiet: bool = False,
 ) -> int:
     paths = Paths.from_environment()
-    console = Console(quiet=quiet)
-    result = ActionResult(invocation.action, list(invocation.options_set))
-    enabled, _rule = analytics_consent(paths, invocation.no_analytics)
-    ctx = ActionContext(paths, console, result, enabled, options or InstallOptions())
+    settings = invocation.settings
+    console = Console(quiet=quiet, no_color=settings.no_color)
+    enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
+    ctx = ActionContext(paths, settings, console, enabled, options or InstallOptions())
     started = time.monotonic()
     lock = InstallerLock(paths.lock, invocation.action)
     exit_code = EXIT_OK
+    outcome = "success"
+    error: BaseException | None = None
     try:
         if invocation.action in MUTATING_ACTIONS:
             lock.acquire()
         start_run_log(paths, invocation.action, invocation.verbose)
         body(ctx)
     except RequirementsNotMet as exc:
-        result.outcome, result.error_code = "aborted", exc.code
-        result.missing_requirements = result.missing_requirements or [r.code for r in exc.failed]
-        exit_code = exc.exit_code
+        outcome, error, exit_code = "aborted", exc, exc.exit_code
         console.error(exc.message)
     except InstallerError as exc:
-        result.outcome, result.error_code, result.error_type = "failure", exc.code, type(exc).__name__
-        exit_code = exc.exit_code
+        outcome, error, exit_code = "failure", exc, exc.exit_code
         show_failure(console, exc)
-    except KeyboardInterrupt:
-        result.outcome, result.error_code = "interrupted", "interrupted"
-        exit_code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        outcome, error, exit_code = "interrupted", exc, EXIT_INTERRUPTED
         console.error("\nInterrupted. What this command had started was undone.")
     except Exception as exc:
         log.exception("unexpected error")
-        result.outcome, result.error_code, result.error_type = "failure", "unexpected", type(exc).__name__
-        exit_code = EXIT_FAILED
+        outcome, error, exit_code = "failure", exc, EXIT_FAILED
         console.error(
             f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
-            f"Full log: {current_log_path()}. Please report it with `{self_command()} logs`."
+            f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
         )
     finally:
         lock.release()
-        result.duration_s = time.monotonic() - started
-        log.info("%s ended: %s (exit %s)", invocation.action, result.outcome, exit_code)
-        record_event(result, paths, invocation.no_analytics)
+        result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
+        log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)
+        record_event(result, paths, settings, invocation.no_analytics)
     return exit_code
 
 
@@ -2601,18 +2962,17 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
         state = InstallState.load(ctx.paths.state)
     except StateCorrupt as exc:
         raise InstallerError(
-            f"The install receipt is damaged: {exc}. `{self_command()} doctor` explains; "
-            f"`{self_command()} install` repairs it.",
-            code="state_corrupt",
+            f"The install receipt is damaged: {exc}. `{ctx.self_command()} doctor` explains; "
+            f"`{ctx.self_command()} install` repairs it.",
+            code=ErrorCode.STATE_CORRUPT,
         ) from None
     if state is None and required:
         raise InstallerError(
-            f"TestGen is not installed. Install it with `{self_command()} install`.", code="not_installed"
+            f"TestGen is not installed. Install it with `{ctx.self_command()} install`.",
+            code=ErrorCode.NOT_INSTALLED,
         )
     if state:
-        ctx.result.product_version = state.product_version
-        ctx.result.package_engine = state.package_engine
-        ctx.state = state
+        ctx.use_receipt(state)
     return state
 
 
@@ -2620,10 +2980,10 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
     """Rebuild a damaged state.json from what is installed, when enough of it is there."""
     venv = active_venv(ctx.paths)
     version = installed_version(ctx.paths.venv) if venv else None
-    config = read_config_env(ctx.paths)
+    config = TestGenConfig(ctx.paths.config_env).read()
     if not (venv and version and config):
         return None
-    python = os.path.realpath(ctx.paths.venv / "bin" / "python")
+    python = os.path.realpath(venv_bin(ctx.paths.venv, "python"))
     found = _probe_python(python)
     stamp = now_iso()
     state = InstallState(
@@ -2643,10 +3003,6 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
     return state
 
 
-def app_running(ctx: ActionContext, state: InstallState) -> bool:
-    return read_app_pid(ctx.paths) is not None and all(app_health(state.ui_port, state.api_port).values())
-
-
 def install_action(ctx: ActionContext) -> None:
     try:
         state = load_state(ctx, required=False)
@@ -2655,9 +3011,9 @@ def install_action(ctx: ActionContext) -> None:
         if state is None:
             raise InstallerError(
                 f"The install receipt {ctx.paths.state} is damaged and the install cannot be recovered "
-                f"from it. Remove it with `{self_command()} uninstall --yes` (add --keep-data to keep "
+                f"from it. Remove it with `{ctx.self_command()} uninstall --yes` (add --keep-data to keep "
                 "TestGen's data), then install again.",
-                code="state_corrupt",
+                code=ErrorCode.STATE_CORRUPT,
             ) from None
         ctx.console.warn(
             f"The install receipt was damaged; rebuilt it from the installed TestGen {state.venv}."
@@ -2667,13 +3023,13 @@ def install_action(ctx: ActionContext) -> None:
         finish_existing_install(ctx, state)
         return
     ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
-    install_step = InstallPackage()
     run_steps(
         ctx,
         [
             Preflight(),
-            ChooseEngine(),
-            install_step,
+            ChoosePackageEngine(),
+            DownloadPython(),
+            InstallPackage(),
             Configure(),
             LoadDemoData(),
             StartApp(),
@@ -2681,7 +3037,6 @@ def install_action(ctx: ActionContext) -> None:
             SaveState(),
         ],
     )
-    install_step.commit()
     print_summary(ctx)
 
 
@@ -2726,11 +3081,10 @@ def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
     if not spec_allows(spec, state.product_version):
         raise InstallerError(
             f"TestGen {state.product_version} is installed, which does not match {spec}. "
-            f"Change versions with `{self_command()} upgrade --version VERSION`.",
-            code="version_conflict",
+            f"Change versions with `{ctx.self_command()} upgrade --version VERSION`.",
+            code=ErrorCode.VERSION_CONFLICT,
         )
-    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
-    if app_running(ctx, state):
+    if ctx.testgen.serving():
         ctx.console.say(f"TestGen {state.product_version} is already installed and running.")
         print_summary(ctx, show_password=False)
         return
@@ -2744,13 +3098,14 @@ def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
     ):
         start_action(ctx)
         return
-    ctx.console.say(f"Start it with: {self_command()} start")
+    ctx.console.say(f"Start it with: {ctx.self_command()} start")
 
 
 def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
     options = ctx.options
     console = ctx.console
-    cmd = self_command()
+    testgen = ctx.testgen
+    cmd = ctx.self_command()
     credentials = read_credentials(ctx.paths)
     console.say("")
     console.say(
@@ -2760,8 +3115,8 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
             bold=True,
         )
     )
-    console.say(f"  UI:           {local_url(options.ui_port)}")
-    console.say(f"  API:          {local_url(options.api_port)}/api/docs")
+    console.say(f"  UI:           {testgen.ui_url}")
+    console.say(f"  API:          {testgen.api_url}/api/docs")
     if credentials:
         console.say(f"  Username:     {credentials[0]}")
         if show_password and sys.stdout.isatty():
@@ -2776,15 +3131,11 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
     console.say(f"  Status:     {cmd} status")
     console.say(f"  Uninstall:  {cmd} uninstall")
     if options.start and options.browser:
-        open_browser(local_url(options.ui_port))
+        open_browser(testgen.ui_url, ctx.settings)
 
 
-def open_browser(url: str) -> None:
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    has_display = sys.platform == "darwin" or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    )
-    if interactive and has_display:
+def open_browser(url: str, settings: Settings) -> None:
+    if sys.stdin.isatty() and sys.stdout.isatty() and settings.has_display:
         import webbrowser
 
         with contextlib.suppress(Exception):
@@ -2794,18 +3145,17 @@ def open_browser(url: str) -> None:
 def start_action(ctx: ActionContext) -> None:
     state = load_state(ctx, required=True)
     assert state
-    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
-    if app_running(ctx, state):
-        ctx.console.say(f"TestGen is already running: {local_url(state.ui_port)}")
+    testgen = ctx.testgen
+    if testgen.serving():
+        ctx.console.say(f"TestGen is already running: {testgen.ui_url}")
         return
-    stop_testgen(ctx.paths)  # leftovers of a crashed run would hold the ports and the database
-    checks = [check_port(state.ui_port, "--port", False), check_port(state.api_port, "--api-port", False)]
-    ctx.result.missing_requirements = [c.code for c in checks if not c.ok]
-    if ctx.result.missing_requirements:
-        report_requirements(ctx.console, checks)
-    raise_for_requirements(checks)
+    testgen.stop()  # leftovers of a crashed run would hold the ports and the database
+    require(
+        ctx,
+        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+    )
     run_steps(ctx, [StartApp()])
-    ctx.console.say(f"TestGen {state.product_version} is running: {local_url(state.ui_port)}")
+    ctx.console.say(f"TestGen {state.product_version} is running: {testgen.ui_url}")
 
 
 def stop_action(ctx: ActionContext) -> None:
@@ -2825,39 +3175,35 @@ def upgrade_action(ctx: ActionContext) -> None:
         major = re.match(r"\d+", state.product_version)
         number = int(major.group()) if major else 5
         ctx.options.version = f">={number},<{number + 1}"
-    ctx.options.ui_port, ctx.options.api_port = state.ui_port, state.api_port
     python = find_testgen_python(state.python or None)
     if not python.ok:
         python = find_testgen_python(None)  # the recorded interpreter is gone: find another
-    raise_for_requirements([python])
+    require(ctx, [python])
     ctx.python, ctx.python_version = python.interpreter, python.version
     ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)
-    run_steps(ctx, [ChooseEngine(), build])
-    if ctx.result.product_version == state.product_version:
-        build.undo(ctx)
-        ctx.console.say(
-            f"TestGen {state.product_version} is already the newest version matching {ctx.options.version}."
+    try:
+        run_steps(
+            ctx,
+            [
+                ChoosePackageEngine(),
+                DownloadPython(),
+                build,
+                CheckNewVersion(),
+                StopApp(),
+                BackupData(),
+                SwapVenv(build),
+                UpgradeDatabase(),
+                RestartApp(),
+                VerifyLogin(),
+                SaveState(previous=state),
+            ],
         )
+    except UpToDate as done:
+        ctx.console.say(str(done))
         return
-    backup = BackupData()
-    run_steps(
-        ctx,
-        [
-            StopApp(),
-            backup,
-            SwapVenv(build),
-            UpgradeDatabase(),
-            RestartApp(),
-            VerifyLogin(),
-            SaveState(previous=state),
-        ],
-        undo_also=[build],
-    )
-    build.commit()
-    backup.commit()
-    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.result.product_version}.")
+    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
 
 
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
@@ -2880,17 +3226,18 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         return status
     if state is None:
         return status
-    ctx.result.product_version, ctx.result.package_engine = state.product_version, state.package_engine
+    ctx.use_receipt(state)
+    testgen = ctx.testgen
     status.update(
         installed=True,
         version=state.product_version,
         state="ok",
-        ui_url=local_url(state.ui_port),
-        api_url=local_url(state.api_port),
+        ui_url=testgen.ui_url,
+        api_url=testgen.api_url,
     )
-    pid = read_app_pid(paths)
-    if pid:
-        status.update(running=True, pid=pid, health=app_health(state.ui_port, state.api_port))
+    app = testgen.app_process()
+    if app is not None:
+        status.update(running=True, pid=app.pid, health=testgen.health())
     return status
 
 
@@ -2899,7 +3246,9 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status, indent=2))
     elif status["state"] == "damaged":
-        ctx.console.say(f"The install receipt {ctx.paths.state} is damaged; run `{self_command()} doctor`.")
+        ctx.console.say(
+            f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
+        )
     elif not status["installed"]:
         ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
     else:
@@ -2913,7 +3262,7 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             )
             ctx.console.say(f"  {part.upper():<4}{url}{health}")
     if status["state"] == "damaged":
-        raise InstallerError("The install receipt is damaged.", code="state_corrupt")
+        raise InstallerError("The install receipt is damaged.", code=ErrorCode.STATE_CORRUPT)
 
 
 def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
@@ -2944,14 +3293,14 @@ def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str]
     targets = [
         paths.venv,
         paths.venvs,
-        paths.testgen / "run",
+        paths.run_dir,
         paths.app_pid,
-        paths.testgen / "home.backup",
+        paths.upgrade_backup,
         paths.testgen_home,
         paths.state,
         paths.credentials,
-        paths.home / "cache",
-        paths.home / "pythons",
+        paths.cache,
+        paths.pythons,
         paths.logs,
         paths.installer_copy,
         paths.runtime,
@@ -2982,20 +3331,28 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     import platform
 
     paths = ctx.paths
-    checks = [
+    checks: list[Requirement] = [
         Requirement(
-            "python", "Python for this installer", True, f"{sys.executable} ({platform.python_version()})"
-        )
+            ErrorCode.PYTHON_NOT_FOUND,
+            "Python for this installer",
+            True,
+            f"{sys.executable} ({platform.python_version()})",
+        ),
+        find_testgen_python(None),
+        check_home_writable(paths),
+        check_disk(paths, ctx.settings),
     ]
-    checks.append(find_testgen_python(None))
-    checks += [check_home_writable(paths), check_disk(paths)]
     config_ok = (
         os.access(paths.config if paths.config.exists() else paths.config.parent, os.W_OK)
         or not paths.config.parent.exists()
     )
     checks.append(
         Requirement(
-            "config_not_writable", "Settings folder writable", config_ok, str(paths.config), blocking=False
+            ErrorCode.CONFIG_NOT_WRITABLE,
+            "Settings folder writable",
+            config_ok,
+            str(paths.config),
+            blocking=False,
         )
     )
     state: InstallState | None = None
@@ -3003,7 +3360,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
         state = InstallState.load(paths.state)
         checks.append(
             Requirement(
-                "state_corrupt",
+                ErrorCode.STATE_CORRUPT,
                 "Install receipt",
                 True,
                 "not installed" if state is None else str(paths.state),
@@ -3012,52 +3369,56 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     except StateCorrupt as exc:
         checks.append(
             Requirement(
-                "state_corrupt",
+                ErrorCode.STATE_CORRUPT,
                 "Install receipt",
                 False,
-                f"{exc}. `{self_command()} install` rebuilds it from the installed TestGen; "
-                f"`{self_command()} uninstall --yes` removes the install",
+                f"{exc}. `{ctx.self_command()} install` rebuilds it from the installed TestGen; "
+                f"`{ctx.self_command()} uninstall --yes` removes the install",
             )
         )
-    ui_port = state.ui_port if state else DEFAULT_UI_PORT
-    api_port = state.api_port if state else DEFAULT_API_PORT
-    running = read_app_pid(paths) is not None
-    checks += [check_port(ui_port, "--port", running), check_port(api_port, "--api-port", running)]
+    if state:
+        ctx.use_receipt(state)
+    testgen = ctx.testgen
+    running = testgen.running()
+    checks += [
+        check_port(testgen.ui_port, "--port", running),
+        check_port(testgen.api_port, "--api-port", running),
+    ]
     if state:
         version = installed_version(paths.venv)
         checks.append(
             Requirement(
-                "venv_broken",
+                ErrorCode.VENV_BROKEN,
                 "TestGen venv",
                 version == state.product_version,
                 f"{paths.venv}: {version or 'missing or broken'}"
                 + (
                     ""
                     if version == state.product_version
-                    else f", expected {state.product_version}; run `{self_command()} upgrade`"
+                    else f", expected {state.product_version}; run `{ctx.self_command()} upgrade`"
                 ),
             )
         )
         if running:
-            health = app_health(ui_port, api_port)
+            health = testgen.health()
             checks.append(
                 Requirement(
-                    "start_failed",
+                    ErrorCode.START_FAILED,
                     "TestGen answering",
                     all(health.values()),
                     ", ".join(f"{k.upper()} {'ok' if v else 'not answering'}" for k, v in health.items()),
                 )
             )
-    checks.append(check_index(InstallOptions()))
+    checks.append(check_index(InstallOptions(), ctx.settings))
     return checks
 
 
 def doctor_action(ctx: ActionContext) -> None:
     checks = doctor_checks(ctx)
+    ctx.checks = checks
     ctx.console.say("dk-installer doctor\n")
     report_requirements(ctx.console, checks)
     failed = [c for c in checks if not c.ok]
-    ctx.result.missing_requirements = [c.code for c in failed]
     if failed:
         raise RequirementsNotMet(failed)
     ctx.console.say("\nEverything looks fine.")
@@ -3073,32 +3434,28 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
     known = read_credentials(paths)
     if known:
         redact.add(known[1])
-    for key, value in read_config_env(paths).items():
+    for key, value in TestGenConfig(paths.config_env).read().items():
         if key in SECRET_KEYS:
             redact.add(value)
     paths.logs.mkdir(parents=True, exist_ok=True)
     target = output or paths.logs / f"support-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.zip"
     doctor_text = io.StringIO()
     with contextlib.redirect_stdout(doctor_text):
-        report_requirements(Console(), doctor_checks(ctx))
+        report_requirements(Console(no_color=True), doctor_checks(ctx))
 
     def tail(path: Path, lines: int = 2000) -> str:
-        try:
-            return redact("\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n")
-        except OSError:
-            return ""
+        return file_tail(path, lines, max_bytes=8 * 1024 * 1024) + "\n"
 
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
         for log_file in sorted(paths.logs.glob("*.log")):
             bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
-        for name in ("app.log",):
-            if (paths.testgen_home / "log" / name).exists():
-                bundle.writestr(f"testgen/{name}", tail(paths.testgen_home / "log" / name))
+        if (paths.testgen_logs / "app.log").exists():
+            bundle.writestr("testgen/app.log", tail(paths.testgen_logs / "app.log"))
         if paths.state.exists():
             bundle.writestr("state.json", tail(paths.state))
-        if (paths.testgen_home / "config.env").exists():
-            bundle.writestr("testgen/config.env", tail(paths.testgen_home / "config.env"))
+        if paths.config_env.exists():
+            bundle.writestr("testgen/config.env", tail(paths.config_env))
         bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
         bundle.writestr(
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
@@ -3140,7 +3497,7 @@ def invocation_of(ctx: click.Context, action: str) -> Invocation:
     names = names_set(ctx) | (names_set(parent) if parent is not None else set())
     no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
     verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
-    return Invocation(action, sorted(names), no_analytics, verbose)
+    return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -3305,17 +3662,20 @@ def analytics() -> None:
 
 @analytics.command("status")
 @common_flags
-def analytics_status(no_analytics: bool, **_: Any) -> None:
+@click.pass_obj
+def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     """On or off, which rule decided, the anonymous id, unsent events, last send."""
     paths = Paths.from_environment()
     parent = click.get_current_context().find_root()
-    enabled, rule = analytics_consent(paths, no_analytics or bool(parent.params.get("no_analytics")))
-    settings = Settings(paths.settings)
-    spool = paths.analytics / "spool.jsonl"
+    enabled, rule = analytics_consent(
+        paths, settings, no_analytics or bool(parent.params.get("no_analytics"))
+    )
+    saved = UserSettings(paths.settings)
+    spool = paths.spool
     pending = len(spool.read_text().splitlines()) if spool.exists() else 0
-    sender = SenderState(paths.analytics).values
+    sender = SenderState(paths).values
     click.echo(f"Analytics:      {'on' if enabled else 'off'} (decided by: {rule})")
-    click.echo(f"Anonymous id:   {settings.get('anonymous_id') or '(none yet)'}")
+    click.echo(f"Anonymous id:   {saved.get('anonymous_id') or '(none yet)'}")
     click.echo(f"Unsent events:  {pending} ({spool.stat().st_size if spool.exists() else 0} bytes)")
     click.echo(
         f"Last send:      {sender.get('last_result', 'never')} {sender.get('last_attempt', '')}".rstrip()
@@ -3326,12 +3686,13 @@ def analytics_status(no_analytics: bool, **_: Any) -> None:
 
 
 @analytics.command("enable")
-def analytics_enable() -> None:
+@click.pass_obj
+def analytics_enable(settings: Settings) -> None:
     """Turn analytics on (environment opt-outs still win)."""
     paths = Paths.from_environment()
-    Settings(paths.settings).update(analytics="enabled")
-    set_testgen_analytics(paths, True)
-    enabled, rule = analytics_consent(paths, False)
+    UserSettings(paths.settings).update(analytics="enabled")
+    TestGenConfig(paths.config_env).set_analytics(True)
+    enabled, rule = analytics_consent(paths, settings, False)
     click.echo("Analytics enabled." if enabled else f"Saved, but analytics stays off because of {rule}.")
 
 
@@ -3339,11 +3700,11 @@ def analytics_enable() -> None:
 def analytics_disable() -> None:
     """Turn analytics off; delete the anonymous id and unsent events. Sends nothing."""
     paths = Paths.from_environment()
-    Settings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
-    for name in ("spool.jsonl", "history.jsonl", "sender.json"):
+    UserSettings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
+    for path in (paths.spool, paths.history, paths.sender_state):
         with contextlib.suppress(FileNotFoundError):
-            (paths.analytics / name).unlink()
-    set_testgen_analytics(paths, False)
+            path.unlink()
+    TestGenConfig(paths.config_env).set_analytics(False)
     click.echo(
         "Analytics disabled. The anonymous id and unsent events are deleted; TestGen's own analytics "
         "are off too."
@@ -3352,18 +3713,18 @@ def analytics_disable() -> None:
 
 @analytics.command("preview")
 @click.argument("action", type=click.Choice(ACTIONS), default="install")
-def analytics_preview(action: str) -> None:
+@click.pass_obj
+def analytics_preview(settings: Settings, action: str) -> None:
     """Print the exact JSON the next event would carry. Sends nothing, writes nothing."""
     import uuid
 
-    paths = Paths.from_environment()
-    settings = Settings(paths.settings)
-    distinct_id = settings.get("anonymous_id")
+    saved = UserSettings(Paths.from_environment().settings)
+    distinct_id = saved.get("anonymous_id")
     if not distinct_id:
         distinct_id = str(uuid.uuid4())
         click.echo("(no anonymous id yet: the first event creates a random one like this)", err=True)
     result = ActionResult(action, [])
-    event = build_event(result, distinct_id, first_run=not settings.get("first_event_recorded"))
+    event = build_event(result, distinct_id, not saved.get("first_event_recorded"), settings)
     click.echo(json.dumps([event], indent=2))
 
 
@@ -3377,7 +3738,7 @@ def analytics_show() -> None:
     for entry in history[-HISTORY_KEPT:]:
         click.echo(f"{entry.get('attempted')}  {entry.get('result')}")
         click.echo("  " + json.dumps(entry.get("event"), sort_keys=True))
-    spool = Spool(paths.analytics)
+    spool = Spool(paths)
     waiting = spool.pending() if spool.path.exists() else []
     if waiting:
         click.echo(f"\n{len(waiting)} event(s) waiting to be sent:")
@@ -3386,16 +3747,18 @@ def analytics_show() -> None:
 
 
 @analytics.command("send-spool", hidden=True)
-def analytics_send_spool() -> None:
+@click.pass_obj
+def analytics_send_spool(settings: Settings) -> None:
     """The detached sender (started by record_event)."""
-    send_spool(Paths.from_environment())
+    send_spool(Paths.from_environment(), settings)
 
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    prog = "dk-installer" if launched_by() == "package" else "dk_installer.py"
+    settings = Settings.from_environment()
+    prog = "dk-installer" if settings.launched_by == "package" else "dk_installer.py"
     try:
-        code = cli.main(args=argv, prog_name=prog, standalone_mode=False)
+        code = cli.main(args=argv, prog_name=prog, standalone_mode=False, obj=settings)
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         code = EXIT_INTERRUPTED

@@ -449,7 +449,8 @@ def test_testgen_analytics_follow_the_installer(sandbox: Sandbox, collector: HTT
 
 
 def test_spool_caps_count_size_and_age(tmp_path: Path) -> None:
-    spool = dk.Spool(tmp_path)
+    paths = dk.Paths(home=tmp_path / "home", config=tmp_path)
+    spool = dk.Spool(paths)
     now = int(time.time() * 1000)
 
     def event(i: int, age_days: float = 0, padding: int = 0) -> dict:
@@ -467,12 +468,12 @@ def test_spool_caps_count_size_and_age(tmp_path: Path) -> None:
     assert len(kept) == dk.SPOOL_MAX_EVENTS
     assert kept[-1]["properties"]["$insert_id"] == f"{149:032x}"
     spool.append([event(1000 + i, padding=10_000) for i in range(40)])
-    assert (tmp_path / "spool.jsonl").stat().st_size <= dk.SPOOL_MAX_BYTES
+    assert paths.spool.stat().st_size <= dk.SPOOL_MAX_BYTES
     assert spool.pending()[-1]["properties"]["$insert_id"] == f"{1039:032x}"
     spool.remove({e["properties"]["$insert_id"] for e in spool.pending()})
     spool.append([event(1, age_days=6), event(2, age_days=4)])
     assert [e["properties"]["$insert_id"] for e in spool.pending()] == [f"{2:032x}"]
-    assert oct((tmp_path / "spool.jsonl").stat().st_mode & 0o777) == "0o600"
+    assert oct(paths.spool.stat().st_mode & 0o777) == "0o600"
 
 
 def test_allow_list_drops_unknown_keys_and_bad_values() -> None:
@@ -490,7 +491,7 @@ def test_allow_list_drops_unknown_keys_and_bad_values() -> None:
 
 def test_missing_distro_is_tolerated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distro", None)
-    props = dk.environment_properties("9a9b4cb3-3171-4f2f-b941-d42afed1986a")
+    props = dk.environment_properties("9a9b4cb3-3171-4f2f-b941-d42afed1986a", dk.Settings())
     assert props["os_distro"] is None and props["os"] == "Linux"
 
 
@@ -498,16 +499,20 @@ def test_consent_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     paths = dk.Paths(home=tmp_path / "home", config=tmp_path / "config")
     for name in ("DO_NOT_TRACK", "DK_INSTALLER_ANALYTICS"):
         monkeypatch.delenv(name, raising=False)
-    dk.Settings(paths.settings).update(analytics="enabled")
-    assert dk.analytics_consent(paths, False) == (True, "saved setting (analytics enable)")
+    dk.UserSettings(paths.settings).update(analytics="enabled")
+
+    def consent(flag: bool) -> tuple[bool, str]:
+        return dk.analytics_consent(paths, dk.Settings.from_environment(), flag)
+
+    assert consent(False) == (True, "saved setting (analytics enable)")
     monkeypatch.setenv("DK_INSTALLER_ANALYTICS", "off")
-    assert dk.analytics_consent(paths, False) == (False, "DK_INSTALLER_ANALYTICS")
+    assert consent(False) == (False, "DK_INSTALLER_ANALYTICS")
     monkeypatch.setenv("DO_NOT_TRACK", "1")
-    assert dk.analytics_consent(paths, False) == (False, "DO_NOT_TRACK")
-    assert dk.analytics_consent(paths, True) == (False, "--no-analytics")
+    assert consent(False) == (False, "DO_NOT_TRACK")
+    assert consent(True) == (False, "--no-analytics")
     monkeypatch.setenv("DO_NOT_TRACK", "0")
     monkeypatch.setenv("DK_INSTALLER_ANALYTICS", "yes")
-    assert dk.analytics_consent(paths, False)[0] is True
+    assert consent(False)[0] is True
 
 
 def test_utc_offset_format(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,3 +126,85 @@ def test_too_old_interpreter_gets_one_line(sandbox: Sandbox, version: str) -> No
         lines[0].startswith("dk-installer needs Python 3.9 or newer;") and f"is Python {version}." in lines[0]
     )
     assert not sandbox.home.exists()
+
+
+@pytest.fixture(scope="session")
+def runtime_wheels(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    """Every wheel an offline `install --find-links DIR` needs: the runtime's (for Python 3.9)
+    and the stand-in TestGen's."""
+    directory = tmp_path_factory.mktemp("runtime-wheels")
+    requirements = [r.split(";")[0] for r in dk.RUNTIME_REQUIREMENTS]
+    subprocess.run(
+        [
+            bare_python(),
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--only-binary=:all:",
+            "-d",
+            str(directory),
+            *requirements,
+        ],
+        check=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"},
+    )
+    for wheel in wheelhouse.iterdir():
+        shutil.copy(wheel, directory)
+    return directory
+
+
+def test_runtime_follows_its_pins_offline_and_a_failed_rebuild_keeps_it(
+    sandbox: Sandbox, runtime_wheels: Path
+) -> None:
+    python = bare_python()
+    offline = {
+        **{k: v for k, v in sandbox.env.items() if not k.startswith("PIP_")},
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    install = [python, str(INSTALLER), *sandbox.install_args("--no-demo", "--no-start")]
+    install[install.index("--find-links") + 1] = str(runtime_wheels)
+    first = subprocess.run(install, env=offline, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    runtime = sandbox.home / "runtime"
+    receipt = runtime / dk.RUNTIME_RECEIPT
+    assert receipt.read_text().splitlines() == list(dk.RUNTIME_REQUIREMENTS)
+
+    # A runtime built by an older installer: other pins, and psutil missing.
+    subprocess.run([str(runtime / "bin/python"), "-m", "pip", "uninstall", "-q", "-y", "psutil"], check=True)
+    receipt.write_text("click==8.1.8\nrequests==2.32.4\ndistro==1.9.0\nuv==0.13.9\n")
+    rebuilt = subprocess.run(install, env=offline, capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "Preparing dk-installer's runtime (its pinned packages changed)" in rebuilt.stderr
+    assert receipt.read_text().splitlines() == list(dk.RUNTIME_REQUIREMENTS)
+    assert list(runtime.glob("lib/python3.9/site-packages/psutil"))
+    assert not (sandbox.home / "runtime.staging").exists() and not (sandbox.home / "runtime.old").exists()
+
+    # New pins that cannot be had offline: the command fails and the runtime is left as it was.
+    receipt.write_text("click==0.0.1\n")
+    empty = sandbox.root / "no-wheels"
+    empty.mkdir()
+    install[install.index("--find-links") + 1] = str(empty)
+    failed = subprocess.run(install, env=offline, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1
+    assert "Could not prepare dk-installer's runtime" in failed.stderr
+    assert f"The previous runtime in {runtime} is kept." in failed.stderr
+    assert receipt.read_text() == "click==0.0.1\n"
+    assert list(runtime.glob("lib/python3.9/site-packages/psutil"))
+    assert not (sandbox.home / "runtime.staging").exists() and not (sandbox.home / "runtime.old").exists()
+
+
+def test_unusable_home_on_a_first_run_is_a_requirement_failure(sandbox: Sandbox) -> None:
+    blocker = sandbox.root / "a-file"
+    blocker.write_text("")
+    env = {**sandbox.env, "DK_INSTALLER_HOME": str(blocker / "dk-home")}
+    result = subprocess.run(
+        [bare_python(), str(INSTALLER), "install"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Installer home writable: {blocker / 'dk-home'} cannot be created or written" in result.stderr
+    assert "Set DK_INSTALLER_HOME" in result.stderr

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -271,13 +272,31 @@ def test_upgrade_failure_restores_the_previous_install(sandbox: Sandbox) -> None
 
 def test_stop_sweeps_orphans_of_a_killed_app(sandbox: Sandbox) -> None:
     assert sandbox.install("--no-demo").returncode == 0
-    pid = int((sandbox.home / "testgen/app.pid").read_text())
+    pid = int((sandbox.home / "testgen/app.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
     assert any("fake-postgres" in cmd for _, cmd in sandbox.processes())
     stopped = sandbox.run("stop")
     assert stopped.returncode == 0
     assert sandbox.processes() == []
+
+
+def test_stop_leaves_a_testgen_the_user_runs_alone(sandbox: Sandbox) -> None:
+    """A `testgen` the user starts from the installed venv (e.g. from cron) is not ours to stop."""
+    assert sandbox.install("--no-demo").returncode == 0
+    venv_python = sandbox.home / "testgen/venv/bin/python"
+    users = subprocess.Popen(
+        [str(venv_python), "-c", "import time; time.sleep(60)", str(sandbox.home / "testgen")],
+        env={**sandbox.env, "TG_TESTGEN_HOME": str(sandbox.home / "testgen/home")},
+    )
+    try:
+        stopped = sandbox.run("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert users.poll() is None, "stop killed a process the installer did not start"
+        assert [pid for pid, _ in sandbox.processes()] == [users.pid]
+    finally:
+        users.kill()
+        users.wait()
 
 
 def test_uninstall_keep_data_then_reinstall_reuses_it(sandbox: Sandbox) -> None:

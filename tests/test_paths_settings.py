@@ -85,10 +85,54 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
     assert [p.name for p in tmp_path.iterdir()] == ["secret.txt"]
 
 
+@pytest.mark.parametrize(
+    "annotation, value, fits",
+    [
+        ("int", 3, True),
+        ("int", True, False),
+        ("int", "3", False),
+        ("int | None", None, True),
+        ("int | None", 3, True),
+        ("str | None", 3, False),
+        ("bool", False, True),
+        ("bool", 0, False),
+    ],
+)
+def test_receipt_values_are_checked_against_their_annotations(
+    annotation: str, value: object, fits: bool
+) -> None:
+    assert dk.json_value_fits(annotation, value) is fits
+
+
+def test_every_receipt_field_has_a_checkable_type() -> None:
+    for field in dataclasses.fields(dk.InstallState):
+        dk.json_value_fits(str(field.type), None)  # raises KeyError for a type the loader cannot check
+
+
+def test_settings_are_read_once_from_the_environment() -> None:
+    settings = dk.Settings.from_environment(
+        {
+            "DK_INSTALLER_MIN_FREE_BYTES": "5",
+            "DO_NOT_TRACK": "YES",
+            "DK_INSTALLER_ANALYTICS": "off",
+            "DK_INSTALLER_CONTEXT": "Not Valid!",
+            "DK_INSTALLER_LAUNCHED_BY": "something-else",
+            "GITLAB_CI": "true",
+            "DK_INSTALLER_ANALYTICS_URL": "http://127.0.0.1:9/",
+            "NO_COLOR": "",
+        }
+    )
+    assert settings.min_free_bytes == 5 and settings.do_not_track and settings.analytics_opt_out
+    assert settings.context is None and settings.launched_by == "direct"
+    assert settings.ci and settings.ci_provider == "gitlab"
+    assert settings.analytics_url == "http://127.0.0.1:9" and settings.no_color
+    assert dk.Settings.from_environment({}) == dk.Settings()
+
+
 def test_settings_tolerate_garbage_and_are_private(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text("garbage")
-    settings = dk.Settings(path)
+    settings = dk.UserSettings(path)
     assert settings.get("analytics") is None
     settings.update(analytics="disabled", anonymous_id="x")
     settings.update(anonymous_id=None)

@@ -19,7 +19,7 @@ import dk_installer as dk
 
 def context(tmp_path: Path) -> dk.ActionContext:
     paths = dk.Paths(home=tmp_path / "home", config=tmp_path / "config")
-    return dk.ActionContext(paths, dk.Console(quiet=True), dk.ActionResult("install", []), False)
+    return dk.ActionContext(paths, dk.Settings(), dk.Console(quiet=True), False)
 
 
 class Recording(dk.Step):
@@ -39,6 +39,9 @@ class Recording(dk.Step):
     def undo(self, ctx: dk.ActionContext) -> None:
         self.journal.append(f"undo {self.name}")
 
+    def commit(self, ctx: dk.ActionContext) -> None:
+        self.journal.append(f"commit {self.name}")
+
 
 @pytest.mark.parametrize("failure", [dk.InstallerError("boom", code="setup_failed"), KeyboardInterrupt()])
 def test_failure_undoes_every_started_step_newest_first(tmp_path: Path, failure: BaseException) -> None:
@@ -51,9 +54,9 @@ def test_failure_undoes_every_started_step_newest_first(tmp_path: Path, failure:
         Recording("d", journal),
     ]
     with pytest.raises(type(failure)):
-        dk.run_steps(ctx, steps, undo_also=[Recording("earlier", journal)])
-    assert journal == ["run a", "run b", "run c", "undo c", "undo b", "undo a", "undo earlier"]
-    assert ctx.result.failed_step == "c"
+        dk.run_steps(ctx, steps)
+    assert journal == ["run a", "run b", "run c", "undo c", "undo b", "undo a"]
+    assert ctx.step == "c"
 
 
 def test_best_effort_step_failure_is_shown_and_the_rest_goes_on(tmp_path: Path) -> None:
@@ -66,8 +69,8 @@ def test_best_effort_step_failure_is_shown_and_the_rest_goes_on(tmp_path: Path) 
             Recording("start", journal),
         ],
     )
-    assert journal == ["run demo", "run start"]
-    assert ctx.result.failed_step is None
+    assert journal == ["run demo", "run start", "commit demo", "commit start"]
+    assert ctx.step is None
 
 
 @pytest.mark.parametrize(

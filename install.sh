@@ -28,9 +28,11 @@
 # DK_INSTALLER_ANALYTICS, --no-analytics) are the installer's and reach it unchanged; this script
 # sends nothing itself. It never uses sudo and never edits shell start-up files.
 #
-# POSIX sh (dash, bash, busybox ash). Everything is inside functions and the last line calls main,
-# so a download cut short defines a few functions and runs nothing.
+# POSIX sh (dash, bash, busybox ash). The whole script is one { ... } group that closes on the
+# last line: the shell reads a group whole before it runs any of it, so a download cut short at
+# any byte (even right after the word `main`) is a syntax error and runs nothing at all.
 
+{
 set -u
 
 default_base_url() {
@@ -414,3 +416,4 @@ main() {
 }
 
 main "$@" || exit 1
+}

@@ -31,8 +31,16 @@ __version__ = "0.1.0"
 
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
-# and "which processes are ours", on Linux and macOS alike.
-RUNTIME_REQUIREMENTS = ("click==8.1.8", "requests==2.32.4", "distro==1.9.0", "psutil==7.2.2", "uv==0.13.9")
+# and "which processes are ours", on Linux and macOS alike; truststore: the system trust store
+# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9).
+RUNTIME_REQUIREMENTS = (
+    "click==8.1.8",
+    "requests==2.32.4",
+    "distro==1.9.0",
+    "psutil==7.2.2",
+    "truststore==0.10.5; python_version >= '3.10'",
+    "uv==0.13.9",
+)
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
@@ -124,6 +132,18 @@ def home_unusable_message(home: str) -> str | None:
     )
 
 
+def _system_ca_args() -> list[str]:
+    """The pip that ensurepip ships verifies TLS with its own CA list, which lacks a corporate
+    TLS-inspecting proxy's CA; the system's OpenSSL bundle (what the ssl module reports) has it.
+    A CA the user set in the environment or in pip's config decides instead."""
+    import ssl
+
+    if any(os.environ.get(name) for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")):
+        return []
+    cafile = ssl.get_default_verify_paths().cafile
+    return ["--cert", cafile] if cafile and os.path.exists(cafile) else []
+
+
 def _create_runtime(runtime: str, argv: list[str]) -> None:
     """Build the runtime under a staging name and swap it in whole: a failed or interrupted
     build leaves the previous runtime (if any) exactly as it was."""
@@ -173,6 +193,7 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
                     "pip",
                     "install",
                     "--disable-pip-version-check",
+                    *_system_ca_args(),
                     *_package_source_args(argv),
                     *RUNTIME_REQUIREMENTS,
                 ],
@@ -314,6 +335,8 @@ ANALYTICS_BASE_URL = "https://api.mixpanel.com"
 MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
 LAUNCHERS = ("install.sh", "direct", "package")
+# Set by a user who trusts a CA of their own; without them the system trust store is used.
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
 CI_PROVIDERS = (
     ("GITHUB_ACTIONS", "github_actions"),
     ("GITLAB_CI", "gitlab"),
@@ -364,6 +387,16 @@ class Paths:
     @property
     def lock(self) -> Path:
         return self.home / ".lock"
+
+    @property
+    def journal(self) -> Path:
+        """What a mutating action is doing, so the next command can recover if it was killed."""
+        return self.home / "journal.json"
+
+    @property
+    def tmp(self) -> Path:
+        """TMPDIR for uv and TestGen, so that their temporary files stay in here too."""
+        return self.home / "tmp"
 
     @property
     def logs(self) -> Path:
@@ -494,6 +527,8 @@ class Settings:
     ci_provider: str | None = None
     user_python: str | None = None
     user_script: str | None = None
+    ca_from_environment: bool = False
+    failpoint: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -519,6 +554,8 @@ class Settings:
             ci_provider=provider,
             user_python=env.get("DK_INSTALLER_PYTHON") or None,
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
+            ca_from_environment=any(env.get(name) for name in CA_VARIABLES),
+            failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
         )
 
 
@@ -669,6 +706,10 @@ class InstallerLock:
         handle.flush()
         self._handle = handle
 
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
     def release(self) -> None:
         if self._handle is not None:
             with contextlib.suppress(OSError):
@@ -761,6 +802,13 @@ class StepSkipped(Exception):
     """Raised by a step that has nothing to do; the message says why."""
 
 
+def echo(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """click.echo that never raises: after SIGHUP the terminal is gone (EIO) or a pipe is closed,
+    and the rollback that follows must still run to the end."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(text, err=err, nl=nl)
+
+
 class Console:
     """What the user sees. Progress and messages go to stdout, problems to stderr. Colour only on
     a terminal, never with NO_COLOR."""
@@ -778,13 +826,13 @@ class Console:
 
     def say(self, text: str = "") -> None:
         if not self.quiet:
-            click.echo(text)
+            echo(text)
 
     def warn(self, text: str) -> None:
-        click.echo(click.style(text, fg="yellow") if self.error_colour else text, err=True)
+        echo(click.style(text, fg="yellow") if self.error_colour else text, err=True)
 
     def error(self, text: str) -> None:
-        click.echo(click.style(text, fg="red") if self.error_colour else text, err=True)
+        echo(click.style(text, fg="red") if self.error_colour else text, err=True)
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[Progress]:
@@ -825,7 +873,7 @@ class Progress:
         if self.console.quiet:
             return
         if not self.console.interactive:
-            click.echo(f"{self.title} ...")
+            echo(f"{self.title} ...")
         self._thread = threading.Thread(target=self._tick, daemon=True)
         self._thread.start()
 
@@ -840,10 +888,10 @@ class Progress:
                 line = (
                     f"{self.FRAMES[frame % len(self.FRAMES)]} {self.title}  {elapsed:4.0f}s  {self.activity}"
                 )
-                click.echo("\r\x1b[2K" + line[: self._width - 1], nl=False)
+                echo("\r\x1b[2K" + line[: self._width - 1], nl=False)
                 frame += 1
             else:
-                click.echo(f"  ... {elapsed:.0f}s {self.activity}".rstrip())
+                echo(f"  ... {elapsed:.0f}s {self.activity}".rstrip())
 
     def end(self, status: str, detail: str = "") -> None:
         self._stop.set()
@@ -854,10 +902,10 @@ class Progress:
         if self.console.quiet:
             return
         if self.console.interactive:
-            click.echo("\r\x1b[2K", nl=False)
+            echo("\r\x1b[2K", nl=False)
         label = self.console.style(f"{status:<7}", fg=Console.STATUS_COLOURS[status], bold=True)
         suffix = f"  {detail}" if detail else ""
-        click.echo(f"{label} {self.title} ({elapsed:.1f}s){suffix}")
+        echo(f"{label} {self.title} ({elapsed:.1f}s){suffix}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1027,9 +1075,9 @@ def run_command(
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Let cleanup finish: a Ctrl+C or SIGTERM arriving now is remembered and re-raised after."""
+    """Let cleanup finish: a Ctrl+C, SIGTERM or SIGHUP arriving now is remembered and re-raised after."""
     received: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in INTERRUPTING_SIGNALS}
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         for sig in previous:
@@ -1044,8 +1092,29 @@ def deferred_signals() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+# A dropped SSH session (SIGHUP) is an interruption like Ctrl+C and SIGTERM: rolled back, exit 130.
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def https_verify(settings: Settings) -> bool | str:
+    """What requests should verify HTTPS against. Without a CA variable in the environment, the
+    system trust store (a TLS-inspecting proxy's CA lives there; requests alone knows only
+    certifi's): truststore where the Python has it, else the system's OpenSSL bundle."""
+    if settings.ca_from_environment:
+        return True
+    try:
+        import truststore
+    except ImportError:
+        import ssl
+
+        cafile = ssl.get_default_verify_paths().cafile
+        return cafile if cafile and os.path.exists(cafile) else True
+    truststore.inject_into_ssl()
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1499,6 +1568,7 @@ def _post_events(events: list[dict[str, Any]], settings: Settings) -> tuple[bool
                 "User-Agent": f"dk-installer/{__version__}",
             },
             timeout=SEND_TIMEOUT_S,
+            verify=https_verify(settings),
         )
     except requests.RequestException as exc:
         return False, f"failed: {type(exc).__name__}"
@@ -1671,8 +1741,12 @@ class TestGen:
         inside DK_INSTALLER_HOME so that TestGen, Streamlit and pgserver write nothing elsewhere."""
         env = dict(os.environ)
         home = self.paths.testgen_home
-        # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in /tmp.
-        (self.paths.run_dir / "python_PostgresServer").mkdir(parents=True, exist_ok=True, mode=0o700)
+        # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in
+        # /tmp; platformdirs accepts XDG_RUNTIME_DIR only when it is 0700 (mkdir's mode does not
+        # change a folder that exists, hence the chmod).
+        for private in (self.paths.run_dir, self.paths.run_dir / "python_PostgresServer", self.paths.tmp):
+            private.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private.chmod(0o700)
         env.update(
             TG_TESTGEN_HOME=str(home),
             TG_UI_PORT=str(self.ui_port),
@@ -1680,6 +1754,7 @@ class TestGen:
             TESTGEN_LOG_FILE_PATH=str(self.paths.testgen_logs),
             HOME=str(home),
             XDG_RUNTIME_DIR=str(self.paths.run_dir),
+            TMPDIR=str(self.paths.tmp),
             PATH=f"{self.program('')}{os.pathsep}{env.get('PATH', '')}",
             VIRTUAL_ENV=str(self.paths.venv),
         )
@@ -2001,11 +2076,15 @@ class ActionContext:
     kept_data: bool = False
     was_running: bool = False
     started_app: bool = False
+    action: str = ""
     step: str | None = None
     checks: list[Requirement] = dataclasses.field(default_factory=list)
     installed_version: str | None = None
     login_success: bool | None = None
     _testgen: TestGen | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(self.paths)
 
     @property
     def testgen(self) -> TestGen:
@@ -2042,10 +2121,81 @@ class ActionContext:
         return self_command(self.settings)
 
 
+class Journal:
+    """What a mutating action is doing: written atomically before each step with side effects and
+    removed once the action has succeeded or been rolled back. A journal that the next command
+    finds means the action was killed (SIGKILL, power loss): recover_interrupted_action() then puts
+    back what was there before it, or, for uninstall and a commit in progress, finishes it."""
+
+    def __init__(self, paths: Paths, values: dict[str, Any] | None = None) -> None:
+        self.paths = paths
+        self.values: dict[str, Any] = values or {}
+
+    @classmethod
+    def found(cls, paths: Paths) -> Journal | None:
+        if not paths.journal.exists():
+            return None
+        # A journal that cannot be read still means an interrupted action; what it does not say is
+        # taken the safe way in roll_back_to_journal (keep the data).
+        return cls(paths, read_json_object(paths.journal) or {"action": "install"})
+
+    @property
+    def active(self) -> bool:
+        return bool(self.values)
+
+    def begin(self, action: str, running: bool) -> None:
+        """Remember what existed before the action changed anything, and whether TestGen ran."""
+        paths = self.paths
+        venv = active_venv(paths)
+        try:
+            state_before: str | None = paths.state.read_text()
+        except OSError:
+            state_before = None
+        self.values = {
+            "action": action,
+            "pid": os.getpid(),
+            "started": now_iso(),
+            "step": None,
+            "phase": "steps",
+            "home_existed": paths.testgen_home.exists(),
+            "credentials_existed": paths.credentials.exists(),
+            "venv_before": venv.name if venv else None,
+            "state_before": state_before,
+            "was_running": running,
+            "safety_copy": False,
+            "keep_data": False,
+        }
+        self.record()
+
+    def record(self, **changes: Any) -> None:
+        if self.active:
+            self.values.update(changes)
+            write_file_atomically(self.paths.journal, json.dumps(self.values, indent=2) + "\n", mode=0o600)
+
+    def clear(self) -> None:
+        if self.active:
+            self.values = {}
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.journal.unlink()
+
+
+def failpoint(settings: Settings, step: str) -> None:
+    """A fault-injection hook for the tests (README "Fault injection"), like FreeBSD's fail
+    points: with DK_INSTALLER_FAILPOINT=<step name>, the installer stops at the start of that step
+    and waits for a signal, so that a test can kill it exactly there. Unset, it does nothing."""
+    if settings.failpoint != step:
+        return
+    echo(f"failpoint {step}: waiting for a signal", err=True)
+    while True:
+        signal.pause()
+
+
 class Step:
     name = "step"
     title = "Step"
     required = True
+    # Steps that change files or processes; the journal is written before each of them.
+    side_effects = True
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         raise NotImplementedError
@@ -2063,14 +2213,21 @@ class UpToDate(StepSkipped):
 
 
 def run_steps(ctx: ActionContext, steps: Sequence[Step]) -> None:
-    """Run `steps` and commit them all; on any failure undo every started one, newest first."""
+    """Run `steps` and commit them all; on any failure undo every started one, newest first.
+    A mutating action keeps its journal up to date on the way, so that a kill can be recovered."""
     started: list[Step] = []
+    journal = ctx.journal
     try:
         for step in steps:
             started.append(step)
             ctx.step = step.name
+            if step.side_effects and ctx.action in MUTATING_ACTIONS:
+                if not journal.active:
+                    journal.begin(ctx.action, running=ctx.testgen.running())
+                journal.record(step=step.name)
             try:
                 with ctx.console.step(step.title) as progress:
+                    failpoint(ctx.settings, step.name)
                     step.run(ctx, progress)
             except UpToDate:
                 raise
@@ -2091,12 +2248,15 @@ def run_steps(ctx: ActionContext, steps: Sequence[Step]) -> None:
                 except Exception:
                     log.exception("undo of %s failed", step.name)
                     ctx.console.error(f"  Could not fully undo '{step.title}'; see {current_log_path()}")
+            journal.clear()
         raise
+    journal.record(phase="commit")
     for step in started:
         try:
             step.commit(ctx)
         except Exception:
             log.exception("commit of %s failed", step.name)
+    journal.clear()
 
 
 def textwrap_indent(text: str, prefix: str = "    ") -> str:
@@ -2253,7 +2413,9 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
     index = index_url_of(options, settings)
     url = f"{index.rstrip('/')}/{PACKAGE}/"
     try:
-        response = requests.get(url, timeout=(5, 10), headers={"Accept": "text/html"})
+        response = requests.get(
+            url, timeout=(5, 10), headers={"Accept": "text/html"}, verify=https_verify(settings)
+        )
     except requests.RequestException as exc:
         return Requirement(
             ErrorCode.INDEX_UNREACHABLE,
@@ -2304,6 +2466,7 @@ def require(ctx: ActionContext, checks: list[Requirement]) -> None:
 class Preflight(Step):
     name = "preflight"
     title = "Check requirements"
+    side_effects = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         options = ctx.options
@@ -2332,17 +2495,23 @@ class PackageEngine:
     name: str
     uv: str | None
     paths: Paths
+    settings: Settings
 
     @classmethod
     def choose(cls, paths: Paths, settings: Settings) -> PackageEngine:
         uv = None if settings.force_pip else find_uv()
-        return cls("uv" if uv else "pip", uv, paths)
+        return cls("uv" if uv else "pip", uv, paths, settings)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
         env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
         env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
+        # uv leaves lock files in TMPDIR; they stay in here and go with the command.
+        self.paths.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env["TMPDIR"] = str(self.paths.tmp)
+        if not self.settings.ca_from_environment:
+            env["UV_SYSTEM_CERTS"] = "1"  # a TLS-inspecting proxy's CA is in the system store
         env.pop("VIRTUAL_ENV", None)
         return env
 
@@ -2443,6 +2612,7 @@ def classify_install_failure(
 class ChoosePackageEngine(Step):
     name = "package_engine"
     title = "Choose the package engine"
+    side_effects = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         ctx.engine = PackageEngine.choose(ctx.paths, ctx.settings)
@@ -2557,6 +2727,7 @@ class CheckNewVersion(Step):
 
     name = "check_version"
     title = "Compare versions"
+    side_effects = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         assert ctx.state
@@ -2674,6 +2845,7 @@ class StartApp(Step):
 class VerifyLogin(Step):
     name = "verify_login"
     title = "Verify the login"
+    side_effects = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         if not ctx.started_app:
@@ -2688,6 +2860,12 @@ class VerifyLogin(Step):
         if ctx.login_success is None:
             raise StepSkipped("this TestGen version has no login endpoint to check")
         if not ctx.login_success:
+            if ctx.kept_data or ctx.action == "upgrade":
+                # TestGen asks people to change the generated password: expected, not a failure.
+                raise StepSkipped(
+                    f"the password saved in {ctx.paths.credentials} no longer works (expected after a "
+                    "change in TestGen's UI); TestGen itself is up"
+                )
             raise InstallerError(
                 f"TestGen rejected the login of '{ADMIN_USERNAME}' with the generated password.",
                 code=ErrorCode.LOGIN_FAILED,
@@ -2788,8 +2966,9 @@ class RestartApp(Step):
 
 
 class BackupData(Step):
-    """A copy of TestGen's data before its database schema is upgraded (cp -a keeps the owner
-    of pgdata, which pgserver sets when run as root)."""
+    """A safety copy of TestGen's data before its database schema is upgraded, by `upgrade` or by
+    `install` on data kept from an earlier install (cp -a keeps the owner of pgdata, which pgserver
+    sets when run as root)."""
 
     name = "backup_data"
     title = "Back up TestGen's data"
@@ -2799,6 +2978,8 @@ class BackupData(Step):
         self.complete = False
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
+        if not ctx.paths.config_env.exists():
+            raise StepSkipped("no earlier data")
         backup = ctx.paths.upgrade_backup
         remove_tree(backup)
         progress.update(f"copying {ctx.paths.testgen_home}")
@@ -2810,6 +2991,7 @@ class BackupData(Step):
             what="backing up TestGen's data",
         )
         self.complete = True
+        ctx.journal.record(safety_copy=True)
 
     def undo(self, ctx: ActionContext) -> None:
         """Put the copy back, but only a complete one: a half-made copy is dropped instead."""
@@ -2915,7 +3097,9 @@ def perform(
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
-    ctx = ActionContext(paths, settings, console, enabled, options or InstallOptions())
+    ctx = ActionContext(
+        paths, settings, console, enabled, options or InstallOptions(), action=invocation.action
+    )
     started = time.monotonic()
     lock = InstallerLock(paths.lock, invocation.action)
     exit_code = EXIT_OK
@@ -2925,6 +3109,8 @@ def perform(
         if invocation.action in MUTATING_ACTIONS:
             lock.acquire()
         start_run_log(paths, invocation.action, invocation.verbose)
+        if invocation.action in MUTATING_ACTIONS:
+            recover_interrupted_action(ctx)
         body(ctx)
     except RequirementsNotMet as exc:
         outcome, error, exit_code = "aborted", exc, exc.exit_code
@@ -2943,6 +3129,8 @@ def perform(
             f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
         )
     finally:
+        if invocation.action in MUTATING_ACTIONS and lock.held:
+            remove_temporary_files(ctx)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)
@@ -3003,6 +3191,85 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
     return state
 
 
+def interrupted_action(paths: Paths) -> str | None:
+    """The action that a killed command left half done, or None. Homes left by installers
+    before the journal existed count too: config.env with no receipt and no credentials is what
+    a killed `standalone-setup` leaves."""
+    journal = Journal.found(paths)
+    if journal is not None:
+        return str(journal.values.get("action") or "install")
+    if paths.config_env.exists() and not paths.state.exists() and not paths.credentials.exists():
+        return "install"
+    return None
+
+
+def recover_interrupted_action(ctx: ActionContext) -> None:
+    """Before a mutating command does what was asked (it holds the lock, so the command that
+    left the journal is gone): stop what the killed command left running, then put back what was
+    there before it, or finish an uninstall or a commit that was under way."""
+    paths = ctx.paths
+    action = interrupted_action(paths)
+    if action is None:
+        return
+    journal = Journal.found(paths) or Journal(paths)
+    values = journal.values
+    ctx.console.warn(
+        f"An interrupted `{action}` was found"
+        + (f" (it stopped in step '{values['step']}')" if values.get("step") else "")
+        + ": repairing that first."
+    )
+    with ctx.console.step(f"Recover from the interrupted {action}") as progress:
+        progress.update("stopping what it left running")
+        TestGen(paths, ctx.settings, DEFAULT_UI_PORT, DEFAULT_API_PORT, ctx.analytics_enabled).stop(progress)
+        if not values:
+            remove_testgen_files(paths, keep_data=False, report=progress.update)
+            progress.result = "removed the half-made TestGen home of an earlier installer"
+        elif values.get("phase") == "commit":
+            remove_stale_venvs(paths)
+            remove_tree(paths.upgrade_backup)
+            progress.result = f"finished the {action}"
+        elif action == "uninstall":
+            remove_testgen_files(paths, bool(values.get("keep_data")), report=progress.update)
+            progress.result = "finished the uninstall"
+        elif action in ("install", "upgrade"):
+            roll_back_to_journal(paths, values, progress)
+            progress.result = f"put back what was there before the {action}"
+        else:
+            progress.result = "stopped its leftovers"
+        journal.clear()
+    if values.get("was_running") and action == "upgrade" and ctx.action not in ("stop", "uninstall"):
+        state = InstallState.load(paths.state)
+        if state is not None:
+            with ctx.console.step("Start TestGen again") as progress:
+                TestGen.from_receipt(paths, ctx.settings, state, ctx.analytics_enabled).start(progress)
+
+
+def roll_back_to_journal(paths: Paths, values: dict[str, Any], progress: Progress) -> None:
+    """Undo a killed install or upgrade from what its journal says existed before it."""
+    progress.update("restoring TestGen's data")
+    if values.get("safety_copy") and paths.upgrade_backup.exists():
+        remove_tree(paths.testgen_home)
+        os.rename(paths.upgrade_backup, paths.testgen_home)
+    else:
+        remove_tree(paths.upgrade_backup)  # half made: the data itself was not touched yet
+        if values.get("home_existed", True) is False:
+            remove_tree(paths.testgen_home)
+    if values.get("credentials_existed", True) is False:
+        remove_tree(paths.credentials)
+    progress.update("restoring TestGen's venv")
+    if "venv_before" in values:
+        before = values["venv_before"]
+        point_venv_at(paths, paths.venvs / before if before and (paths.venvs / before).is_dir() else None)
+    remove_stale_venvs(paths)
+    with contextlib.suppress(OSError):
+        paths.venvs.rmdir()
+    if "state_before" in values:
+        if isinstance(values["state_before"], str):
+            write_file_atomically(paths.state, values["state_before"])
+        else:
+            remove_tree(paths.state)
+
+
 def install_action(ctx: ActionContext) -> None:
     try:
         state = load_state(ctx, required=False)
@@ -3030,6 +3297,7 @@ def install_action(ctx: ActionContext) -> None:
             ChoosePackageEngine(),
             DownloadPython(),
             InstallPackage(),
+            BackupData(),
             Configure(),
             LoadDemoData(),
             StartApp(),
@@ -3218,6 +3486,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "health": None,
         "home": str(paths.home),
         "state": "missing",
+        "interrupted_action": interrupted_action(paths),
     }
     try:
         state = InstallState.load(paths.state)
@@ -3261,6 +3530,12 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
                 else ("  healthy" if status["health"][part] else "  NOT answering")
             )
             ctx.console.say(f"  {part.upper():<4}{url}{health}")
+    if status["interrupted_action"] and not as_json:
+        action = status["interrupted_action"]
+        ctx.console.warn(
+            f"An interrupted `{action}` was found; `{ctx.self_command()} {action}` repairs it "
+            "(any command that changes the install does)."
+        )
     if status["state"] == "damaged":
         raise InstallerError("The install receipt is damaged.", code=ErrorCode.STATE_CORRUPT)
 
@@ -3287,32 +3562,49 @@ def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
     )
 
 
-def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept."""
-    kept = {paths.testgen_home, paths.credentials} if keep_data else set()
-    targets = [
-        paths.venv,
-        paths.venvs,
-        paths.run_dir,
-        paths.app_pid,
-        paths.upgrade_backup,
-        paths.testgen_home,
-        paths.state,
-        paths.credentials,
-        paths.cache,
-        paths.pythons,
-        paths.logs,
-        paths.installer_copy,
-        paths.runtime,
-        paths.lock,
-    ]
+def _remove_all(targets: list[Path], report: Callable[[str], None]) -> None:
     for target in targets:
-        if target not in kept and (target.exists() or target.is_symlink()):
+        if target.exists() or target.is_symlink():
             report(f"removing {target}")
             remove_tree(target)
-    for directory in (paths.testgen, paths.home):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+
+
+def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
+    """TestGen's venvs, run files and receipt; its data and credentials too unless kept."""
+    data = [] if keep_data else [paths.testgen_home, paths.credentials]
+    _remove_all(
+        [paths.venv, paths.venvs, paths.run_dir, paths.app_pid, paths.upgrade_backup, *data, paths.state],
+        report,
+    )
+    with contextlib.suppress(OSError):
+        paths.testgen.rmdir()
+
+
+def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
+    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept."""
+    remove_testgen_files(paths, keep_data, report)
+    _remove_all(
+        [
+            paths.cache,
+            paths.pythons,
+            paths.tmp,
+            paths.logs,
+            paths.installer_copy,
+            paths.runtime,
+            paths.journal,
+            paths.lock,
+        ],
+        report,
+    )
+    with contextlib.suppress(OSError):
+        paths.home.rmdir()
+
+
+def remove_temporary_files(ctx: ActionContext) -> None:
+    """uv's and TestGen's TMPDIR goes at the end of each mutating command, unless the app that
+    may still use it runs."""
+    if ctx.paths.tmp.exists() and not ctx.testgen.processes():
+        shutil.rmtree(ctx.paths.tmp, ignore_errors=True)
 
 
 class RemoveFiles(Step):
@@ -3323,7 +3615,9 @@ class RemoveFiles(Step):
         self.keep_data = keep_data
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
+        ctx.journal.record(keep_data=self.keep_data)
         remove_installer_files(ctx.paths, self.keep_data, progress.update)
+        ctx.journal.clear()  # it went with the rest; writing it again would make the home anew
         progress.result = "data kept" if self.keep_data else str(ctx.paths.home)
 
 
@@ -3353,6 +3647,17 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             config_ok,
             str(paths.config),
             blocking=False,
+        )
+    )
+    interrupted = interrupted_action(paths)
+    checks.append(
+        Requirement(
+            ErrorCode.INTERRUPTED,
+            "No interrupted command",
+            interrupted is None,
+            "none"
+            if interrupted is None
+            else f"an interrupted `{interrupted}` was found; `{ctx.self_command()} {interrupted}` repairs it",
         )
     )
     state: InstallState | None = None
@@ -3754,7 +4059,8 @@ def analytics_send_spool(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_keyboard_interrupt)
     settings = Settings.from_environment()
     prog = "dk-installer" if settings.launched_by == "package" else "dk_installer.py"
     try:

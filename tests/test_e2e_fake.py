@@ -3,6 +3,7 @@ the stand-in TestGen wheel."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -344,3 +345,24 @@ def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> Non
         if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))
     ]
     assert outside == []
+
+
+def test_upgrade_after_the_password_was_changed_in_testgen_succeeds_and_says_so(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--version", "5.0.0").returncode == 0
+    changed = subprocess.run(
+        [str(sandbox.home / "testgen/venv/bin/testgen"), "fake-set-password", "admin"],
+        input="a-new-password-set-in-the-ui\n",
+        env={**sandbox.env, "TG_TESTGEN_HOME": str(sandbox.home / "testgen/home")},
+        capture_output=True,
+        text=True,
+    )
+    assert changed.returncode == 0, changed.stderr
+    debug = {"DK_INSTALLER_ANALYTICS": None, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
+    upgraded = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse), env=debug)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "upgraded from 5.0.0 to 5.1.0" in upgraded.stdout
+    assert "SKIPPED Verify the login" in upgraded.stdout and "no longer works" in upgraded.stdout
+    assert str(sandbox.home / "credentials.txt") in upgraded.stdout
+    event = json.loads(upgraded.stderr.split("analytics debug (not sent): ")[-1].splitlines()[0])
+    assert event["properties"]["outcome"] == "success" and event["properties"]["login_success"] is False
+    assert sandbox.status()["health"] == {"ui": True, "api": True}

@@ -1,19 +1,49 @@
-"""The one test with the REAL dataops-testgen[standalone] from the package index: install with uv,
-log in for real, stop (no TestGen or PostgreSQL process left), uninstall (no file left)."""
+"""The test with the REAL dataops-testgen[standalone] from the package index, the way a corporate
+user meets it: no CA variable in the environment (this network inspects TLS with a CA that is only
+in the system trust store), pip's config ignored, a private TMPDIR. The first install is killed
+(SIGKILL) while `standalone-setup` runs; a plain re-run recovers and ends logged in. Then stop
+(no TestGen or PostgreSQL process left) and uninstall (no file left)."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from conftest import Sandbox, processes_mentioning
 
+CORPORATE = {
+    **dict.fromkeys(("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")),
+    "PIP_CONFIG_FILE": "/dev/null",
+}
+
+
+def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if text in line:
+            return
+        if not line and process.poll() is not None:
+            break
+    pytest.fail(f"never saw {text!r}:\n{seen}")
+
 
 @pytest.mark.real
-@pytest.mark.timeout(1500)
-def test_real_testgen_install_login_stop_uninstall(open_sandbox: Sandbox) -> None:
+@pytest.mark.timeout(2400)
+def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
+    open_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     sandbox = open_sandbox
-    installed = sandbox.run(
+    private_tmp: Path = tmp_path_factory.mktemp("private-tmp")
+    env = {**CORPORATE, "TMPDIR": str(private_tmp)}
+    args = [
         "install",
         "--no-demo",
         "--no-browser",
@@ -21,28 +51,41 @@ def test_real_testgen_install_login_stop_uninstall(open_sandbox: Sandbox) -> Non
         str(sandbox.ui_port),
         "--api-port",
         str(sandbox.api_port),
-        timeout=1200,
-    )
+    ]
+
+    killed = sandbox.popen(*args, env=env)
+    wait_for_output(killed, "Configure TestGen", timeout=1200)
+    time.sleep(4)  # standalone-setup is starting its PostgreSQL
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert (sandbox.home / "journal.json").exists()
+
+    started = time.monotonic()
+    installed = sandbox.run(*args, env=env, timeout=1200)
     output = installed.stdout + installed.stderr
     assert installed.returncode == 0, output
+    print(f"re-run after the kill: {time.monotonic() - started:.1f}s")
+    assert "An interrupted `install` was found" in installed.stderr
     assert "OK      Verify the login" in installed.stdout and "'admin' logged in" in installed.stdout
     state = sandbox.state()
     assert state["package_engine"] == "uv" and state["product_version"].startswith("5.")
     password = sandbox.password()
     assert password not in output
     assert "TG_ANALYTICS=no" in (sandbox.home / "testgen/home/config.env").read_text()
+    assert not (sandbox.home / "journal.json").exists()
 
-    status = json.loads(sandbox.run("status", "--json").stdout)
+    status = json.loads(sandbox.run("status", "--json", env=env).stdout)
     assert status["running"] and status["health"] == {"ui": True, "api": True}
     pgdata = str(sandbox.home / "testgen/home/pgdata")
     assert processes_mentioning(pgdata), "the embedded PostgreSQL should run while TestGen runs"
 
-    stopped = sandbox.run("stop", timeout=180)
+    stopped = sandbox.run("stop", timeout=180, env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert sandbox.processes() == []
     assert processes_mentioning(pgdata) == []
+    assert list(private_tmp.iterdir()) == [], "uv or TestGen wrote into the user's TMPDIR"
 
-    removed = sandbox.run("uninstall", "--yes", timeout=300)
+    removed = sandbox.run("uninstall", "--yes", timeout=300, env=env)
     assert removed.returncode == 0, removed.stderr
     assert not sandbox.home.exists()
     assert sandbox.processes() == []

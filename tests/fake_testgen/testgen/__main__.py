@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -19,6 +20,24 @@ from typing import ClassVar
 HOME = Path(os.environ.get("TG_TESTGEN_HOME", Path.home() / ".testgen"))
 CONFIG = HOME / "config.env"
 PGDATA = HOME / "pgdata"
+USERS = PGDATA / "users.json"  # like TestGen's auth_users table: salted hashes, changeable later
+
+
+def password_hash(password: str, salt: str) -> str:
+    return hashlib.sha256((salt + password).encode()).hexdigest()
+
+
+def set_password(username: str, password: str) -> None:
+    users = json.loads(USERS.read_text()) if USERS.exists() else {}
+    salt = secrets.token_hex(8)
+    users[username] = {"salt": salt, "hash": password_hash(password, salt)}
+    USERS.write_text(json.dumps(users))
+
+
+def password_ok(username: str, password: str) -> bool:
+    users = json.loads(USERS.read_text()) if USERS.exists() else {}
+    user = users.get(username)
+    return bool(user) and password_hash(password, user["salt"]) == user["hash"]
 
 
 def record(name: str, line: str) -> None:
@@ -78,6 +97,7 @@ def setup() -> int:
     CONFIG.write_text("\n".join(lines) + "\n")
     PGDATA.mkdir(exist_ok=True)
     (PGDATA / "PG_VERSION").write_text("16\n")
+    set_password(username, password)
     print("TestGen is ready!")
     return 0
 
@@ -138,16 +158,13 @@ class Api(BaseHTTPRequestHandler):
             self.reply(201, json.dumps({"client_id": client_id, **self.clients[client_id]}))
         elif self.path == "/oauth/authorize":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-            config = read_config()
             client = self.clients.get(form.get("client_id", ""))
             if client is None:
                 self.reply(400, json.dumps({"error": "invalid_client"}))
             elif not form.get("code_challenge"):
                 self.reply(302, headers={"Location": f"{form['redirect_uri']}?error=invalid_request"})
-            elif (
-                form.get("username") == config["TESTGEN_USERNAME"]
-                and form.get("password") == config["TESTGEN_PASSWORD"]
-                and not os.environ.get("FAKE_TESTGEN_REJECT_LOGIN")
+            elif password_ok(form.get("username", ""), form.get("password", "")) and not os.environ.get(
+                "FAKE_TESTGEN_REJECT_LOGIN"
             ):
                 query = urllib.parse.urlencode(
                     {"code": secrets.token_urlsafe(36), "state": form.get("state", "")}
@@ -213,6 +230,9 @@ def main() -> int:
     command = args[0]
     if command == "fake-postgres":
         return fake_postgres(args[2])
+    if command == "fake-set-password":  # what a user does in TestGen's UI: the tests' way to do it
+        set_password(args[1], sys.stdin.readline().rstrip("\n"))
+        return 0
     record("analytics", f"{command} TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')}")
     commands = {
         "standalone-setup": setup,

@@ -1127,7 +1127,7 @@ def https_verify(settings: Settings) -> bool | str:
 # ---------------------------------------------------------------------------------------------
 
 ANALYTICS_SCHEMA = 1
-NOTICE_VERSION = 1
+NOTICE_VERSION = 2  # version 2 also tells what TestGen's own analytics do
 SPOOL_MAX_EVENTS = 100
 SPOOL_MAX_BYTES = 256 * 1024
 SPOOL_MAX_AGE_S = 5 * 24 * 3600
@@ -1229,6 +1229,8 @@ can see which actions run, on which Python and OS, where installs fail and wheth
 works. Sent: the action and its outcome, the NAMES of options you set, error codes, versions,
 a random id. Never sent: values you typed, paths, user or host names, IP addresses, passwords,
 error messages. Events are sent in the background and never slow the installer down.
+TestGen has analytics of its own (it sends its own events, including its user names); they
+follow this choice: turning analytics off here turns TestGen's off too.
 Turn it off with any of:
   --no-analytics                      for one run
   DO_NOT_TRACK=1                      environment variable
@@ -1497,9 +1499,6 @@ def _record_event(result: ActionResult, paths: Paths, settings: Settings, no_ana
     if not enabled:
         return
     saved = UserSettings(paths.settings)
-    if saved.get("notice_version") != NOTICE_VERSION:
-        click.echo(ANALYTICS_NOTICE, err=True)
-        saved.update(notice_version=NOTICE_VERSION)
     distinct_id = saved.get("anonymous_id")
     if not (isinstance(distinct_id, str) and _UUID.match(distinct_id)):
         distinct_id = str(uuid.uuid4())
@@ -1520,6 +1519,20 @@ def _record_event(result: ActionResult, paths: Paths, settings: Settings, no_ana
     if changes:
         saved.update(**changes)
     _start_sender(paths)
+
+
+def show_notice_once(paths: Paths, enabled: bool) -> None:
+    """The notice, before the first step of the first action (where it is read, not under an
+    error message at the end), and once more whenever NOTICE_VERSION changes. Never raises."""
+    if not enabled:
+        return
+    try:
+        saved = UserSettings(paths.settings)
+        if saved.get("notice_version") != NOTICE_VERSION:
+            echo(ANALYTICS_NOTICE, err=True)
+            saved.update(notice_version=NOTICE_VERSION)
+    except OSError:
+        log.debug("analytics: the notice could not be recorded", exc_info=True)
 
 
 def send_spool(paths: Paths, settings: Settings) -> None:
@@ -1761,6 +1774,9 @@ class TestGen:
         env[OWNER_VARIABLE] = str(self.paths.testgen)
         if not self.analytics_enabled:
             env["TG_ANALYTICS"] = "no"
+        if self.settings.analytics_url != ANALYTICS_BASE_URL:
+            # A self-hosted collector gets TestGen's events too: nothing goes around it.
+            env["TG_MIXPANEL_URL"] = self.settings.analytics_url
         # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
         # to TLS; a CA bundle in the user's environment is not meant for that.
         for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
@@ -1775,11 +1791,12 @@ class TestGen:
         stdin_text: str | None = None,
         timeout: float | None = None,
         error_code: ErrorCode = ErrorCode.SUBPROCESS_FAILED,
+        extra_env: Mapping[str, str] | None = None,
     ) -> str:
         """The one way to run a `testgen` command: TestGen's environment, logged, redacted."""
         return run_command(
             [str(self.program("testgen")), subcommand],
-            env=self.environment(),
+            env={**self.environment(), **(extra_env or {})},
             stdin_text=stdin_text,
             progress=progress,
             timeout=timeout,
@@ -2794,13 +2811,19 @@ class Configure(Step):
         password = secrets.token_urlsafe(15)
         redact.add(password)
         ctx.password = password
+        # TestGen's own analytics id, random per install: without it TestGen derives one from the
+        # MAC address. Setup gets it in its environment (config.env must not exist yet, or setup
+        # asks "Overwrite?"); config.env keeps it for every later TestGen process.
+        instance_id = secrets.token_hex(8)
         testgen.cli(
             "standalone-setup",
             stdin_text=f"{ADMIN_USERNAME}\n{password}\n{password}\n",
             progress=progress,
             timeout=900,
             error_code=ErrorCode.SETUP_FAILED,
+            extra_env={"TG_INSTANCE_ID": instance_id},
         )
+        testgen.config.update(TG_INSTANCE_ID=instance_id)
         testgen.config.set_analytics(ctx.analytics_enabled)
         write_credentials(paths, ADMIN_USERNAME, password, testgen.ui_url)
         progress.result = f"admin user '{ADMIN_USERNAME}', data in {paths.testgen_home}"
@@ -3097,6 +3120,7 @@ def perform(
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
+    show_notice_once(paths, enabled)
     ctx = ActionContext(
         paths, settings, console, enabled, options or InstallOptions(), action=invocation.action
     )
@@ -3987,6 +4011,13 @@ def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     )
     if float(sender.get("paused_until", 0)) > time.time():
         click.echo("Sending paused for 24 h after repeated failures.")
+    if paths.config_env.exists():
+        saved_for_testgen = TestGenConfig(paths.config_env).read().get("TG_ANALYTICS")
+        testgen_on = enabled and saved_for_testgen != "no"
+        testgen_line = f"{'on' if testgen_on else 'off'} (config.env: TG_ANALYTICS={saved_for_testgen})"
+    else:
+        testgen_line = "TestGen is not installed"
+    click.echo(f"TestGen's own:  {testgen_line}")
     click.echo(f"Details:        {PRIVACY_URL}")
 
 
@@ -4034,21 +4065,34 @@ def analytics_preview(settings: Settings, action: str) -> None:
 
 
 @analytics.command("show")
-def analytics_show() -> None:
-    """The last 20 events attempted, with their delivery result."""
+@click.option("--json", "as_json", is_flag=True, help="Print the raw payloads instead of a table.")
+def analytics_show(as_json: bool) -> None:
+    """The last 20 events attempted and those waiting, with their delivery result."""
     paths = Paths.from_environment()
-    history = read_history(paths)
-    if not history:
-        click.echo("No event has been sent from this machine.")
-    for entry in history[-HISTORY_KEPT:]:
-        click.echo(f"{entry.get('attempted')}  {entry.get('result')}")
-        click.echo("  " + json.dumps(entry.get("event"), sort_keys=True))
+    history = read_history(paths)[-HISTORY_KEPT:]
     spool = Spool(paths)
     waiting = spool.pending() if spool.path.exists() else []
-    if waiting:
-        click.echo(f"\n{len(waiting)} event(s) waiting to be sent:")
-        for event in waiting:
-            click.echo("  " + json.dumps(event, sort_keys=True))
+    rows = [(entry.get("result"), entry.get("event") or {}) for entry in history]
+    rows += [("waiting", event) for event in waiting]
+    if as_json:
+        click.echo(json.dumps([{"delivery": result, "event": event} for result, event in rows], indent=2))
+        return
+    if not rows:
+        click.echo("No event has been sent from this machine.")
+        return
+    click.echo(f"{'time (UTC)':<20} {'event':<10} {'outcome':<12} {'error code':<24} delivery")
+    for result, event in rows:
+        props = event.get("properties", {})
+        stamp = props.get("time")
+        when = (
+            datetime.datetime.fromtimestamp(stamp / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if isinstance(stamp, int)
+            else "?"
+        )
+        click.echo(
+            f"{when:<20} {event.get('event', '?'):<10} {props.get('outcome') or '-':<12} "
+            f"{props.get('error_code') or '-':<24} {result}"
+        )
 
 
 @analytics.command("send-spool", hidden=True)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -182,6 +183,31 @@ class Sandbox:
 
     def processes(self) -> list[tuple[int, str]]:
         return processes_mentioning(str(self.root))
+
+
+def bare_python() -> str:
+    """An interpreter without click/requests/distro: Python 3.9, the oldest one supported."""
+    for candidate in ("python3.9", *sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))):
+        path = shutil.which(str(candidate)) if isinstance(candidate, str) else str(candidate)
+        if path and subprocess.run([path, "-c", "import sys"], capture_output=True).returncode == 0:
+            return path
+    pytest.fail("no Python 3.9 on this machine: the bootstrap cannot be tested")
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 120) -> None:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            line = process.stderr.readline()
+            seen.append(line)
+            if text in line:
+                return
+            if not line and process.poll() is not None:
+                break
+    pytest.fail(f"never saw {text!r}; stderr so far: {''.join(seen)}")
 
 
 def kill_all(processes: list[tuple[int, str]]) -> None:

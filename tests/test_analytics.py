@@ -3,8 +3,10 @@ spool, the sender's lifetime and lock, the circuit breaker, the notice, and the 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,7 +87,19 @@ def test_event_reaches_the_collector_in_mixpanel_format(sandbox: Sandbox, collec
     wait_for_senders(sandbox)
     assert spooled(sandbox) == []
     shown = sandbox.run("analytics", "show")
-    assert "delivered" in shown.stdout and props["$insert_id"] in shown.stdout
+    assert shown.stdout.splitlines()[0].split() == [
+        "time",
+        "(UTC)",
+        "event",
+        "outcome",
+        "error",
+        "code",
+        "delivery",
+    ]
+    assert shown.stdout.splitlines()[1].split()[2:] == ["status", "success", "-", "delivered"]
+    raw = json.loads(sandbox.run("analytics", "show", "--json").stdout)
+    assert [entry["delivery"] for entry in raw] == ["delivered"]
+    assert raw[0]["event"]["properties"]["$insert_id"] == props["$insert_id"]
 
 
 def test_one_event_per_action_and_first_run_only_once(sandbox: Sandbox, collector: HTTPServer) -> None:
@@ -441,10 +455,42 @@ def test_testgen_analytics_follow_the_installer(sandbox: Sandbox, collector: HTT
     assert sandbox.run("uninstall", "--yes").returncode == 0
     on = sandbox.install("--no-demo", env=analytics_on(collector_url(collector)))
     assert on.returncode == 0
-    assert "TG_ANALYTICS=yes" in (sandbox.home / "testgen/home/config.env").read_text()
+    config = dk.TestGenConfig(sandbox.home / "testgen/home/config.env").read()
+    assert config["TG_ANALYTICS"] == "yes"
+    status = sandbox.run("analytics", "status", env=analytics_on(collector_url(collector))).stdout
+    assert "TestGen's own:  on (config.env: TG_ANALYTICS=yes)" in status
     disabled = sandbox.run("analytics", "disable")
     assert disabled.returncode == 0
     assert "TG_ANALYTICS=no" in (sandbox.home / "testgen/home/config.env").read_text()
+    wait_for_senders(sandbox)
+
+
+def events_from_testgen(server: HTTPServer) -> list[dict]:
+    """TestGen's own events among what the collector got: form-encoded data=<base64 JSON>."""
+    found = []
+    for request, _ in server.log:
+        if request.content_type == "application/x-www-form-urlencoded":
+            assert request.args.get("ip") == "1"  # TestGen asks Mixpanel for geolocation: README says so
+            found += json.loads(base64.b64decode(request.form["data"]))
+    return found
+
+
+def test_testgen_events_go_to_the_self_hosted_collector_with_the_installer_made_id(
+    sandbox: Sandbox, collector: HTTPServer
+) -> None:
+    env = analytics_on(collector_url(collector))
+    off = sandbox.install("--no-demo", "--no-analytics", env=env)
+    assert off.returncode == 0, off.stderr
+    assert collector.log == [], "with --no-analytics nothing at all may reach the collector"
+    assert sandbox.run("uninstall", "--yes", "--no-analytics", env=env).returncode == 0
+
+    on = sandbox.install("--no-demo", env=env)
+    assert on.returncode == 0, on.stderr
+    instance_id = dk.TestGenConfig(sandbox.home / "testgen/home/config.env").read()["TG_INSTANCE_ID"]
+    assert re.fullmatch(r"[0-9a-f]{16}", instance_id)
+    wait_for_requests(collector, 2)
+    [event] = events_from_testgen(collector)
+    assert event["event"] == "standalone_setup" and event["properties"]["instance_id"] == instance_id
     wait_for_senders(sandbox)
 
 

@@ -10,18 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INSTALLER, Sandbox
+from conftest import INSTALLER, Sandbox, bare_python
 
 import dk_installer as dk
-
-
-def bare_python() -> str:
-    """An interpreter without click/requests/distro: Python 3.9, the oldest one supported."""
-    for candidate in ("python3.9", *sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))):
-        path = shutil.which(str(candidate)) if isinstance(candidate, str) else str(candidate)
-        if path and subprocess.run([path, "-c", "import sys"], capture_output=True).returncode == 0:
-            return path
-    pytest.fail("no Python 3.9 on this machine: the bootstrap cannot be tested")
 
 
 def test_python_too_old_message_names_both_versions() -> None:

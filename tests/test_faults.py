@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INSTALLER, Sandbox
+from conftest import INSTALLER, Sandbox, wait_for_line
 
 INSTALL_STEPS = (
     "preflight",
@@ -84,22 +84,6 @@ def prepare(sandbox: Sandbox, action: str) -> None:
     extra = ("--no-start",) if action == "start" else ()
     done = sandbox.install("--no-demo", "--version", "5.0.0", *extra)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 120) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], 0.5)
-        if ready:
-            line = process.stderr.readline()
-            seen.append(line)
-            if text in line:
-                return
-            if not line and process.poll() is not None:
-                break
-    pytest.fail(f"never saw {text!r}; stderr so far: {''.join(seen)}")
 
 
 def assert_clean(sandbox: Sandbox) -> None:

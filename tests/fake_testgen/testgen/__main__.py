@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +14,9 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
+import uuid
+from hashlib import blake2b
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
@@ -45,6 +50,41 @@ def record(name: str, line: str) -> None:
     HOME.mkdir(parents=True, exist_ok=True)
     with open(HOME / f"fake-{name}.log", "a") as handle:
         handle.write(line + "\n")
+
+
+def setting(name: str, default: str) -> str:
+    """Like TestGen's settings: the environment first, then config.env."""
+    if name in os.environ:
+        return os.environ[name]
+    return read_config().get(name, default) if CONFIG.exists() else default
+
+
+def send_event(name: str, username: str) -> None:
+    """TestGen's analytics: one Mixpanel event, form-encoded `data=` (base64 JSON array) to
+    $TG_MIXPANEL_URL/track?ip=1, with an instance_id from TG_INSTANCE_ID, else from the MAC address,
+    kept in the database on first use. Unlike the real one, it never contacts the default
+    api.mixpanel.com: tests send only to 127.0.0.1, so without TG_MIXPANEL_URL it records and stops."""
+    if setting("TG_ANALYTICS", "yes").lower() not in ("yes", "true"):
+        return
+    stored = PGDATA / "instance_id"
+    if stored.exists():
+        instance_id = stored.read_text().strip()
+    else:
+        instance_id = (
+            os.environ.get("TG_INSTANCE_ID") or blake2b(uuid.getnode().to_bytes(8), digest_size=8).hexdigest()
+        )
+        stored.write_text(instance_id)
+    event = {
+        "event": name,
+        "properties": {"token": "testgen-project-token", "instance_id": instance_id, "username": username},
+    }
+    url = setting("TG_MIXPANEL_URL", "")
+    record("analytics", f"event {name} instance_id={instance_id} to={url or 'api.mixpanel.com (not sent)'}")
+    if not url:
+        return
+    data = urllib.parse.urlencode({"data": base64.b64encode(json.dumps([event]).encode()).decode()})
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(f"{url}/track?ip=1", data=data.encode(), timeout=3).close()
 
 
 def fault(command: str) -> None:
@@ -98,6 +138,7 @@ def setup() -> int:
     PGDATA.mkdir(exist_ok=True)
     (PGDATA / "PG_VERSION").write_text("16\n")
     set_password(username, password)
+    send_event("standalone_setup", username)
     print("TestGen is ready!")
     return 0
 

@@ -1,0 +1,239 @@
+"""Errors are the analytics' core data: for every error code README's table lists that a test can
+provoke, and every exit code, run the action with DK_INSTALLER_ANALYTICS_DEBUG=1 and check the one
+event it records. One table drives the runs; README's tables are checked against it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from conftest import ROOT, Sandbox, bare_python, wait_for_line
+
+import dk_installer as dk
+
+DEBUG = {"DK_INSTALLER_ANALYTICS": None, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
+
+
+@dataclass
+class Case:
+    code: str | None
+    exit_code: int
+    outcome: str | None  # None: no event at all
+    failed_step: str | None = None
+    missing: list[str] = field(default_factory=list)
+    args: Callable[[Sandbox], list[str]] = lambda box: box.install_args("--no-demo")
+    env: dict[str, str | None] = field(default_factory=dict)
+    prepare: Callable[[Sandbox], None] = lambda box: None
+    interrupt_at: str | None = None
+    error_type: str = "InstallerError"  # for failures: CommandFailed when a command's exit code decided
+
+
+def installed(*extra: str) -> Callable[[Sandbox], None]:
+    def prepare(box: Sandbox) -> None:
+        done = box.install("--no-demo", "--version", "5.0.0", *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    return prepare
+
+
+def damaged_receipt(box: Sandbox) -> None:
+    box.home.mkdir(parents=True)
+    (box.home / "state.json").write_text("{not json")
+
+
+def broken_venv(box: Sandbox) -> None:
+    installed("--no-start")(box)
+    shutil.rmtree((box.home / "testgen/venv").resolve())
+
+
+CASES: dict[str, Case] = {
+    "success": Case(None, 0, "success", args=lambda box: ["status"]),
+    "usage": Case(None, 2, None, args=lambda box: ["install", "--port", "abc"]),
+    "busy": Case("busy", 1, "failure", args=lambda box: ["stop"]),
+    "disk_full": Case(
+        "disk_full",
+        3,
+        "aborted",
+        "preflight",
+        ["disk_full"],
+        env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)},
+    ),
+    "home_not_writable": Case("home_not_writable", 3, "aborted", "preflight", ["home_not_writable"]),
+    "index_unreachable": Case(
+        "index_unreachable",
+        1,
+        "failure",
+        "preflight",
+        ["index_unreachable"],
+        args=lambda box: box.install_args("--no-demo", "--index-url", "http://127.0.0.1:9/simple"),
+    ),
+    "interrupted": Case("interrupted", 130, "interrupted", "configure", interrupt_at="configure"),
+    "login_failed": Case(
+        "login_failed", 1, "failure", "verify_login", env={"FAKE_TESTGEN_REJECT_LOGIN": "1"}
+    ),
+    "not_installed": Case("not_installed", 1, "failure", args=lambda box: ["start"]),
+    "package_install_failed": Case(
+        "package_install_failed",
+        1,
+        "failure",
+        "install_package",
+        env={"UV_CACHE_DIR": "/dev/null/cache"},  # uv cannot create its cache: not an index problem
+        error_type="CommandFailed",
+    ),
+    "package_not_found": Case(
+        "package_not_found",
+        1,
+        "failure",
+        "install_package",
+        args=lambda box: box.install_args("--no-demo", "--version", "9.9.9"),
+    ),
+    "port_in_use": Case("port_in_use", 3, "aborted", "preflight", ["port_in_use"]),
+    "python_not_found": Case(
+        "python_not_found",
+        3,
+        "aborted",
+        "preflight",
+        ["python_not_found"],
+        args=lambda box: box.install_args("--no-demo", "--python", "/nonexistent/python3"),
+    ),
+    "python_too_old": Case(
+        "python_too_old",
+        3,
+        "aborted",
+        "preflight",
+        ["python_too_old"],
+        args=lambda box: box.install_args("--no-demo", "--python", bare_python()),
+    ),
+    "setup_failed": Case(
+        "setup_failed",
+        1,
+        "failure",
+        "configure",
+        env={"FAKE_TESTGEN_FAIL": "standalone-setup"},
+        error_type="CommandFailed",
+    ),
+    "start_failed": Case("start_failed", 1, "failure", "start", env={"FAKE_TESTGEN_CRASH_ON_START": "1"}),
+    "state_corrupt": Case(
+        "state_corrupt", 1, "failure", args=lambda box: ["status"], prepare=damaged_receipt
+    ),
+    "upgrade_failed": Case(
+        "upgrade_failed",
+        1,
+        "failure",
+        "upgrade_database",
+        args=lambda box: ["upgrade", "--find-links", str(box.wheelhouse)],
+        env={"FAKE_TESTGEN_FAIL": "upgrade-system-version"},
+        prepare=installed(),
+        error_type="CommandFailed",
+    ),
+    "venv_broken": Case(
+        "venv_broken", 3, "aborted", None, ["venv_broken"], args=lambda box: ["doctor"], prepare=broken_venv
+    ),
+    "version_conflict": Case(
+        "version_conflict",
+        1,
+        "failure",
+        args=lambda box: box.install_args("--no-demo", "--version", "5.1.0"),
+        prepare=installed(),
+    ),
+}
+# Codes no test can provoke, and why (README's error-code table says the same).
+NOT_PROVOKED = {
+    "config_not_writable": "doctor's check; with the settings folder unwritable no event can be saved",
+    "stop_failed": "needs a process of ours that survives SIGKILL (one we may not signal)",
+    "subprocess_failed": "only `uv python find` failing right after `uv python install` succeeded",
+    "unexpected": "a bug; test_privacy pushes arbitrary exceptions through perform() instead",
+}
+
+
+def events(stderr: str) -> list[dict]:
+    return [json.loads(line.split(": ", 1)[1]) for line in stderr.splitlines() if "analytics debug" in line]
+
+
+def test_the_table_covers_every_error_code_and_exit_code() -> None:
+    assert {c.code for c in CASES.values() if c.code} | set(NOT_PROVOKED) == set(dk.ERROR_CODES)
+    readme = (ROOT / "README.md").read_text()
+    documented_exits = set(re.findall(r"^\| (\d+) \|", readme.split("### Exit codes", 1)[1], re.M))
+    assert documented_exits == {str(c.exit_code) for c in CASES.values()}
+    table = readme.split("| `error_code` | when |", 1)[1].split("\n\n", 1)[0]
+    for code, reason in NOT_PROVOKED.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{code}` |"))
+        assert "no test" in row, f"README should say why {code} is never provoked: {reason}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_failure_records_one_event_that_says_what_happened(sandbox: Sandbox, name: str) -> None:
+    case = CASES[name]
+    case.prepare(sandbox)
+    env = {**DEBUG, **case.env}
+    if name == "home_not_writable":
+        blocker = sandbox.root / "a-file"
+        blocker.write_text("")
+        env["DK_INSTALLER_HOME"] = str(blocker / "home")
+    lock = None
+    if name == "busy":
+        sandbox.home.mkdir(parents=True, exist_ok=True)
+        lock = open(sandbox.home / ".lock", "a+")  # noqa: SIM115 (held for the run)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    squatter = None
+    if name == "port_in_use":
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", sandbox.ui_port))
+        squatter.listen()
+    try:
+        if case.interrupt_at:
+            process = sandbox.popen(
+                *case.args(sandbox), env={**env, "DK_INSTALLER_FAILPOINT": case.interrupt_at}
+            )
+            wait_for_line(process, f"failpoint {case.interrupt_at}")
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=120)
+            returncode = process.returncode
+        else:
+            result = sandbox.run(*case.args(sandbox), env=env)
+            stdout, stderr, returncode = result.stdout, result.stderr, result.returncode
+    finally:
+        if lock:
+            lock.close()
+        if squatter:
+            squatter.close()
+    assert returncode == case.exit_code, stdout + stderr
+    recorded = events(stderr)
+    if case.outcome is None:
+        assert recorded == []
+        return
+    [event] = recorded
+    props = event["properties"]
+    assert (props["outcome"], props["error_code"], props["failed_step"]) == (
+        case.outcome,
+        case.code,
+        case.failed_step,
+    )
+    assert props["missing_requirements"] == case.missing
+    assert props["error_type"] == (case.error_type if case.outcome == "failure" else None)
+    if name == "login_failed":
+        assert props["login_success"] is False
+
+
+def test_the_notice_comes_before_the_first_step_of_the_first_action(sandbox: Sandbox) -> None:
+    combined = subprocess.run(
+        [sys.executable, str(ROOT / "dk_installer.py"), *sandbox.install_args("--no-demo", "--no-start")],
+        env=sandbox.merged_env(DEBUG),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    ).stdout
+    assert "anonymous usage analytics" in combined and "Check requirements" in combined
+    assert combined.index("anonymous usage analytics") < combined.index("Check requirements")
+    assert "TestGen has analytics of its own" in combined
+    assert len(events(combined)) == 1  # the event of that run is still recorded at its end

@@ -1,8 +1,10 @@
 """The test with the REAL dataops-testgen[standalone] from the package index, the way a corporate
 user meets it: no CA variable in the environment (this network inspects TLS with a CA that is only
-in the system trust store), pip's config ignored, a private TMPDIR. The first install is killed
-(SIGKILL) while `standalone-setup` runs; a plain re-run recovers and ends logged in. Then stop
-(no TestGen or PostgreSQL process left) and uninstall (no file left)."""
+in the system trust store), pip's config ignored, a private TMPDIR. An older release's install is
+killed (SIGKILL) while `standalone-setup` runs; a plain re-run recovers and ends logged in. The
+admin password is then changed with TestGen's own models (as its UI would), and `upgrade` to the
+newest 5.x succeeds and says the saved password no longer works. Then stop (no TestGen or
+PostgreSQL process left) and uninstall (no file left)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,19 @@ from pathlib import Path
 import pytest
 from conftest import Sandbox, processes_mentioning
 
+OLDER_RELEASE = "5.92.2"
+# Run with the TestGen venv's Python in TestGen's environment, TestGen stopped: what its UI does.
+CHANGE_PASSWORD = """
+import sys, bcrypt
+from testgen.common.standalone_postgres import start_server
+from testgen.common.models import database_session
+from testgen.common.models.user import User
+start_server()
+with database_session():
+    user = User.get("admin")
+    user.password = bcrypt.hashpw(sys.stdin.readline().strip().encode(), bcrypt.gensalt()).decode()
+    user.save()
+"""
 CORPORATE = {
     **dict.fromkeys(("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")),
     "PIP_CONFIG_FILE": "/dev/null",
@@ -47,6 +62,8 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
         "install",
         "--no-demo",
         "--no-browser",
+        "--version",
+        OLDER_RELEASE,
         "--port",
         str(sandbox.ui_port),
         "--api-port",
@@ -68,7 +85,7 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     assert "An interrupted `install` was found" in installed.stderr
     assert "OK      Verify the login" in installed.stdout and "'admin' logged in" in installed.stdout
     state = sandbox.state()
-    assert state["package_engine"] == "uv" and state["product_version"].startswith("5.")
+    assert state["package_engine"] == "uv" and state["product_version"] == OLDER_RELEASE
     password = sandbox.password()
     assert password not in output
     assert "TG_ANALYTICS=no" in (sandbox.home / "testgen/home/config.env").read_text()
@@ -78,6 +95,34 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     assert status["running"] and status["health"] == {"ui": True, "api": True}
     pgdata = str(sandbox.home / "testgen/home/pgdata")
     assert processes_mentioning(pgdata), "the embedded PostgreSQL should run while TestGen runs"
+
+    assert sandbox.run("stop", timeout=180, env=env).returncode == 0
+    testgen_home = sandbox.home / "testgen/home"
+    changed = subprocess.run(
+        [str(sandbox.home / "testgen/venv/bin/python"), "-c", CHANGE_PASSWORD],
+        input="a-password-changed-in-the-ui\n",
+        env=sandbox.merged_env(
+            {
+                **env,
+                "TG_TESTGEN_HOME": str(testgen_home),
+                "HOME": str(testgen_home),
+                "XDG_RUNTIME_DIR": str(sandbox.home / "testgen/run"),
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert sandbox.run("start", timeout=600, env=env).returncode == 0
+    started = time.monotonic()
+    upgraded = sandbox.run("upgrade", timeout=1200, env=env)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    print(f"upgrade from {OLDER_RELEASE} with a changed password: {time.monotonic() - started:.1f}s")
+    assert "SKIPPED Verify the login" in upgraded.stdout and "no longer works" in upgraded.stdout
+    assert sandbox.state()["product_version"] != OLDER_RELEASE
+    status = json.loads(sandbox.run("status", "--json", env=env).stdout)
+    assert status["running"] and status["health"] == {"ui": True, "api": True}
 
     stopped = sandbox.run("stop", timeout=180, env=env)
     assert stopped.returncode == 0, stopped.stderr

@@ -328,6 +328,8 @@ log = logging.getLogger("dk_installer")
 STATE_SCHEMA = 1
 DEFAULT_UI_PORT = 8501
 DEFAULT_API_PORT = 8530
+LOOPBACK = "127.0.0.1"  # where new installs listen unless --listen says otherwise
+ALL_ADDRESSES = "0.0.0.0"
 MIN_FREE_DISK_BYTES = 3 * 1024**3
 START_TIMEOUT_S = 120.0
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -453,6 +455,15 @@ class Paths:
     @property
     def testgen_logs(self) -> Path:
         return self.testgen_home / "log"
+
+    @property
+    def tls_cert(self) -> Path:
+        """The HTTPS certificate (and chain) given with --ssl-cert-file, copied here."""
+        return self.testgen_home / "tls" / "cert.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.testgen_home / "tls" / "key.pem"
 
     @property
     def upgrade_backup(self) -> Path:
@@ -616,6 +627,10 @@ class InstallState:
     installed_at: str
     updated_at: str
     demo_data: bool
+    # Receipts written before these fields existed describe TestGen's own defaults: every address,
+    # plain HTTP. Updating the installer must never cut a team off its shared VM.
+    listen: str = ALL_ADDRESSES
+    tls: bool = False
     installer_version: str = __version__
     schema: int = STATE_SCHEMA
 
@@ -1689,13 +1704,13 @@ class TestGenConfig:
         self.update(TG_ANALYTICS="yes" if enabled else "no")
 
 
-def http_status(url: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
+def http_status(url: str, context: Any = None, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
     """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`."""
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -1703,9 +1718,54 @@ def http_status(url: str, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
         return None
 
 
-def local_url(port: int) -> str:
-    """How the user reaches a TestGen port (TestGen binds all addresses)."""
-    return f"http://localhost:{port}"
+def is_loopback(address: str) -> bool:
+    import ipaddress
+
+    return address == "localhost" or ipaddress.ip_address(address).is_loopback
+
+
+def shared_host_names(listen: str) -> list[str]:
+    """The names and addresses other machines can use to reach this one when TestGen listens on
+    `listen`: the host's names and non-loopback addresses for all addresses, else that address."""
+    import socket
+
+    if listen != ALL_ADDRESSES:
+        return [listen]
+    names = [socket.getfqdn(), socket.gethostname()]
+    with contextlib.suppress(OSError):
+        names += socket.gethostbyname_ex(socket.gethostname())[2]
+    reachable = [
+        name
+        for name in names
+        if name and not name.startswith(("127.", "localhost")) and name not in ("::1", "ip6-localhost")
+    ]
+    return list(dict.fromkeys(reachable)) or [socket.gethostname()]
+
+
+def address_of_this_machine(address: str) -> bool:
+    """Can TestGen listen on `address` here (the wildcard, or an address a local interface has)?"""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def tls_verifying_context(cert: Path) -> Any:
+    """Verify TestGen's HTTPS against the certificate the installer installed: the chain must
+    lead to it (a CA-issued leaf is trusted as given); the name is not checked, since the probes
+    go to a loopback address that the certificate need not name."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
+    return context
 
 
 def _alive(process: Any) -> bool:
@@ -1723,28 +1783,68 @@ class TestGen:
     (or, before there is one, from the install options)."""
 
     def __init__(
-        self, paths: Paths, settings: Settings, ui_port: int, api_port: int, analytics_enabled: bool
+        self,
+        paths: Paths,
+        settings: Settings,
+        ui_port: int,
+        api_port: int,
+        analytics_enabled: bool,
+        listen: str = LOOPBACK,
+        tls: bool = False,
     ) -> None:
         self.paths = paths
         self.settings = settings
         self.ui_port = ui_port
         self.api_port = api_port
         self.analytics_enabled = analytics_enabled
+        self.listen = listen
+        self.tls = tls
         self.config = TestGenConfig(paths.config_env)
 
     @classmethod
     def from_receipt(
         cls, paths: Paths, settings: Settings, state: InstallState, analytics_enabled: bool
     ) -> TestGen:
-        return cls(paths, settings, state.ui_port, state.api_port, analytics_enabled)
+        return cls(paths, settings, state.ui_port, state.api_port, analytics_enabled, state.listen, state.tls)
+
+    @property
+    def shared(self) -> bool:
+        return not is_loopback(self.listen)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, port: int) -> str:
+        """How people reach a port: this host's name when shared, else localhost."""
+        host = shared_host_names(self.listen)[0] if self.shared else "localhost"
+        return f"{self.scheme}://{host}:{port}"
 
     @property
     def ui_url(self) -> str:
-        return local_url(self.ui_port)
+        return self.url(self.ui_port)
 
     @property
     def api_url(self) -> str:
-        return local_url(self.api_port)
+        return self.url(self.api_port)
+
+    @property
+    def api_docs_url(self) -> str:
+        return f"{self.api_url}/api/docs"
+
+    @property
+    def mcp_url(self) -> str:
+        """TestGen's MCP server (streamable HTTP), served by its API."""
+        return f"{self.api_url}/mcp"
+
+    def probe_url(self, port: int) -> str:
+        """Where the installer itself checks a port: an address the listen address serves."""
+        host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{port}"
+
+    def tls_context(self) -> Any:
+        return tls_verifying_context(self.paths.tls_cert) if self.tls else None
 
     def program(self, name: str) -> Path:
         return Path(venv_bin(self.paths.venv, name))
@@ -1772,6 +1872,14 @@ class TestGen:
             VIRTUAL_ENV=str(self.paths.venv),
         )
         env[OWNER_VARIABLE] = str(self.paths.testgen)
+        # Where the UI (Streamlit), the API and MCP listen; links, the OAuth flow and MCP clients
+        # from other machines need the shared names.
+        env["STREAMLIT_SERVER_ADDRESS"] = self.listen
+        env["TG_API_HOST"] = self.listen
+        if self.shared:
+            env["TG_UI_BASE_URL"] = self.ui_url
+            env["TG_BASE_URL"] = self.api_url
+            env["TG_MCP_EXTRA_ALLOWED_HOSTS"] = ",".join(shared_host_names(self.listen))
         if not self.analytics_enabled:
             env["TG_ANALYTICS"] = "no"
         if self.settings.analytics_url != ANALYTICS_BASE_URL:
@@ -1863,9 +1971,10 @@ class TestGen:
         return self.app_process() is not None
 
     def health(self) -> dict[str, bool]:
+        context = self.tls_context()
         return {
-            "ui": http_status(f"http://127.0.0.1:{self.ui_port}/_stcore/health") == 200,
-            "api": http_status(f"http://127.0.0.1:{self.api_port}/api/v1/health") == 200,
+            "ui": http_status(f"{self.probe_url(self.ui_port)}/_stcore/health", context) == 200,
+            "api": http_status(f"{self.probe_url(self.api_port)}/api/v1/health", context) == 200,
         }
 
     def serving(self) -> bool:
@@ -1977,10 +2086,12 @@ class TestGen:
 
         import requests
 
-        base = f"http://127.0.0.1:{self.api_port}"
+        base = self.probe_url(self.api_port)
         redirect_uri = "http://localhost:8765/dk-installer/callback"
         session = requests.Session()
-        session.trust_env = False  # loopback: never through a proxy
+        session.trust_env = False  # a local address: never through a proxy
+        if self.tls:
+            session.mount("https://", tls_adapter(self.tls_context()))
         registration = session.post(
             f"{base}/oauth/register",
             json={
@@ -2024,6 +2135,19 @@ class TestGen:
         raise InstallerError(
             f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
         )
+
+
+def tls_adapter(context: Any) -> Any:
+    """A requests transport adapter that uses our SSLContext (requests has no option for one;
+    defined on use because requests is imported lazily)."""
+    import requests.adapters
+
+    class ContextAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["ssl_context"] = context
+            return super().init_poolmanager(*args, **kwargs)
+
+    return ContextAdapter()
 
 
 def port_free(port: int) -> bool:
@@ -2073,6 +2197,9 @@ class InstallOptions:
     start: bool = True
     browser: bool = True
     assume_yes: bool = False
+    listen: str = LOOPBACK
+    ssl_cert: Path | None = None
+    ssl_key: Path | None = None
 
 
 @dataclasses.dataclass
@@ -2119,6 +2246,8 @@ class ActionContext:
                     self.options.ui_port,
                     self.options.api_port,
                     self.analytics_enabled,
+                    self.options.listen,
+                    self.options.ssl_cert is not None,
                 )
         return self._testgen
 
@@ -2836,6 +2965,41 @@ class Configure(Step):
                 ctx.paths.credentials.unlink()
 
 
+class InstallCertificate(Step):
+    """HTTPS: the certificate and key given at install are copied into TestGen's home (the key
+    0600) and named in config.env, where TestGen reads them."""
+
+    name = "tls"
+    title = "Install the HTTPS certificate"
+
+    def __init__(self) -> None:
+        self.installed = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        options = ctx.options
+        if options.ssl_cert is None or options.ssl_key is None:
+            raise StepSkipped("plain HTTP (--ssl-cert-file and --ssl-key-file turn on HTTPS)")
+        paths = ctx.paths
+        self.installed = True
+        paths.tls_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_file_atomically(paths.tls_cert, options.ssl_cert.read_text())
+        write_file_atomically(paths.tls_key, options.ssl_key.read_text(), mode=0o600)
+        ctx.testgen.config.update(
+            SSL_CERT_FILE=str(paths.tls_cert),
+            SSL_KEY_FILE=str(paths.tls_key),
+            TG_UI_TLS_ENABLED="yes",
+            TG_API_TLS_ENABLED="yes",
+        )
+        progress.result = f"{paths.tls_cert}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.installed:
+            ctx.testgen.config.update(
+                SSL_CERT_FILE=None, SSL_KEY_FILE=None, TG_UI_TLS_ENABLED=None, TG_API_TLS_ENABLED=None
+            )
+            remove_tree(ctx.paths.tls_cert.parent)
+
+
 class LoadDemoData(Step):
     name = "demo_data"
     title = "Load demo data"
@@ -2921,6 +3085,8 @@ class SaveState(Step):
             installed_at=self.previous.installed_at if self.previous else stamp,
             updated_at=stamp,
             demo_data=self.previous.demo_data if self.previous else ctx.options.demo and not ctx.kept_data,
+            listen=testgen.listen,
+            tls=testgen.tls,
         )
         state.save(ctx.paths.state)
         ctx.state = state
@@ -3210,6 +3376,7 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
         installed_at=stamp,
         updated_at=stamp,
         demo_data=False,
+        tls=bool(config.get("SSL_CERT_FILE")),
     )
     state.save(ctx.paths.state)
     return state
@@ -3323,6 +3490,7 @@ def install_action(ctx: ActionContext) -> None:
             InstallPackage(),
             BackupData(),
             Configure(),
+            InstallCertificate(),
             LoadDemoData(),
             StartApp(),
             VerifyLogin(),
@@ -3408,7 +3576,8 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
         )
     )
     console.say(f"  UI:           {testgen.ui_url}")
-    console.say(f"  API:          {testgen.api_url}/api/docs")
+    console.say(f"  API docs:     {testgen.api_docs_url}")
+    console.say(f"  MCP server:   {testgen.mcp_url}   (for AI assistants)")
     if credentials:
         console.say(f"  Username:     {credentials[0]}")
         if show_password and sys.stdout.isatty():
@@ -3417,6 +3586,13 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
             console.say("  Password:     in the credentials file")
     console.say(f"  Credentials:  {ctx.paths.credentials} (readable only by you)")
     console.say(f"  Logs:         {ctx.paths.app_log}")
+    if testgen.shared:
+        console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
+    else:
+        console.say(
+            "  Reachable from this machine only. To share it on your network, install with "
+            "--listen 0.0.0.0 (or one address of this machine)."
+        )
     console.say("")
     console.say(f"  Stop:       {cmd} stop")
     console.say(f"  Start:      {cmd} start")
@@ -3508,6 +3684,10 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "ui_url": None,
         "api_url": None,
         "health": None,
+        "api_docs_url": None,
+        "mcp_url": None,
+        "listen": None,
+        "https": None,
         "home": str(paths.home),
         "state": "missing",
         "interrupted_action": interrupted_action(paths),
@@ -3527,6 +3707,10 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         state="ok",
         ui_url=testgen.ui_url,
         api_url=testgen.api_url,
+        api_docs_url=testgen.api_docs_url,
+        mcp_url=testgen.mcp_url,
+        listen=testgen.listen,
+        https=testgen.tls,
     )
     app = testgen.app_process()
     if app is not None:
@@ -3554,6 +3738,10 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
                 else ("  healthy" if status["health"][part] else "  NOT answering")
             )
             ctx.console.say(f"  {part.upper():<4}{url}{health}")
+        ctx.console.say(f"  API docs  {status['api_docs_url']}")
+        ctx.console.say(f"  MCP       {status['mcp_url']}")
+        shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
+        ctx.console.say(f"  Listening on {shared}")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -3861,6 +4049,17 @@ def version_option_value(ctx: click.Context, param: click.Parameter, value: str 
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
 @click.option("--no-start", is_flag=True, help="Install and configure, but do not start TestGen.")
 @click.option("--no-browser", is_flag=True, help="Do not open the browser at the end.")
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address TestGen listens on: 0.0.0.0 (or one address of this machine) shares it on your network.",
+)
+@click.option(
+    "--ssl-cert-file", type=click.Path(path_type=Path), help="HTTPS certificate (PEM; with the key)."
+)
+@click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -3875,12 +4074,17 @@ def install(
     no_demo: bool,
     no_start: bool,
     no_browser: bool,
+    listen: str,
+    ssl_cert_file: Path | None,
+    ssl_key_file: Path | None,
     yes: bool,
     **_: Any,
 ) -> int:
     """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
     if port == api_port:
         raise click.BadParameter("the UI and the API need different ports", param_hint="--api-port")
+    check_listen_address(listen)
+    check_certificate_pair(ssl_cert_file, ssl_key_file)
     options = InstallOptions(
         ui_port=port,
         api_port=api_port,
@@ -3892,8 +4096,46 @@ def install(
         start=not no_start,
         browser=not no_browser,
         assume_yes=yes,
+        listen=listen,
+        ssl_cert=ssl_cert_file,
+        ssl_key=ssl_key_file,
     )
     return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+def check_listen_address(listen: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise click.BadParameter(f"'{listen}' is not an IP address.", param_hint="--listen") from None
+    if not address_of_this_machine(listen):
+        raise click.BadParameter(
+            f"this machine has no address {listen}; use 0.0.0.0 for all its addresses.", param_hint="--listen"
+        )
+
+
+def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, readable, and a matching pair: TestGen would otherwise fail at start-up."""
+    import ssl
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
+    if cert is None or key is None:
+        return
+    for path, option in ((cert, "--ssl-cert-file"), (key, "--ssl-key-file")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError:
+        raise click.BadParameter(
+            f"{cert} and {key} are not a matching certificate and unencrypted private key (PEM).",
+            param_hint="--ssl-cert-file / --ssl-key-file",
+        ) from None
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -25,6 +25,7 @@ INSTALL_STEPS = (
     "install_package",
     "backup_data",
     "configure",
+    "tls",
     "demo_data",
     "start",
     "verify_login",

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -246,7 +247,29 @@ def run_app() -> int:
     )
     delay = float(os.environ.get("FAKE_TESTGEN_START_DELAY", "0"))
     time.sleep(delay)
-    servers = [ThreadingHTTPServer(("0.0.0.0", ui_port), Ui), ThreadingHTTPServer(("0.0.0.0", api_port), Api)]
+    # Like TestGen: Streamlit binds STREAMLIT_SERVER_ADDRESS, the API TG_API_HOST (both default to
+    # every address); HTTPS when config.env names a certificate and key (TG_*_TLS_ENABLED override).
+    servers = [
+        ThreadingHTTPServer((os.environ.get("STREAMLIT_SERVER_ADDRESS") or "0.0.0.0", ui_port), Ui),
+        ThreadingHTTPServer((setting("TG_API_HOST", "0.0.0.0"), api_port), Api),
+    ]
+    cert, key = setting("SSL_CERT_FILE", ""), setting("SSL_KEY_FILE", "")
+    files_present = bool(cert and key and os.path.isfile(cert) and os.path.isfile(key))
+    for server, switch in zip(servers, ("TG_UI_TLS_ENABLED", "TG_API_TLS_ENABLED")):
+        chosen = setting(switch, "").lower()
+        if (chosen in ("yes", "true")) if chosen else files_present:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+    record(
+        "network",
+        json.dumps(
+            {
+                name: os.environ.get(name)
+                for name in ("TG_UI_BASE_URL", "TG_BASE_URL", "TG_MCP_EXTRA_ALLOWED_HOSTS")
+            }
+        ),
+    )
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"Local URL: http://localhost:{ui_port}", flush=True)

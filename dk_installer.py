@@ -479,6 +479,15 @@ class Paths:
     def app_pid(self) -> Path:
         return self.testgen / "app.pid"
 
+    # Written only by `service enable`, where the service manager looks for them
+    @property
+    def systemd_unit(self) -> Path:
+        return self.config.parent / "systemd" / "user" / "dk-installer-testgen.service"
+
+    @property
+    def launchd_plist(self) -> Path:
+        return Path.home() / "Library" / "LaunchAgents" / "com.datakitchen.dk-installer-testgen.plist"
+
     # The user config dir: settings and analytics
     @property
     def settings(self) -> Path:
@@ -762,6 +771,7 @@ class ErrorCode(str, enum.Enum):
     UPGRADE_FAILED = "upgrade_failed"
     VENV_BROKEN = "venv_broken"
     VERSION_CONFLICT = "version_conflict"
+    SERVICE_UNAVAILABLE = "service_unavailable"
     SUBPROCESS_FAILED = "subprocess_failed"
     UNEXPECTED = "unexpected"
 
@@ -1153,7 +1163,19 @@ BREAKER_PAUSE_S = 24 * 3600
 HISTORY_KEPT = 20
 PRIVACY_URL = "https://github.com/DataKitchen/dk-installer#privacy-and-analytics"
 
-ACTIONS = ("install", "upgrade", "start", "stop", "status", "uninstall", "doctor", "logs")
+ACTIONS = (
+    "install",
+    "upgrade",
+    "start",
+    "stop",
+    "status",
+    "uninstall",
+    "doctor",
+    "logs",
+    "service_enable",
+    "service_disable",
+    "service_status",
+)
 OUTCOMES = ("success", "failure", "aborted", "interrupted")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _VERSION_LIKE = re.compile(r"^[0-9A-Za-z._+~-]{1,64}$")
@@ -1768,6 +1790,157 @@ def tls_verifying_context(cert: Path) -> Any:
     return context
 
 
+SERVICE_NAME = "dk-installer-testgen"
+LAUNCHD_LABEL = "com.datakitchen.dk-installer-testgen"
+
+
+class ServiceManager:
+    """The user's service manager, which starts TestGen at boot through `dk_installer.py run`:
+    systemd's user instance on Linux, launchd on macOS."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.launchd = sys.platform == "darwin"
+
+    @property
+    def unit_path(self) -> Path:
+        return self.paths.launchd_plist if self.launchd else self.paths.systemd_unit
+
+    def _command(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        tool = ["launchctl", *args] if self.launchd else ["systemctl", "--user", *args]
+        log.info("$ %s", " ".join(tool))
+        try:
+            result = subprocess.run(
+                tool, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise InstallerError(f"`{' '.join(tool)}` could not run ({type(exc).__name__}).") from None
+        if check and result.returncode != 0:
+            raise InstallerError(
+                f"`{' '.join(tool)}` failed (exit code {result.returncode}).", details=result.stderr.strip()
+            )
+        return result
+
+    def unusable_reason(self) -> str | None:
+        """None when the service manager can be used, else why not (containers, WSL1, no bus)."""
+        tool = "launchctl" if self.launchd else "systemctl"
+        if not shutil.which(tool):
+            return f"there is no `{tool}` on this machine"
+        probe = ("print", f"gui/{os.getuid()}") if self.launchd else ("show-environment",)
+        if self._command(*probe, check=False).returncode != 0:
+            return (
+                f"`{tool}` cannot reach your user's service manager here (a container, WSL1, or a "
+                "session without one)"
+            )
+        return None
+
+    def definition(self, command: list[str], paths: Paths) -> str:
+        """The unit (or launchd agent) that runs `command` and restarts it when it fails. The
+        service does not see the shell's environment: the saved analytics setting governs it."""
+        environment = {"DK_INSTALLER_HOME": str(paths.home), "XDG_CONFIG_HOME": str(paths.config.parent)}
+        if self.launchd:
+            import plistlib
+
+            return plistlib.dumps(
+                {
+                    "Label": LAUNCHD_LABEL,
+                    "ProgramArguments": command,
+                    "EnvironmentVariables": environment,
+                    "RunAtLoad": True,
+                    "KeepAlive": {"SuccessfulExit": False},
+                    "StandardOutPath": str(paths.app_log),
+                    "StandardErrorPath": str(paths.app_log),
+                }
+            ).decode()
+        import shlex
+
+        lines = [
+            "[Unit]",
+            "Description=DataOps TestGen (installed by dk-installer)",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            "ExecStart=" + " ".join(shlex.quote(part) for part in command),
+            *(f'Environment="{key}={value}"' for key, value in environment.items()),
+            "Restart=on-failure",
+            "RestartSec=5",
+            # `run` stops TestGen and its PostgreSQL in order on SIGTERM; the rest of the group is
+            # killed only if that takes longer than TimeoutStopSec.
+            "KillMode=mixed",
+            "TimeoutStopSec=120",
+            "",
+            "[Install]",
+            "WantedBy=default.target",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def installed(self) -> bool:
+        return self.unit_path.exists()
+
+    def active(self) -> bool:
+        if not self.installed():
+            return False
+        if self.launchd:
+            return self._command("print", f"gui/{os.getuid()}/{LAUNCHD_LABEL}", check=False).returncode == 0
+        return self._command("is-active", "--quiet", f"{SERVICE_NAME}.service", check=False).returncode == 0
+
+    def enable(self, definition: str) -> None:
+        write_file_atomically(self.unit_path, definition)
+        if self.launchd:
+            self._command("bootstrap", f"gui/{os.getuid()}", str(self.unit_path))
+        else:
+            self._command("daemon-reload")
+            self._command("enable", "--now", f"{SERVICE_NAME}.service")
+
+    def disable(self) -> None:
+        if self.launchd:
+            self._command("bootout", f"gui/{os.getuid()}/{LAUNCHD_LABEL}", check=False)
+        else:
+            self._command("disable", "--now", f"{SERVICE_NAME}.service", check=False)
+        with contextlib.suppress(FileNotFoundError):
+            self.unit_path.unlink()
+        if not self.launchd:
+            self._command("daemon-reload", check=False)
+
+    def start(self) -> None:
+        if self.launchd:
+            self._command("kickstart", f"gui/{os.getuid()}/{LAUNCHD_LABEL}")
+        else:
+            self._command("start", f"{SERVICE_NAME}.service")
+
+    def stop(self) -> None:
+        if self.launchd:
+            self._command("kill", "SIGTERM", f"gui/{os.getuid()}/{LAUNCHD_LABEL}", check=False)
+        else:
+            self._command("stop", f"{SERVICE_NAME}.service")
+
+    def linger_hint(self) -> str | None:
+        """systemd starts a user's services at boot only with lingering on."""
+        if self.launchd or not shutil.which("loginctl"):
+            return None
+        import getpass
+
+        user = getpass.getuser()
+        try:
+            out = subprocess.run(
+                ["loginctl", "show-user", user, "--property=Linger"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if "Linger=yes" in out:
+            return None
+        return (
+            "TestGen now starts when you log in. To start it at boot without a login, run once:\n"
+            f"  sudo loginctl enable-linger {user}"
+        )
+
+
 def _alive(process: Any) -> bool:
     import psutil
 
@@ -1800,6 +1973,7 @@ class TestGen:
         self.listen = listen
         self.tls = tls
         self.config = TestGenConfig(paths.config_env)
+        self.service = ServiceManager(paths)
 
     @classmethod
     def from_receipt(
@@ -1982,8 +2156,17 @@ class TestGen:
         return self.running() and all(self.health().values())
 
     def start(self, progress: Progress) -> None:
-        """run-app detached in its own session, output to logs/testgen-app.log; returns once the
-        UI and the API answer."""
+        """Start TestGen and return once the UI and the API answer: through the service manager
+        when TestGen is a service (never beside it), else run-app detached in its own session."""
+        if self.service.installed():
+            progress.update("starting the service")
+            self.service.start()
+            self.wait_until_serving(None, progress)
+        else:
+            self.wait_until_serving(self.launch(), progress)
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """run-app in its own session, output appended to logs/testgen-app.log, pid recorded."""
         paths = self.paths
         paths.logs.mkdir(parents=True, exist_ok=True)
         with open(paths.app_log, "ab") as app_log:
@@ -2005,13 +2188,17 @@ class TestGen:
                 paths.app_pid, f"{process.pid} {psutil.Process(process.pid).create_time()}\n"
             )
         log.info("run-app started, pid %s", process.pid)
+        return process
+
+    def wait_until_serving(self, process: subprocess.Popen[bytes] | None, progress: Progress) -> None:
+        paths = self.paths
         limit = self.settings.start_timeout_s
         deadline = time.monotonic() + limit
         while True:
             health = self.health()
             if all(health.values()):
                 return
-            if process.poll() is not None:
+            if process is not None and process.poll() is not None:
                 raise InstallerError(
                     f"TestGen exited during start-up (exit code {process.returncode}).",
                     code=ErrorCode.START_FAILED,
@@ -2027,9 +2214,10 @@ class TestGen:
             progress.update(f"waiting for the {waiting} to answer")
             time.sleep(0.5)
 
-    def stop(self, progress: Progress | None = None) -> bool:
+    def stop(self, progress: Progress | None = None, through_service: bool = True) -> bool:
         """Stop run-app, then whatever of ours it left behind, then the embedded PostgreSQL (its
-        "fast" shutdown). Returns True if something was running."""
+        "fast" shutdown). Returns True if something was running. `run` itself, which may be what
+        the service runs, passes through_service=False."""
         import psutil
 
         def say(text: str) -> None:
@@ -2043,6 +2231,11 @@ class TestGen:
             return psutil.wait_procs(processes, timeout=grace)[1]
 
         was_running = False
+        if through_service and self.service.active():
+            # The service manager would start it again: it stops it (`run` then stops TestGen).
+            was_running = True
+            say("stopping the service")
+            self.service.stop()
         app = self.app_process()
         if app is not None:
             was_running = True
@@ -3217,7 +3410,7 @@ class UpgradeDatabase(Step):
 # what the action's context learned, and hands it to record_event() (section 5).
 # ---------------------------------------------------------------------------------------------
 
-MUTATING_ACTIONS = ("install", "upgrade", "start", "stop", "uninstall")
+MUTATING_ACTIONS = ("install", "upgrade", "start", "stop", "uninstall", "service_enable", "service_disable")
 
 
 @dataclasses.dataclass
@@ -3281,12 +3474,14 @@ def perform(
     *,
     options: InstallOptions | None = None,
     quiet: bool = False,
+    records_event: bool = True,
 ) -> int:
     paths = Paths.from_environment()
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
-    show_notice_once(paths, enabled)
+    if records_event:
+        show_notice_once(paths, enabled)
     ctx = ActionContext(
         paths, settings, console, enabled, options or InstallOptions(), action=invocation.action
     )
@@ -3324,7 +3519,8 @@ def perform(
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)
-        record_event(result, paths, settings, invocation.no_analytics)
+        if records_event:
+            record_event(result, paths, settings, invocation.no_analytics)
     return exit_code
 
 
@@ -3674,6 +3870,120 @@ def upgrade_action(ctx: ActionContext) -> None:
     ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
 
 
+def run_action(ctx: ActionContext) -> None:
+    """TestGen in the foreground, for a service manager or a terminal: SIGTERM (or Ctrl+C) stops
+    it and its PostgreSQL and ends with exit 0; TestGen ending by itself ends with exit 1, so that
+    Restart=on-failure starts it again. Holds no lock, records no event."""
+    state = load_state(ctx, required=True)
+    assert state
+    testgen = ctx.testgen
+    if testgen.running():
+        raise InstallerError(
+            f"TestGen is already running ({testgen.ui_url}); stop it first with `{ctx.self_command()} stop`.",
+            code=ErrorCode.START_FAILED,
+        )
+    testgen.stop(through_service=False)  # leftovers of a crashed run would hold the ports and the database
+    require(
+        ctx,
+        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+    )
+    interrupted = False
+    try:
+        process = testgen.launch()
+        with ctx.console.step("Start TestGen") as progress:
+            testgen.wait_until_serving(process, progress)
+        ctx.console.say(
+            f"TestGen {state.product_version} is running: {testgen.ui_url} (SIGTERM or Ctrl+C stops it)"
+        )
+        returncode = process.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        # Whatever ended it (a signal, TestGen dying, a failed start), nothing of it stays behind.
+        with deferred_signals():
+            testgen.stop(through_service=False)
+    if interrupted:
+        ctx.console.say("TestGen and its PostgreSQL are stopped.")
+        return
+    if returncode not in (0, -signal.SIGTERM):
+        raise InstallerError(
+            f"TestGen exited (exit code {returncode}).",
+            code=ErrorCode.START_FAILED,
+            details=file_tail(ctx.paths.app_log, 15),
+        )
+    ctx.console.say("TestGen was stopped.")
+
+
+def service_command(ctx: ActionContext) -> list[str]:
+    """What the service runs: `run`, with the interpreter running us now (it has the packages)
+    and the installer's saved copy when there is one."""
+    paths = ctx.paths
+    script = (
+        paths.installer_copy
+        if paths.installer_copy.exists()
+        else Path(ctx.settings.user_script or os.path.abspath(__file__))
+    )
+    return [sys.executable, str(script), "run"]
+
+
+def service_enable_action(ctx: ActionContext, print_only: bool) -> None:
+    manager = ServiceManager(ctx.paths)
+    definition = manager.definition(service_command(ctx), ctx.paths)
+    if print_only:
+        ctx.console.say(f"# {manager.unit_path}")
+        ctx.console.say(definition)
+        return
+    state = load_state(ctx, required=True)
+    assert state
+    reason = manager.unusable_reason()
+    require(
+        ctx,
+        [
+            Requirement(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "Service manager",
+                reason is None,
+                "usable"
+                if reason is None
+                else f"{reason}. Nothing was written. Start TestGen with `{ctx.self_command()} start`, "
+                f"or run `{ctx.self_command()} run` under a supervisor of your choice.",
+            )
+        ],
+    )
+    testgen = ctx.testgen
+    with ctx.console.step("Start TestGen as a service") as progress:
+        testgen.stop(progress)  # the service runs it from now on, not a `start` beside it
+        manager.enable(definition)
+        testgen.wait_until_serving(None, progress)
+        progress.result = str(manager.unit_path)
+    ctx.console.say(f"TestGen runs as a service and starts at boot: {testgen.ui_url}")
+    hint = manager.linger_hint()
+    if hint:
+        ctx.console.say(hint)
+
+
+def service_disable_action(ctx: ActionContext) -> None:
+    manager = ServiceManager(ctx.paths)
+    if not manager.installed():
+        ctx.console.say("TestGen is not a service; nothing to do.")
+        return
+    with ctx.console.step("Remove the service") as progress:
+        manager.disable()
+        progress.result = f"removed {manager.unit_path}"
+    ctx.console.say(
+        f"TestGen no longer starts at boot and is stopped; `{ctx.self_command()} start` starts it."
+    )
+
+
+def service_status_action(ctx: ActionContext) -> None:
+    manager = ServiceManager(ctx.paths)
+    if not manager.installed():
+        ctx.console.say(f"TestGen is not a service. `{ctx.self_command()} service enable` makes it one.")
+        return
+    active = manager.active()
+    ctx.console.say(f"TestGen is a service ({manager.unit_path}): {'running' if active else 'not running'}.")
+
+
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
     paths = ctx.paths
     status: dict[str, Any] = {
@@ -3688,6 +3998,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "mcp_url": None,
         "listen": None,
         "https": None,
+        "service": ServiceManager(paths).installed(),
         "home": str(paths.home),
         "state": "missing",
         "interrupted_action": interrupted_action(paths),
@@ -3828,6 +4139,9 @@ class RemoveFiles(Step):
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         ctx.journal.record(keep_data=self.keep_data)
+        if ctx.testgen.service.installed():
+            progress.update("removing the service")
+            ctx.testgen.service.disable()
         remove_installer_files(ctx.paths, self.keep_data, progress.update)
         ctx.journal.clear()  # it went with the rest; writing it again would make the home anew
         progress.result = "data kept" if self.keep_data else str(ctx.paths.home)
@@ -4224,6 +4538,46 @@ def doctor(ctx: click.Context, **_: Any) -> int:
 def logs(ctx: click.Context, output: Path | None, **_: Any) -> int:
     """Write a support zip (logs, state, doctor output) with secrets redacted."""
     return perform(invocation_of(ctx, "logs"), lambda action_ctx: logs_action(action_ctx, output))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def run(ctx: click.Context, **_: Any) -> int:
+    """Run TestGen in the foreground until SIGTERM or Ctrl+C (what a service runs). Records no event."""
+    return perform(invocation_of(ctx, "run"), run_action, records_event=False)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def service() -> None:
+    """Start TestGen at boot with the user's service manager (systemd, launchd)."""
+
+
+@service.command("enable", context_settings=CONTEXT_SETTINGS)
+@click.option("--print", "print_only", is_flag=True, help="Show the unit (or launchd agent); write nothing.")
+@common_flags
+@click.pass_context
+def service_enable(ctx: click.Context, print_only: bool, **_: Any) -> int:
+    """Install and start the service; TestGen then starts at boot and after a crash."""
+    return perform(
+        invocation_of(ctx, "service_enable"), lambda action_ctx: service_enable_action(action_ctx, print_only)
+    )
+
+
+@service.command("disable", context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def service_disable(ctx: click.Context, **_: Any) -> int:
+    """Stop the service and remove it."""
+    return perform(invocation_of(ctx, "service_disable"), service_disable_action)
+
+
+@service.command("status", context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def service_status(ctx: click.Context, **_: Any) -> int:
+    """Is TestGen a service, and is it running?"""
+    return perform(invocation_of(ctx, "service_status"), service_status_action)
 
 
 @cli.group(context_settings=CONTEXT_SETTINGS)

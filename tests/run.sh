@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The one test command (README "Running the tests"; .ci/run calls it). It installs everything the
-# tests need by itself: Debian tools (shellcheck, busybox, dash, curl, wget, openssl, perl), a test
-# venv with the project and its test packages; then it runs ruff and the whole pytest suite, the
-# real TestGen end-to-end test included.
+# tests need by itself: Debian tools (shellcheck, busybox, dash, curl, wget, openssl, perl, and
+# systemd for systemd-analyze), a test venv with the project and its test packages; then it runs
+# ruff and the whole pytest suite, the real TestGen end-to-end test included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 # tool:Debian package (shasum comes with perl)
-for pair in shellcheck:shellcheck busybox:busybox dash:dash curl:curl wget:wget openssl:openssl shasum:perl; do
+for pair in shellcheck:shellcheck busybox:busybox dash:dash curl:curl wget:wget openssl:openssl shasum:perl \
+    systemd-analyze:systemd; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

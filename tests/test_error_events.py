@@ -135,6 +135,16 @@ CASES: dict[str, Case] = {
         prepare=installed(),
         error_type="CommandFailed",
     ),
+    "service_unavailable": Case(
+        "service_unavailable",
+        3,
+        "aborted",
+        None,
+        ["service_unavailable"],
+        args=lambda box: ["service", "enable"],
+        env={"PATH": "/nonexistent"},  # no systemctl (or launchctl) at all
+        prepare=installed("--no-start"),
+    ),
     "venv_broken": Case(
         "venv_broken", 3, "aborted", None, ["venv_broken"], args=lambda box: ["doctor"], prepare=broken_venv
     ),

@@ -212,11 +212,13 @@ def make_bin(directory: Path, *tools: str) -> Path:
 
 
 def body(tmp_path: Path) -> Path:
-    """install.sh without its last line: sourcing it defines the functions and runs nothing."""
+    """install.sh without its { } group's braces and the call of main: sourcing it defines the
+    functions and runs nothing."""
     lines = INSTALL_SH.read_text().splitlines(keepends=True)
-    assert lines[-1] == 'main "$@" || exit 1\n'
+    assert lines[-2:] == ['main "$@" || exit 1\n', "}\n"]
+    lines.remove("{\n")
     path = tmp_path / "install-functions.sh"
-    path.write_text("".join(lines[:-1]))
+    path.write_text("".join(lines[:-2]))
     return path
 
 
@@ -250,10 +252,13 @@ def test_structure_everything_in_functions() -> None:
     text = INSTALL_SH.read_text()
     lines = text.splitlines()
     assert lines[0] == "#!/bin/sh"
-    assert lines[-1] == 'main "$@" || exit 1'
-    # Outside function bodies there are only comments, `set -u` and the last line.
+    assert lines[-2:] == ['main "$@" || exit 1', "}"]
+    # One { } group holds everything but the leading comments (a truncated download runs nothing);
+    # inside it, outside function bodies, there are only comments, `set -u` and the call of main.
+    opening = lines.index("{")
+    assert all(not line.strip() or line.startswith("#") for line in lines[1:opening])
     in_function = False
-    for line in lines[1:-1]:
+    for line in lines[opening + 1 : -2]:
         if in_function:
             in_function = line != "}"
         elif line.strip() and not line.startswith("#"):

@@ -1,0 +1,147 @@
+"""`service enable|disable|status` and `run` (issue 11): the unit checked by systemd-analyze, the
+calls made through a stand-in `systemctl --user` that really runs the unit, the `run` contract for
+real, and the refusal where no service manager is usable."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Sandbox
+
+FAKE_TOOLS = Path(__file__).parent / "fake_tools"
+UNIT = "dk-installer-testgen.service"
+
+
+def with_systemctl(sandbox: Sandbox, **extra: str) -> dict[str, str | None]:
+    state = sandbox.root / "systemctl-state"
+    return {
+        "PATH": f"{FAKE_TOOLS}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_SYSTEMCTL_STATE": str(state),
+        **extra,
+    }
+
+
+def calls(sandbox: Sandbox) -> list[str]:
+    log = sandbox.root / "systemctl-state" / "calls.log"
+    made = log.read_text().splitlines() if log.exists() else []
+    return [call for call in made if " is-active " not in call]  # queries, not actions
+
+
+def unit_path(sandbox: Sandbox) -> Path:
+    return sandbox.config / "systemd" / "user" / UNIT
+
+
+def test_print_shows_a_unit_that_systemd_accepts_and_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    printed = sandbox.run("service", "enable", "--print")
+    assert printed.returncode == 0, printed.stderr
+    assert not unit_path(sandbox).exists() and not (sandbox.config / "systemd").exists()
+    text = printed.stdout.split("\n", 1)[1]
+    assert "ExecStart=" in text and text.splitlines()[text.splitlines().index("[Service]") + 2].endswith(
+        " run"
+    )
+    assert "Restart=on-failure" in text and f'Environment="DK_INSTALLER_HOME={sandbox.home}"' in text
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is missing: tests/run.sh installs Debian's systemd package")
+    unit = tmp_path / UNIT
+    unit.write_text(text)
+    verified = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    unit.write_text(
+        text.replace("Restart=on-failure", "Restart=sometimes").replace(
+            "ExecStart=", "ExecStart=/nonexistent "
+        )
+    )
+    broken = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert broken.returncode != 0  # the control: verify does look at the unit
+
+
+@pytest.mark.parametrize("machine", ["systemctl-without-a-bus", "no-systemctl"])
+def test_enable_without_a_usable_service_manager_exits_3_and_writes_nothing(
+    sandbox: Sandbox, machine: str
+) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    if machine == "no-systemctl":
+        empty = sandbox.root / "empty-bin"
+        empty.mkdir()
+        env = {"PATH": str(empty)}
+    else:
+        env = with_systemctl(sandbox, FAKE_SYSTEMCTL_NO_BUS="1")
+    result = sandbox.run("service", "enable", env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Service manager" in result.stdout and "Nothing was written" in result.stdout
+    assert not (sandbox.config / "systemd").exists()
+    assert sandbox.status()["running"] is False
+
+
+def test_testgen_as_a_service_is_started_and_stopped_through_the_service_manager(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--version", "5.0.0").returncode == 0
+    env = with_systemctl(sandbox)
+    enabled = sandbox.run("service", "enable", env=env)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    assert unit_path(sandbox).exists()
+    assert calls(sandbox)[-2:] == ["--user daemon-reload", f"--user enable --now {UNIT}"]
+    assert "starts at boot" in enabled.stdout and "loginctl enable-linger" in enabled.stdout
+    status = sandbox.run("status", "--json", env=env)
+    assert '"service": true' in status.stdout and '"running": true' in status.stdout
+    assert any(cmd.endswith(" run") for _, cmd in sandbox.processes()), "the service runs `run`"
+    assert "is a service" in sandbox.run("service", "status", env=env).stdout
+
+    stopped = sandbox.run("stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"--user stop {UNIT}" in calls(sandbox)
+    assert sandbox.processes() == []
+    started = sandbox.run("start", env=env)
+    assert started.returncode == 0, started.stderr
+    assert calls(sandbox)[-1] == f"--user start {UNIT}"
+    upgraded = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse), env=env)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "'admin' logged in" in upgraded.stdout
+    assert calls(sandbox)[-2:] == [f"--user stop {UNIT}", f"--user start {UNIT}"]
+
+    removed = sandbox.run("uninstall", "--yes", env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert f"--user disable --now {UNIT}" in calls(sandbox)
+    assert not unit_path(sandbox).exists()
+    assert sandbox.processes() == []
+
+
+def test_run_stays_attached_holds_no_lock_and_stops_cleanly_on_sigterm(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    debug = {"DK_INSTALLER_ANALYTICS": None, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
+    process = sandbox.popen("run", env=debug)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while not sandbox.status()["running"] or sandbox.status()["health"] != {"ui": True, "api": True}:
+        assert time.monotonic() < deadline and process.poll() is None, "run never served TestGen"
+        time.sleep(0.3)
+    with open(sandbox.home / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # run holds no lock: this does not raise
+    again = sandbox.run("run")
+    assert again.returncode == 1 and "already running" in again.stderr
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, out + err
+    assert "stopped" in out
+    assert "analytics debug" not in err  # run records no event
+    assert sandbox.processes() == []
+
+
+def test_run_ends_with_an_error_when_testgen_dies_so_the_service_restarts_it(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    process = sandbox.popen("run")
+    assert process.stdout is not None
+    while "is running:" not in (line := process.stdout.readline()):
+        assert line, "run never served TestGen"
+    app_pid = int((sandbox.home / "testgen/app.pid").read_text().split()[0])
+    os.kill(app_pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 1, out + err
+    assert "Error: TestGen exited (exit code -9)." in err
+    assert sandbox.processes() == []  # its PostgreSQL went too

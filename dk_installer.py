@@ -734,6 +734,20 @@ class InstallerLock:
     def held(self) -> bool:
         return self._handle is not None
 
+    @staticmethod
+    def held_elsewhere(path: Path) -> bool:
+        """Does a running command hold the lock? (For read-only commands, which never take it.)"""
+        import fcntl
+
+        try:
+            with open(path) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
     def release(self) -> None:
         if self._handle is not None:
             with contextlib.suppress(OSError):
@@ -3578,10 +3592,13 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
     return state
 
 
-def interrupted_action(paths: Paths) -> str | None:
+def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
     """The action that a killed command left half done, or None. Homes left by installers
     before the journal existed count too: config.env with no receipt and no credentials is what
-    a killed `standalone-setup` leaves."""
+    a killed `standalone-setup` leaves. While another command holds the lock, its journal is
+    work in progress, not an interruption."""
+    if not lock_is_ours and InstallerLock.held_elsewhere(paths.lock):
+        return None
     journal = Journal.found(paths)
     if journal is not None:
         return str(journal.values.get("action") or "install")
@@ -3595,7 +3612,7 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
     left the journal is gone): stop what the killed command left running, then put back what was
     there before it, or finish an uninstall or a commit that was under way."""
     paths = ctx.paths
-    action = interrupted_action(paths)
+    action = interrupted_action(paths, lock_is_ours=True)
     if action is None:
         return
     journal = Journal.found(paths) or Journal(paths)

@@ -167,6 +167,7 @@ def test_killed_while_testgen_works_leaves_no_orphans_and_rerun_succeeds(
 def test_status_and_doctor_report_an_interrupted_install_and_change_nothing(sandbox: Sandbox) -> None:
     process = sandbox.popen(*command(sandbox, "install"), env={"DK_INSTALLER_FAILPOINT": "start"})
     wait_for_line(process, "failpoint start")
+    assert sandbox.status()["interrupted_action"] is None, "a running install is not an interrupted one"
     process.kill()
     process.communicate(timeout=60)
     journal = (sandbox.home / "journal.json").read_text()

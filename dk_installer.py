@@ -336,6 +336,8 @@ DEFAULT_INDEX_URL = "https://pypi.org/simple"
 ANALYTICS_BASE_URL = "https://api.mixpanel.com"
 MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
+APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
+APP_LOG_KEPT = 5  # ... keeping this many older files (testgen-app.log.1 to .5)
 LAUNCHERS = ("install.sh", "direct", "package")
 # Set by a user who trusts a CA of their own; without them the system trust store is used.
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
@@ -549,6 +551,7 @@ class Settings:
     user_script: str | None = None
     ca_from_environment: bool = False
     failpoint: str | None = None
+    app_log_max_bytes: int = APP_LOG_MAX_BYTES
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -576,6 +579,7 @@ class Settings:
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
             ca_from_environment=any(env.get(name) for name in CA_VARIABLES),
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
+            app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
         )
 
 
@@ -2183,15 +2187,27 @@ class TestGen:
         """run-app in its own session, output appended to logs/testgen-app.log, pid recorded."""
         paths = self.paths
         paths.logs.mkdir(parents=True, exist_ok=True)
-        with open(paths.app_log, "ab") as app_log:
-            app_log.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
-            app_log.flush()
+        environment = self.environment()
+        # TestGen keeps its output open as long as it runs, so the log is rotated by the process
+        # that writes it: a small pump of ours between run-app's output and the file.
+        pump = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "log-pump", str(paths.app_log)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, OWNER_VARIABLE: environment[OWNER_VARIABLE]},
+            start_new_session=True,
+        )
+        assert pump.stdin is not None
+        with pump.stdin:
+            pump.stdin.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
+            pump.stdin.flush()
             process = subprocess.Popen(
                 [str(self.program("testgen")), "run-app"],
                 stdin=subprocess.DEVNULL,
-                stdout=app_log,
+                stdout=pump.stdin,
                 stderr=subprocess.STDOUT,
-                env=self.environment(),
+                env=environment,
                 cwd=paths.testgen_home,
                 start_new_session=True,
             )
@@ -2355,6 +2371,26 @@ def tls_adapter(context: Any) -> Any:
             return super().init_poolmanager(*args, **kwargs)
 
     return ContextAdapter()
+
+
+def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
+    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
+    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
+    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
+    try:
+        for line in iter(source.readline, b""):
+            out.write(line)
+            out.flush()
+            if out.tell() >= max_bytes:
+                out.close()
+                for index in range(kept - 1, 0, -1):
+                    older = path.with_name(f"{path.name}.{index}")
+                    if older.exists():
+                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+                os.replace(path, path.with_name(f"{path.name}.1"))
+                out = open(path, "ab")  # noqa: SIM115
+    finally:
+        out.close()
 
 
 def port_free(port: int) -> bool:
@@ -4706,6 +4742,14 @@ def analytics_show(as_json: bool) -> None:
             f"{when:<20} {event.get('event', '?'):<10} {props.get('outcome') or '-':<12} "
             f"{props.get('error_code') or '-':<24} {result}"
         )
+
+
+@cli.command("log-pump", hidden=True)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def log_pump(settings: Settings, path: Path) -> None:
+    """Write TestGen's output to its rotating log (started by TestGen.launch)."""
+    pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
 
 
 @analytics.command("send-spool", hidden=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
@@ -139,3 +140,26 @@ def test_a_receipt_from_the_previous_version_keeps_listening_everywhere(sandbox:
     started = sandbox.run("start")
     assert started.returncode == 0, started.stderr
     assert listening_addresses(sandbox) == {sandbox.ui_port: {"0.0.0.0"}, sandbox.api_port: {"0.0.0.0"}}
+
+
+def test_the_app_log_is_rotated_while_testgen_runs(sandbox: Sandbox) -> None:
+    chatty = {"DK_INSTALLER_APP_LOG_MAX_BYTES": "20000", "FAKE_TESTGEN_LOG_LINES": "2000"}  # ~200 KB
+    assert sandbox.install("--no-demo", env=chatty).returncode == 0
+    logs = sandbox.home / "logs"
+    rotated = sorted(logs.glob("testgen-app.log.*"))
+    assert [p.name for p in rotated] == [f"testgen-app.log.{n}" for n in range(1, 6)], (
+        "5 older files are kept"
+    )
+    for path in [logs / "testgen-app.log", *rotated]:
+        assert path.stat().st_size < 20000 + 200
+    lines = "".join(p.read_text() for p in reversed([logs / "testgen-app.log", *rotated])).splitlines()
+    numbered = [line.split()[2] for line in lines if line.startswith("log line")]
+    assert numbered == sorted(numbered) and numbered[-1] == "001999"  # in order, the newest kept
+    # The running app keeps logging into the current file.
+    urllib.request.urlopen(f"http://127.0.0.1:{sandbox.api_port}/api/v1/health", timeout=5).close()
+    deadline = time.monotonic() + 10
+    while '"GET /api/v1/health' not in (logs / "testgen-app.log").read_text().splitlines()[-1]:
+        assert time.monotonic() < deadline, "the app's newest output did not reach the current log"
+        time.sleep(0.1)
+    assert sandbox.run("stop").returncode == 0
+    assert sandbox.processes() == []  # the log pump went with TestGen

@@ -273,6 +273,8 @@ def run_app() -> int:
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"Local URL: http://localhost:{ui_port}", flush=True)
+    for number in range(int(os.environ.get("FAKE_TESTGEN_LOG_LINES", "0"))):  # a chatty app
+        print(f"log line {number:06d} " + "x" * 80, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -423,6 +423,11 @@ class Paths:
         return self.cache / "pip"
 
     @property
+    def backups(self) -> Path:
+        """Where `backup` writes unless --output says otherwise."""
+        return self.home / "backups"
+
+    @property
     def pythons(self) -> Path:
         """Interpreters that uv downloads when the machine has no Python 3.11+."""
         return self.home / "pythons"
@@ -471,6 +476,11 @@ class Paths:
     def upgrade_backup(self) -> Path:
         """The copy of testgen_home that an upgrade puts back when it fails."""
         return self.testgen / "home.backup"
+
+    @property
+    def restore_staging(self) -> Path:
+        """Where `restore` unpacks a backup before it takes the current home's place."""
+        return self.testgen / "home.restoring"
 
     @property
     def run_dir(self) -> Path:
@@ -769,6 +779,8 @@ class ErrorCode(str, enum.Enum):
     """What went wrong, as analytics sees it (README "Error codes"). An enum, so that a typo is an
     error where it is written, never a silent null in the event."""
 
+    BACKUP_FAILED = "backup_failed"
+    BACKUP_INVALID = "backup_invalid"
     BUSY = "busy"
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DISK_FULL = "disk_full"
@@ -1193,6 +1205,8 @@ ACTIONS = (
     "service_enable",
     "service_disable",
     "service_status",
+    "backup",
+    "restore",
 )
 OUTCOMES = ("success", "failure", "aborted", "interrupted")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -3290,7 +3304,7 @@ class VerifyLogin(Step):
         if ctx.login_success is None:
             raise StepSkipped("this TestGen version has no login endpoint to check")
         if not ctx.login_success:
-            if ctx.kept_data or ctx.action == "upgrade":
+            if ctx.kept_data or ctx.action in ("upgrade", "restore"):
                 # TestGen asks people to change the generated password: expected, not a failure.
                 raise StepSkipped(
                     f"the password saved in {ctx.paths.credentials} no longer works (expected after a "
@@ -3439,6 +3453,174 @@ class BackupData(Step):
         shutil.rmtree(ctx.paths.upgrade_backup, ignore_errors=True)
 
 
+BACKUP_FORMAT = "dk-installer-backup"
+BACKUP_FORMAT_VERSION = 1
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:4])
+
+
+class WriteBackup(Step):
+    """TestGen's home (the PostgreSQL data, config.env with the keys that decrypt stored
+    connection passwords, the HTTPS files), credentials.txt and a manifest, as one tar.gz that
+    only the user can read, written under a temporary name and renamed when complete."""
+
+    name = "write_backup"
+    title = "Write the backup"
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        assert ctx.state
+        paths = ctx.paths
+        ctx.journal.record(partial_file=str(self.partial))
+        manifest = {
+            "format": BACKUP_FORMAT,
+            "format_version": BACKUP_FORMAT_VERSION,
+            "testgen_version": ctx.state.product_version,
+            "postgres_major": (paths.pgdata / "PG_VERSION").read_text().strip()
+            if (paths.pgdata / "PG_VERSION").exists()
+            else None,
+            "installer_version": __version__,
+            "created": now_iso(),
+        }
+        try:
+            self.write(paths, manifest, progress)
+        except OSError as exc:
+            raise InstallerError(
+                f"Could not write the backup to {self.target}: {exc.strerror or exc}.",
+                code=ErrorCode.BACKUP_FAILED,
+            ) from None
+        size = self.target.stat().st_size
+        progress.result = f"{self.target} ({size / 1024**2:.1f} MB)"
+
+    def write(self, paths: Paths, manifest: dict[str, Any], progress: Progress) -> None:
+        import io
+        import tarfile
+
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle, tarfile.open(fileobj=handle, mode="w:gz") as archive:
+            data = json.dumps(manifest, indent=2).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size, info.mtime = len(data), int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+            progress.update(f"archiving {paths.testgen_home}")
+            archive.add(
+                str(paths.testgen_home),
+                arcname="home",
+                filter=lambda member: None if member.name.startswith("home/log") else member,
+            )
+            if paths.credentials.exists():
+                archive.add(str(paths.credentials), arcname="credentials.txt")
+        os.replace(self.partial, self.target)
+
+    def undo(self, ctx: ActionContext) -> None:
+        remove_tree(self.partial)
+
+
+def read_backup(path: Path, installed_version: str) -> dict[str, Any]:
+    """The manifest of a backup this installer can restore over `installed_version`; otherwise
+    a clear refusal (a missing, corrupt or foreign file, or one from a newer TestGen)."""
+    import tarfile
+
+    def refuse(why: str, code: ErrorCode = ErrorCode.BACKUP_INVALID) -> InstallerError:
+        return InstallerError(f"Cannot restore {path}: {why}. Nothing was changed.", code=code)
+
+    if not path.is_file():
+        raise refuse("there is no such file")
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            names = archive.getnames()
+            member = archive.extractfile("manifest.json") if "manifest.json" in names else None
+            manifest = json.loads(member.read()) if member else None
+            for item in archive.getmembers():
+                safe = not item.name.startswith("/") and ".." not in Path(item.name).parts
+                if not safe or not (item.isfile() or item.isdir()):
+                    raise refuse(f"it holds an entry this installer never writes ({item.name})")
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        raise refuse("it is not a readable .tar.gz (damaged or cut short?)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
+        raise refuse("it is not a dk-installer backup")
+    if manifest.get("format_version") != BACKUP_FORMAT_VERSION or "home/config.env" not in names:
+        raise refuse("it is a backup this installer version does not know")
+    backup_version = str(manifest.get("testgen_version"))
+    if version_key(backup_version) > version_key(installed_version):
+        raise refuse(
+            f"it comes from TestGen {backup_version}, newer than the installed {installed_version}; "
+            f"upgrade first (`upgrade --version {backup_version}`)",
+            ErrorCode.VERSION_CONFLICT,
+        )
+    return manifest
+
+
+class UnpackBackup(Step):
+    name = "unpack_backup"
+    title = "Unpack the backup"
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        import tarfile
+
+        staging = ctx.paths.restore_staging
+        remove_tree(staging)
+        staging.mkdir(parents=True, mode=0o700)
+        progress.update(f"unpacking {self.source}")
+        # Every entry was checked by read_backup; owners and modes must come back as they were
+        # (pgdata is 0700, and owned by pgserver's user when TestGen runs as root).
+        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+        with tarfile.open(self.source, "r:gz") as archive:
+            archive.extractall(staging, **trusted)
+        credentials = staging / "credentials.txt"
+        if credentials.exists():
+            fields = dict(line.split(":", 1) for line in credentials.read_text().splitlines() if ":" in line)
+            ctx.password = fields.get("Password", "").strip() or None
+            if ctx.password:
+                redact.add(ctx.password)
+
+    def undo(self, ctx: ActionContext) -> None:
+        remove_tree(ctx.paths.restore_staging)
+
+
+class SwapHome(Step):
+    """The restored home takes the current one's place in one rename; the current one is kept
+    aside (where an upgrade keeps its safety copy) until the restored one runs."""
+
+    name = "swap_home"
+    title = "Put the restored data in place"
+
+    def __init__(self) -> None:
+        self.swapped = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths = ctx.paths
+        remove_tree(paths.upgrade_backup)
+        os.rename(paths.testgen_home, paths.upgrade_backup)
+        ctx.journal.record(safety_copy=True)
+        os.rename(paths.restore_staging / "home", paths.testgen_home)
+        self.swapped = True
+
+    def undo(self, ctx: ActionContext) -> None:
+        paths = ctx.paths
+        if paths.upgrade_backup.exists():
+            ctx.testgen.stop()
+            remove_tree(paths.testgen_home)
+            os.rename(paths.upgrade_backup, paths.testgen_home)
+
+    def commit(self, ctx: ActionContext) -> None:
+        paths = ctx.paths
+        restored = paths.restore_staging / "credentials.txt"
+        if restored.exists():
+            write_file_atomically(paths.credentials, restored.read_text(), mode=0o600)
+        remove_tree(paths.upgrade_backup)
+        remove_tree(paths.restore_staging)
+
+
 class UpgradeDatabase(Step):
     name = "upgrade_database"
     title = "Upgrade TestGen's database"
@@ -3460,7 +3642,17 @@ class UpgradeDatabase(Step):
 # what the action's context learned, and hands it to record_event() (section 5).
 # ---------------------------------------------------------------------------------------------
 
-MUTATING_ACTIONS = ("install", "upgrade", "start", "stop", "uninstall", "service_enable", "service_disable")
+MUTATING_ACTIONS = (
+    "install",
+    "upgrade",
+    "start",
+    "stop",
+    "uninstall",
+    "service_enable",
+    "service_disable",
+    "backup",
+    "restore",
+)
 
 
 @dataclasses.dataclass
@@ -3671,13 +3863,16 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
         elif action == "uninstall":
             remove_testgen_files(paths, bool(values.get("keep_data")), report=progress.update)
             progress.result = "finished the uninstall"
-        elif action in ("install", "upgrade"):
+        elif action in ("install", "upgrade", "restore"):
             roll_back_to_journal(paths, values, progress)
             progress.result = f"put back what was there before the {action}"
         else:
+            if values.get("partial_file"):
+                remove_tree(Path(values["partial_file"]))  # a backup cut short
             progress.result = "stopped its leftovers"
         journal.clear()
-    if values.get("was_running") and action == "upgrade" and ctx.action not in ("stop", "uninstall"):
+    restarts = action in ("upgrade", "restore", "backup")
+    if values.get("was_running") and restarts and ctx.action not in ("stop", "uninstall"):
         state = InstallState.load(paths.state)
         if state is not None:
             with ctx.console.step("Start TestGen again") as progress:
@@ -3687,6 +3882,7 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
 def roll_back_to_journal(paths: Paths, values: dict[str, Any], progress: Progress) -> None:
     """Undo a killed install or upgrade from what its journal says existed before it."""
     progress.update("restoring TestGen's data")
+    remove_tree(paths.restore_staging)
     if values.get("safety_copy") and paths.upgrade_backup.exists():
         remove_tree(paths.testgen_home)
         os.rename(paths.upgrade_backup, paths.testgen_home)
@@ -4037,6 +4233,36 @@ def service_status_action(ctx: ActionContext) -> None:
     ctx.console.say(f"TestGen is a service ({manager.unit_path}): {'running' if active else 'not running'}.")
 
 
+def backup_action(ctx: ActionContext, output: Path | None) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = (output or ctx.paths.backups / f"testgen-{state.product_version}-{stamp}.tar.gz").absolute()
+    started = time.monotonic()
+    # A stopped PostgreSQL gives an exact copy with nothing but Python's tarfile (pg_dump would
+    # need the server up and pgserver's socket); TestGen is down only for the copy.
+    run_steps(ctx, [StopApp(), WriteBackup(target), RestartApp()])
+    ctx.console.say(
+        f"Backup written to {target} in {time.monotonic() - started:.1f}s (readable only by you)."
+    )
+    ctx.console.say("It holds TestGen's keys and credentials: keep it as safe as the machine itself.")
+
+
+def restore_action(ctx: ActionContext, source: Path) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    source = source.absolute()
+    manifest = read_backup(source, state.product_version)
+    ctx.console.say(
+        f"Restoring TestGen data from {manifest.get('created')} (TestGen {manifest.get('testgen_version')})\n"
+    )
+    run_steps(
+        ctx,
+        [UnpackBackup(source), StopApp(), SwapHome(), UpgradeDatabase(), RestartApp(), VerifyLogin()],
+    )
+    ctx.console.say(f"TestGen's data is restored from {source}.")
+
+
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
     paths = ctx.paths
     status: dict[str, Any] = {
@@ -4146,10 +4372,19 @@ def _remove_all(targets: list[Path], report: Callable[[str], None]) -> None:
 
 
 def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """TestGen's venvs, run files and receipt; its data and credentials too unless kept."""
-    data = [] if keep_data else [paths.testgen_home, paths.credentials]
+    """TestGen's venvs, run files and receipt; its data, credentials and backups too unless kept."""
+    data = [] if keep_data else [paths.testgen_home, paths.credentials, paths.backups]
     _remove_all(
-        [paths.venv, paths.venvs, paths.run_dir, paths.app_pid, paths.upgrade_backup, *data, paths.state],
+        [
+            paths.venv,
+            paths.venvs,
+            paths.run_dir,
+            paths.app_pid,
+            paths.upgrade_backup,
+            paths.restore_staging,
+            *data,
+            paths.state,
+        ],
         report,
     )
     with contextlib.suppress(OSError):
@@ -4591,6 +4826,36 @@ def doctor(ctx: click.Context, **_: Any) -> int:
 def logs(ctx: click.Context, output: Path | None, **_: Any) -> int:
     """Write a support zip (logs, state, doctor output) with secrets redacted."""
     return perform(invocation_of(ctx, "logs"), lambda action_ctx: logs_action(action_ctx, output))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the backup. Default: a new file in the installer's backups folder.",
+)
+@common_flags
+@click.pass_context
+def backup(ctx: click.Context, output: Path | None, **_: Any) -> int:
+    """Back up TestGen's data, keys and credentials (TestGen stops only for the copy)."""
+    return perform(invocation_of(ctx, "backup"), lambda action_ctx: backup_action(action_ctx, output))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_flags
+@click.pass_context
+def restore(ctx: click.Context, file: Path, yes: bool, **_: Any) -> int:
+    """Replace TestGen's data with a backup; the current data stays until the restored data runs."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("restore asks for confirmation; pass --yes to run it without a terminal")
+        if not click.confirm(f"Replace TestGen's current data with {file}?", default=False):
+            click.echo("Nothing was changed.")
+            return EXIT_OK
+    return perform(invocation_of(ctx, "restore"), lambda action_ctx: restore_action(action_ctx, file))
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

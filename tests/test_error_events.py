@@ -59,6 +59,21 @@ CASES: dict[str, Case] = {
     "success": Case(None, 0, "success", args=lambda box: ["status"]),
     "usage": Case(None, 2, None, args=lambda box: ["install", "--port", "abc"]),
     "busy": Case("busy", 1, "failure", args=lambda box: ["stop"]),
+    "backup_failed": Case(
+        "backup_failed",
+        1,
+        "failure",
+        "write_backup",
+        args=lambda box: ["backup", "--output", "/dev/null/backup.tar.gz"],
+        prepare=installed("--no-start"),
+    ),
+    "backup_invalid": Case(
+        "backup_invalid",
+        1,
+        "failure",
+        args=lambda box: ["restore", str(box.root / "no-such-backup.tar.gz"), "--yes"],
+        prepare=installed("--no-start"),
+    ),
     "disk_full": Case(
         "disk_full",
         3,

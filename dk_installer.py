@@ -338,7 +338,7 @@ MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
 APP_LOG_KEPT = 5  # ... keeping this many older files (testgen-app.log.1 to .5)
-LAUNCHERS = ("install.sh", "direct", "package")
+LAUNCHERS = ("install.sh", "direct", "package", "launcher")
 # Set by a user who trusts a CA of their own; without them the system trust store is used.
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
 CI_PROVIDERS = (
@@ -365,11 +365,22 @@ class Paths:
 
     home: Path
     config: Path
+    bin_dir: Path | None = None  # None: ~/.local/bin
 
     @classmethod
     def from_environment(cls) -> Paths:
         config_root = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        return cls(home=Path(installer_home()), config=Path(config_root).absolute() / "dk-installer")
+        bin_dir = os.environ.get("XDG_BIN_HOME") or os.path.join(os.path.expanduser("~"), ".local", "bin")
+        return cls(
+            home=Path(installer_home()),
+            config=Path(config_root).absolute() / "dk-installer",
+            bin_dir=Path(bin_dir).absolute(),
+        )
+
+    @property
+    def launcher(self) -> Path:
+        """The `dk-installer` command on PATH (the XDG bin dir, like pipx and uv)."""
+        return (self.bin_dir or Path.home() / ".local" / "bin") / "dk-installer"
 
     # DK_INSTALLER_HOME: the installer's own files
     @property
@@ -2521,7 +2532,7 @@ class ActionContext:
         return self.engine.name if self.engine else (self.state.package_engine if self.state else None)
 
     def self_command(self) -> str:
-        return self_command(self.settings)
+        return self_command(self.settings, self.paths)
 
 
 class Journal:
@@ -3257,6 +3268,32 @@ class InstallCertificate(Step):
             remove_tree(ctx.paths.tls_cert.parent)
 
 
+class InstallLauncher(Step):
+    """`dk-installer` on PATH; never over a `dk-installer` that is not ours."""
+
+    name = "launcher"
+    title = "Put the dk-installer command on PATH"
+    required = False
+
+    def __init__(self) -> None:
+        self.written = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        path = ctx.paths.launcher
+        if (path.exists() or path.is_symlink()) and not launcher_is_ours(path):
+            raise StepSkipped(f"{path} is not ours; left as it is")
+        write_file_atomically(path, launcher_script(ctx.paths, ctx.settings), mode=0o755)
+        self.written = True
+        on_path = str(path.parent) in os.environ.get("PATH", "").split(os.pathsep)
+        progress.result = str(path) + (
+            "" if on_path else f"; {path.parent} is not on your PATH (add it there to type `dk-installer`)"
+        )
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.written:
+            remove_tree(ctx.paths.launcher)
+
+
 class LoadDemoData(Step):
     name = "demo_data"
     title = "Load demo data"
@@ -3666,9 +3703,51 @@ class Invocation:
     settings: Settings = dataclasses.field(default_factory=Settings.from_environment)
 
 
-def self_command(settings: Settings) -> str:
+LAUNCHER_MARK = "# dk-installer launcher:"
+
+
+def launcher_is_ours(path: Path) -> bool:
+    try:
+        return LAUNCHER_MARK in path.read_text(errors="replace")[:512]
+    except OSError:
+        return False
+
+
+def launcher_script(paths: Paths, settings: Settings) -> str:
+    """The `dk-installer` launcher: with a runtime, its python runs the byte-compiled copy (no
+    second interpreter start, no compile of this file); without one (the installer runs from a
+    Python that has its packages), that Python runs the installer's saved copy."""
+    import shlex
+
+    runtime_python = venv_bin(paths.runtime, "python")
+    if os.path.exists(runtime_python) and list(
+        paths.runtime.glob("lib/python3*/site-packages/dk_installer.py")
+    ):
+        command = f"{shlex.quote(runtime_python)} -I -m dk_installer"
+    else:
+        script = paths.installer_copy if paths.installer_copy.exists() else settings.user_script or __file__
+        command = f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(script))}"
+    return (
+        "#!/bin/sh\n"
+        f"{LAUNCHER_MARK} written by dk-installer; `dk-installer uninstall` removes it.\n"
+        f"export DK_INSTALLER_HOME={shlex.quote(str(paths.home))}\n"
+        "export DK_INSTALLER_LAUNCHED_BY=launcher\n"
+        f'exec {command} "$@"\n'
+    )
+
+
+def our_launcher_on_path(paths: Paths) -> bool:
+    found = shutil.which("dk-installer")
+    return (
+        found is not None
+        and Path(found).resolve() == paths.launcher.resolve()
+        and launcher_is_ours(paths.launcher)
+    )
+
+
+def self_command(settings: Settings, paths: Paths) -> str:
     """How the user runs this installer again, for the hints we print."""
-    if settings.launched_by == "package":
+    if settings.launched_by == "package" or our_launcher_on_path(paths):
         return "dk-installer"
     python = settings.user_python or sys.executable
     on_path = shutil.which("python3")
@@ -3940,6 +4019,7 @@ def install_action(ctx: ActionContext) -> None:
             StartApp(),
             VerifyLogin(),
             SaveState(),
+            InstallLauncher(),
         ],
     )
     print_summary(ctx)
@@ -4392,8 +4472,11 @@ def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], 
 
 
 def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept."""
+    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept,
+    and its launcher."""
     remove_testgen_files(paths, keep_data, report)
+    if launcher_is_ours(paths.launcher):
+        _remove_all([paths.launcher], report)
     _remove_all(
         [
             paths.cache,

@@ -24,6 +24,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +209,15 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 12
             if not line and process.poll() is not None:
                 break
     pytest.fail(f"never saw {text!r}; stderr so far: {''.join(seen)}")
+
+
+def listening_addresses(sandbox: Sandbox) -> dict[int, set[str]]:
+    """The addresses the app's UI and API ports listen on."""
+    found: dict[int, set[str]] = {sandbox.ui_port: set(), sandbox.api_port: set()}
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
+            found[connection.laddr.port].add(connection.laddr.ip)
+    return found
 
 
 def kill_all(processes: list[tuple[int, str]]) -> None:

@@ -339,12 +339,17 @@ def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> Non
     assert sandbox.install("--no-demo", env=env).returncode == 0
     assert sandbox.run("stop").returncode == 0
     written = {p for p in set(sandbox.root.rglob("*")) - before}
+    # Exactly README's list: the two folders, plus the launcher (and a service unit, when asked for).
+    launcher = sandbox.user_home / ".local/bin/dk-installer"
+    allowed = {launcher, launcher.parent, launcher.parent.parent}
     outside = [
         p
         for p in written
         if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))
+        and p not in allowed
     ]
     assert outside == []
+    assert launcher in written
 
 
 def test_upgrade_after_the_password_was_changed_in_testgen_succeeds_and_says_so(sandbox: Sandbox) -> None:

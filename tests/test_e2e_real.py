@@ -1,10 +1,12 @@
 """The test with the REAL dataops-testgen[standalone] from the package index, the way a corporate
 user meets it: no CA variable in the environment (this network inspects TLS with a CA that is only
-in the system trust store), pip's config ignored, a private TMPDIR. An older release's install is
-killed (SIGKILL) while `standalone-setup` runs; a plain re-run recovers and ends logged in. The
-admin password is then changed with TestGen's own models (as its UI would), and `upgrade` to the
-newest 5.x succeeds and says the saved password no longer works. Then stop (no TestGen or
-PostgreSQL process left) and uninstall (no file left)."""
+in the system trust store), pip's config ignored, a private TMPDIR. An older release's install
+with HTTPS (a certificate made in the test) is killed (SIGKILL) while `standalone-setup` runs; a
+plain re-run recovers and ends logged in over HTTPS, listening on loopback only. The admin password
+is then changed with TestGen's own models (as its UI would), and `upgrade` to the newest 5.x
+succeeds and says the saved password no longer works. A backup, another password change and a
+restore bring the backed-up password back. Then stop (no TestGen or PostgreSQL process left) and
+uninstall (no file left)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox, processes_mentioning
+import trustme
+from conftest import Sandbox, listening_addresses, processes_mentioning
+
+import dk_installer as dk
 
 OLDER_RELEASE = "5.92.2"
 # Run with the TestGen venv's Python in TestGen's environment, TestGen stopped: what its UI does.
@@ -34,6 +39,27 @@ CORPORATE = {
     **dict.fromkeys(("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")),
     "PIP_CONFIG_FILE": "/dev/null",
 }
+
+
+def change_password(sandbox: Sandbox, env: dict[str, str | None], password: str) -> None:
+    """What TestGen's UI does, with its own models; TestGen must be stopped."""
+    testgen_home = sandbox.home / "testgen/home"
+    changed = subprocess.run(
+        [str(sandbox.home / "testgen/venv/bin/python"), "-c", CHANGE_PASSWORD],
+        input=password + "\n",
+        env=sandbox.merged_env(
+            {
+                **env,
+                "TG_TESTGEN_HOME": str(testgen_home),
+                "HOME": str(testgen_home),
+                "XDG_RUNTIME_DIR": str(sandbox.home / "testgen/run"),
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert changed.returncode == 0, changed.stderr
 
 
 def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float) -> None:
@@ -58,10 +84,18 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     sandbox = open_sandbox
     private_tmp: Path = tmp_path_factory.mktemp("private-tmp")
     env = {**CORPORATE, "TMPDIR": str(private_tmp)}
+    certificates = tmp_path_factory.mktemp("tls")
+    leaf = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    (certificates / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(certificates / "key.pem"))
     args = [
         "install",
         "--no-demo",
         "--no-browser",
+        "--ssl-cert-file",
+        str(certificates / "cert.pem"),
+        "--ssl-key-file",
+        str(certificates / "key.pem"),
         "--version",
         OLDER_RELEASE,
         "--port",
@@ -93,27 +127,13 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
 
     status = json.loads(sandbox.run("status", "--json", env=env).stdout)
     assert status["running"] and status["health"] == {"ui": True, "api": True}
+    assert status["https"] and status["ui_url"] == f"https://localhost:{sandbox.ui_port}"
+    assert listening_addresses(sandbox) == {sandbox.ui_port: {"127.0.0.1"}, sandbox.api_port: {"127.0.0.1"}}
     pgdata = str(sandbox.home / "testgen/home/pgdata")
     assert processes_mentioning(pgdata), "the embedded PostgreSQL should run while TestGen runs"
 
     assert sandbox.run("stop", timeout=180, env=env).returncode == 0
-    testgen_home = sandbox.home / "testgen/home"
-    changed = subprocess.run(
-        [str(sandbox.home / "testgen/venv/bin/python"), "-c", CHANGE_PASSWORD],
-        input="a-password-changed-in-the-ui\n",
-        env=sandbox.merged_env(
-            {
-                **env,
-                "TG_TESTGEN_HOME": str(testgen_home),
-                "HOME": str(testgen_home),
-                "XDG_RUNTIME_DIR": str(sandbox.home / "testgen/run"),
-            }
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert changed.returncode == 0, changed.stderr
+    change_password(sandbox, env, "a-password-changed-in-the-ui")
     assert sandbox.run("start", timeout=600, env=env).returncode == 0
     started = time.monotonic()
     upgraded = sandbox.run("upgrade", timeout=1200, env=env)
@@ -123,6 +143,29 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     assert sandbox.state()["product_version"] != OLDER_RELEASE
     status = json.loads(sandbox.run("status", "--json", env=env).stdout)
     assert status["running"] and status["health"] == {"ui": True, "api": True}
+
+    backup = tmp_path_factory.mktemp("backups") / "testgen.tar.gz"
+    started = time.monotonic()
+    assert sandbox.run("backup", "--output", str(backup), timeout=600, env=env).returncode == 0
+    print(f"backup: {time.monotonic() - started:.1f}s, {backup.stat().st_size / 1024**2:.1f} MB")
+    assert sandbox.run("stop", timeout=180, env=env).returncode == 0
+    change_password(sandbox, env, "yet-another-password")
+    assert sandbox.run("start", timeout=600, env=env).returncode == 0
+    started = time.monotonic()
+    restored = sandbox.run("restore", str(backup), "--yes", timeout=900, env=env)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    print(f"restore: {time.monotonic() - started:.1f}s")
+    testgen = dk.TestGen(
+        dk.Paths(sandbox.home, sandbox.config / "dk-installer"),
+        dk.Settings(),
+        sandbox.ui_port,
+        sandbox.api_port,
+        False,
+        "127.0.0.1",
+        True,
+    )
+    assert testgen.login("admin", "a-password-changed-in-the-ui") is True  # the backed-up password
+    assert testgen.login("admin", "yet-another-password") is False
 
     stopped = sandbox.run("stop", timeout=180, env=env)
     assert stopped.returncode == 0, stopped.stderr

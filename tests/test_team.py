@@ -9,19 +9,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 import trustme
-from conftest import Sandbox
-
-
-def listening_addresses(sandbox: Sandbox) -> dict[int, set[str]]:
-    """The addresses the app's UI and API ports listen on."""
-    found: dict[int, set[str]] = {sandbox.ui_port: set(), sandbox.api_port: set()}
-    for connection in psutil.net_connections(kind="tcp"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
-            found[connection.laddr.port].add(connection.laddr.ip)
-    return found
+from conftest import Sandbox, listening_addresses
 
 
 @pytest.fixture

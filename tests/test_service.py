@@ -145,3 +145,45 @@ def test_run_ends_with_an_error_when_testgen_dies_so_the_service_restarts_it(san
     assert process.returncode == 1, out + err
     assert "Error: TestGen exited (exit code -9)." in err
     assert sandbox.processes() == []  # its PostgreSQL went too
+
+
+def test_the_launchd_agent_on_macos(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS cannot run here: the agent's definition and the launchctl calls, with a stand-in."""
+    import plistlib
+
+    import dk_installer as dk
+
+    monkeypatch.setenv("HOME", str(sandbox.user_home))
+    monkeypatch.setenv("PATH", f"{FAKE_TOOLS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LAUNCHCTL_LOG", str(tmp_path / "launchctl.log"))
+    paths = dk.Paths(home=sandbox.home, config=sandbox.config / "dk-installer")
+    manager = dk.ServiceManager(paths)
+    manager.launchd = True
+    agent = plistlib.loads(
+        manager.definition(["/usr/bin/python3", "/x/dk_installer.py", "run"], paths).encode()
+    )
+    assert agent["ProgramArguments"][-1] == "run" and agent["RunAtLoad"] is True
+    assert agent["KeepAlive"] == {"SuccessfulExit": False}  # restarted when it fails, like Restart=on-failure
+    assert agent["EnvironmentVariables"]["DK_INSTALLER_HOME"] == str(sandbox.home)
+    assert (
+        manager.unit_path
+        == sandbox.user_home / "Library/LaunchAgents/com.datakitchen.dk-installer-testgen.plist"
+    )
+    assert manager.unusable_reason() is None
+    manager.enable(manager.definition(["/usr/bin/python3", "/x/dk_installer.py", "run"], paths))
+    assert manager.installed() and manager.active()
+    manager.stop()
+    manager.start()
+    manager.disable()
+    assert not manager.installed()
+    uid = os.getuid()
+    label = "com.datakitchen.dk-installer-testgen"
+    made = [c for c in (tmp_path / "launchctl.log").read_text().splitlines() if not c.startswith("print")]
+    assert made == [
+        f"bootstrap gui/{uid} {manager.unit_path}",
+        f"kill SIGTERM gui/{uid}/{label}",
+        f"kickstart gui/{uid}/{label}",
+        f"bootout gui/{uid}/{label}",
+    ]

@@ -489,6 +489,11 @@ class Paths:
         return self.testgen / "home.backup"
 
     @property
+    def backup_snapshot(self) -> Path:
+        """The copy of TestGen's home that `backup` archives while TestGen runs again."""
+        return self.testgen / "home.snapshot"
+
+    @property
     def restore_staging(self) -> Path:
         """Where `restore` unpacks a backup before it takes the current home's place."""
         return self.testgen / "home.restoring"
@@ -3498,6 +3503,32 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:4])
 
 
+class SnapshotData(Step):
+    """A copy of TestGen's home while TestGen is stopped (a stopped PostgreSQL copies exactly);
+    the archive is then written from it while TestGen runs again, so TestGen is down only for
+    the copy (cp -a keeps owners and modes: pgdata is 0700, owned by pgserver's user as root)."""
+
+    name = "snapshot_data"
+    title = "Copy TestGen's data"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        snapshot = ctx.paths.backup_snapshot
+        remove_tree(snapshot)
+        progress.update(f"copying {ctx.paths.testgen_home}")
+        run_command(
+            ["cp", "-a", str(ctx.paths.testgen_home), str(snapshot)],
+            progress=progress,
+            error_code=ErrorCode.BACKUP_FAILED,
+            what="copying TestGen's data",
+        )
+
+    def undo(self, ctx: ActionContext) -> None:
+        remove_tree(ctx.paths.backup_snapshot)
+
+    def commit(self, ctx: ActionContext) -> None:
+        remove_tree(ctx.paths.backup_snapshot)
+
+
 class WriteBackup(Step):
     """TestGen's home (the PostgreSQL data, config.env with the keys that decrypt stored
     connection passwords, the HTTPS files), credentials.txt and a manifest, as one tar.gz that
@@ -3545,9 +3576,9 @@ class WriteBackup(Step):
             info = tarfile.TarInfo("manifest.json")
             info.size, info.mtime = len(data), int(time.time())
             archive.addfile(info, io.BytesIO(data))
-            progress.update(f"archiving {paths.testgen_home}")
+            progress.update("compressing the copy")
             archive.add(
-                str(paths.testgen_home),
+                str(paths.backup_snapshot),
                 arcname="home",
                 filter=lambda member: None if member.name.startswith("home/log") else member,
             )
@@ -3557,6 +3588,7 @@ class WriteBackup(Step):
 
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(self.partial)
+        remove_tree(ctx.paths.backup_snapshot)
 
 
 def read_backup(path: Path, installed_version: str) -> dict[str, Any]:
@@ -3948,6 +3980,7 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
         else:
             if values.get("partial_file"):
                 remove_tree(Path(values["partial_file"]))  # a backup cut short
+            remove_tree(paths.backup_snapshot)
             progress.result = "stopped its leftovers"
         journal.clear()
     restarts = action in ("upgrade", "restore", "backup")
@@ -4319,9 +4352,9 @@ def backup_action(ctx: ActionContext, output: Path | None) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = (output or ctx.paths.backups / f"testgen-{state.product_version}-{stamp}.tar.gz").absolute()
     started = time.monotonic()
-    # A stopped PostgreSQL gives an exact copy with nothing but Python's tarfile (pg_dump would
-    # need the server up and pgserver's socket); TestGen is down only for the copy.
-    run_steps(ctx, [StopApp(), WriteBackup(target), RestartApp()])
+    # A stopped PostgreSQL gives an exact copy with cp and tarfile (pg_dump would need the server
+    # up and pgserver's socket); TestGen is down only for the copy, not for the compression.
+    run_steps(ctx, [StopApp(), SnapshotData(), RestartApp(), WriteBackup(target)])
     ctx.console.say(
         f"Backup written to {target} in {time.monotonic() - started:.1f}s (readable only by you)."
     )
@@ -4462,6 +4495,7 @@ def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], 
             paths.app_pid,
             paths.upgrade_backup,
             paths.restore_staging,
+            paths.backup_snapshot,
             *data,
             paths.state,
         ],

@@ -269,6 +269,34 @@ def test_upgrade_failure_restores_the_previous_install(sandbox: Sandbox) -> None
     assert status["running"] is True and status["version"] == "5.0.0"
     assert len(list((sandbox.home / "testgen/venvs").iterdir())) == 1
     assert not (sandbox.home / "testgen/home.backup").exists()
+    # The failed migration had changed data; the rollback put the backed-up data back.
+    assert not (sandbox.home / "testgen/home/pgdata/half-upgraded").exists()
+
+
+def test_a_killed_setup_leaves_its_postgresql_running_like_the_real_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The stand-in's own contract: a command registers in .handle_pids.json and PostgreSQL outlives
+    a SIGKILL of it; a command that ends normally stops PostgreSQL when it is the last handle."""
+    marker = tmp_path / "setup.pid"
+    process = sandbox.popen(
+        *sandbox.install_args("--no-demo"),
+        env={"FAKE_TESTGEN_HANG": "standalone-setup", "FAKE_TESTGEN_HANG_MARKER": str(marker)},
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    setup_pid = int(marker.read_text())
+    pgdata = sandbox.home / "testgen/home/pgdata"
+    assert json.loads((pgdata / ".handle_pids.json").read_text()) == [setup_pid]
+    process.kill()
+    process.communicate(timeout=30)
+    os.kill(setup_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert any("fake-postgres" in cmd for _, cmd in sandbox.processes()), "PostgreSQL outlives the kill"
+    assert sandbox.install("--no-demo").returncode == 0  # recovery stops it, the re-run succeeds
+    assert sandbox.run("stop").returncode == 0
+    assert sandbox.processes() == []
 
 
 def test_stop_sweeps_orphans_of_a_killed_app(sandbox: Sandbox) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
+import getpass
 import hashlib
 import json
 import os
@@ -17,6 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 from hashlib import blake2b
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
@@ -110,19 +113,28 @@ def read_config() -> dict[str, str]:
     return values
 
 
+def hidden_prompt(text: str) -> str:
+    """click's hide_input prompt: getpass, which reads a line from a stdin that is no terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getpass.GetPassWarning)
+        return getpass.getpass(f"{text}: ")
+
+
 def setup() -> int:
+    """Like the real one: click prompts (the password hidden, asked twice), "Overwrite?" when
+    config.env exists (a "no" prints Aborted. and exits 0), config.env, then the embedded
+    PostgreSQL starts and the database is initialised (where FAKE_TESTGEN_HANG/FAIL act)."""
     username = input("Admin username [admin]: ").strip() or "admin"
-    password = input("Admin password [testgen]:") or "testgen"
-    confirmation = input("Repeat for confirmation:")
+    password = hidden_prompt("Admin password")
+    confirmation = hidden_prompt("Repeat for confirmation")
     if password != confirmation:
         print("Error: The two entered values do not match.", file=sys.stderr)
         return 1
     if CONFIG.exists():
         answer = input(f"Config already exists at {CONFIG}. Overwrite? [y/N]: ")
         if answer.lower() != "y":
-            print("Aborted!", file=sys.stderr)
-            return 1
-    fault("standalone-setup")
+            print("Aborted.")
+            return 0
     lines = [
         "TG_STANDALONE_MODE=yes",
         f"TESTGEN_USERNAME={username}",
@@ -138,6 +150,9 @@ def setup() -> int:
     CONFIG.write_text("\n".join(lines) + "\n")
     PGDATA.mkdir(exist_ok=True)
     (PGDATA / "PG_VERSION").write_text("16\n")
+    start_postgres()
+    print("Initializing database...", flush=True)
+    fault("standalone-setup")
     set_password(username, password)
     send_event("standalone_setup", username)
     print("TestGen is ready!")
@@ -152,10 +167,56 @@ def quick_start() -> int:
 
 
 def upgrade_system_version() -> int:
+    if os.environ.get("FAKE_TESTGEN_FAIL") == "upgrade-system-version":
+        # A real failing migration has already changed data: a rollback must put it back.
+        (PGDATA / "half-upgraded").write_text(version("dataops-testgen") + "\n")
     fault("upgrade-system-version")
     (HOME / "schema-version").write_text(version("dataops-testgen") + "\n")
     print("System and services upgrade is not required.")
     return 0
+
+
+def handles() -> list[int]:
+    path = PGDATA / ".handle_pids.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def postmaster_alive() -> bool:
+    try:
+        os.kill(int((PGDATA / "postmaster.pid").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def start_postgres() -> None:
+    """pgserver's get_server: start PostgreSQL (a daemon in its own session, which outlives a
+    killed caller) unless it runs, and add this process to the handles in .handle_pids.json; at
+    exit the handle goes, and the last one stops PostgreSQL. A pid left by a killed process is
+    never pruned, so PostgreSQL then stays up (as with the real pgserver)."""
+    if not postmaster_alive():
+        subprocess.Popen(
+            [sys.executable, "-m", "testgen", "fake-postgres", "-D", str(PGDATA)],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not postmaster_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (PGDATA / ".handle_pids.json").write_text(json.dumps([*handles(), os.getpid()]))
+    atexit.register(release_postgres)
+
+
+def release_postgres() -> None:
+    remaining = [pid for pid in handles() if pid != os.getpid()]
+    (PGDATA / ".handle_pids.json").write_text(json.dumps(remaining))
+    if not remaining and postmaster_alive():
+        pid = int((PGDATA / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while postmaster_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def fake_postgres(pgdata: str) -> int:
@@ -242,9 +303,6 @@ def run_app() -> int:
     if os.environ.get("FAKE_TESTGEN_CRASH_ON_START"):
         print("fatal: the UI could not start", file=sys.stderr)
         return 1
-    postgres = subprocess.Popen(
-        [sys.executable, "-m", "testgen", "fake-postgres", "-D", str(PGDATA)], start_new_session=True
-    )
     delay = float(os.environ.get("FAKE_TESTGEN_START_DELAY", "0"))
     time.sleep(delay)
     # Like TestGen: Streamlit binds STREAMLIT_SERVER_ADDRESS, the API TG_API_HOST (both default to
@@ -281,8 +339,6 @@ def run_app() -> int:
     stop.wait()
     for server in servers:
         server.shutdown()
-    postgres.send_signal(signal.SIGINT)
-    postgres.wait(10)
     print("Stopped.", flush=True)
     return 0
 
@@ -309,6 +365,8 @@ def main() -> int:
     if command not in commands:
         print(f"Error: No such command '{command}'.", file=sys.stderr)
         return 2
+    if command != "standalone-setup" and CONFIG.exists() and read_config().get("TG_STANDALONE_MODE") == "yes":
+        start_postgres()  # every command in standalone mode, as TestGen's CLI group does
     return commands[command]()
 
 

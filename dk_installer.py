@@ -1896,8 +1896,9 @@ class ServiceManager:
                     "EnvironmentVariables": environment,
                     "RunAtLoad": True,
                     "KeepAlive": {"SuccessfulExit": False},
-                    "StandardOutPath": str(paths.app_log),
-                    "StandardErrorPath": str(paths.app_log),
+                    # `run`'s own lines; TestGen's output has its rotating writer (testgen-app.log).
+                    "StandardOutPath": str(paths.logs / "service.log"),
+                    "StandardErrorPath": str(paths.logs / "service.log"),
                 }
             ).decode()
         import shlex
@@ -3738,11 +3739,18 @@ class Invocation:
 LAUNCHER_MARK = "# dk-installer launcher:"
 
 
-def launcher_is_ours(path: Path) -> bool:
+def launcher_is_ours(path: Path, home: Path | None = None) -> bool:
+    """Written by dk-installer (and, given `home`, serving that install: a launcher of another
+    install is left to that install)."""
     try:
-        return LAUNCHER_MARK in path.read_text(errors="replace")[:512]
+        head = path.read_text(errors="replace")[:512]
     except OSError:
         return False
+    if LAUNCHER_MARK not in head:
+        return False
+    import shlex
+
+    return home is None or f"export DK_INSTALLER_HOME={shlex.quote(str(home))}\n" in head
 
 
 def launcher_script(paths: Paths, settings: Settings) -> str:
@@ -3773,7 +3781,7 @@ def our_launcher_on_path(paths: Paths) -> bool:
     return (
         found is not None
         and Path(found).resolve() == paths.launcher.resolve()
-        and launcher_is_ours(paths.launcher)
+        and launcher_is_ours(paths.launcher, paths.home)
     )
 
 
@@ -4509,7 +4517,7 @@ def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str]
     """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept,
     and its launcher."""
     remove_testgen_files(paths, keep_data, report)
-    if launcher_is_ours(paths.launcher):
+    if launcher_is_ours(paths.launcher, paths.home):
         _remove_all([paths.launcher], report)
     _remove_all(
         [

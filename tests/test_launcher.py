@@ -61,3 +61,12 @@ def test_xdg_bin_home_is_where_it_goes(sandbox: Sandbox) -> None:
     result = sandbox.install("--no-demo", "--no-start", env={"XDG_BIN_HOME": str(bin_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (bin_dir / "dk-installer").exists()
+
+
+def test_uninstall_leaves_the_launcher_of_another_install_alone(sandbox: Sandbox) -> None:
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    launcher = sandbox.user_home / ".local/bin/dk-installer"
+    other_home = sandbox.root / "another-install"
+    launcher.write_text(launcher.read_text().replace(str(sandbox.home), str(other_home)))
+    assert sandbox.run("uninstall", "--yes").returncode == 0
+    assert launcher.exists(), "it serves another install"

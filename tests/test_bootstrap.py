@@ -42,9 +42,15 @@ def test_package_source_flags_are_mirrored_for_the_runtime() -> None:
     ]
 
 
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")
+
+
 def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) -> None:
+    """From the real package index, as a corporate user meets it: no CA variable, and no pip
+    config naming a CA bundle (this network inspects TLS with a CA only the system store has)."""
     python = bare_python()
-    env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS"}
+    env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS" and k not in CA_VARIABLES}
+    env["PIP_CONFIG_FILE"] = os.devnull
     first = subprocess.run(
         [python, str(INSTALLER), "--version"], env=env, capture_output=True, text=True, timeout=600
     )

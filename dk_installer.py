@@ -3168,17 +3168,24 @@ def write_credentials(paths: Paths, username: str, password: str, ui_url: str) -
     )
 
 
-def read_credentials(paths: Paths) -> tuple[str, str] | None:
+def parse_credentials(path: Path) -> tuple[str, str] | None:
+    """(username, password) from a credentials file written by write_credentials."""
     try:
-        text = paths.credentials.read_text()
+        text = path.read_text()
     except OSError:
-        config = TestGenConfig(paths.config_env).read()
-        if config.get("TESTGEN_PASSWORD"):
-            return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
         return None
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     username, password = fields.get("Username", "").strip(), fields.get("Password", "").strip()
     return (username, password) if username and password else None
+
+
+def read_credentials(paths: Paths) -> tuple[str, str] | None:
+    if paths.credentials.exists():
+        return parse_credentials(paths.credentials)
+    config = TestGenConfig(paths.config_env).read()
+    if config.get("TESTGEN_PASSWORD"):
+        return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
+    return None
 
 
 class Configure(Step):
@@ -3454,6 +3461,18 @@ class RestartApp(Step):
             ctx.started_app = False
 
 
+def copy_testgen_home(paths: Paths, target: Path, progress: Progress, error_code: ErrorCode) -> None:
+    """An exact copy of TestGen's home, taken while TestGen is stopped (cp -a keeps the owner and
+    modes of pgdata, which pgserver sets when run as root)."""
+    progress.update(f"copying {paths.testgen_home}")
+    run_command(
+        ["cp", "-a", str(paths.testgen_home), str(target)],
+        progress=progress,
+        error_code=error_code,
+        what="copying TestGen's data",
+    )
+
+
 class BackupData(Step):
     """A safety copy of TestGen's data before its database schema is upgraded, by `upgrade` or by
     `install` on data kept from an earlier install (cp -a keeps the owner of pgdata, which pgserver
@@ -3471,14 +3490,8 @@ class BackupData(Step):
             raise StepSkipped("no earlier data")
         backup = ctx.paths.upgrade_backup
         remove_tree(backup)
-        progress.update(f"copying {ctx.paths.testgen_home}")
         self.started = True
-        run_command(
-            ["cp", "-a", str(ctx.paths.testgen_home), str(backup)],
-            progress=progress,
-            error_code=ErrorCode.UPGRADE_FAILED,
-            what="backing up TestGen's data",
-        )
+        copy_testgen_home(ctx.paths, backup, progress, ErrorCode.UPGRADE_FAILED)
         self.complete = True
         ctx.journal.record(safety_copy=True)
 
@@ -3513,15 +3526,8 @@ class SnapshotData(Step):
     title = "Copy TestGen's data"
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        snapshot = ctx.paths.backup_snapshot
-        remove_tree(snapshot)
-        progress.update(f"copying {ctx.paths.testgen_home}")
-        run_command(
-            ["cp", "-a", str(ctx.paths.testgen_home), str(snapshot)],
-            progress=progress,
-            error_code=ErrorCode.BACKUP_FAILED,
-            what="copying TestGen's data",
-        )
+        remove_tree(ctx.paths.backup_snapshot)
+        copy_testgen_home(ctx.paths, ctx.paths.backup_snapshot, progress, ErrorCode.BACKUP_FAILED)
 
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.backup_snapshot)
@@ -3646,12 +3652,10 @@ class UnpackBackup(Step):
         trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
         with tarfile.open(self.source, "r:gz") as archive:
             archive.extractall(staging, **trusted)
-        credentials = staging / "credentials.txt"
-        if credentials.exists():
-            fields = dict(line.split(":", 1) for line in credentials.read_text().splitlines() if ":" in line)
-            ctx.password = fields.get("Password", "").strip() or None
-            if ctx.password:
-                redact.add(ctx.password)
+        restored = parse_credentials(staging / "credentials.txt")
+        if restored:
+            ctx.password = restored[1]
+            redact.add(ctx.password)
 
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.restore_staging)

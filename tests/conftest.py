@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = ROOT / "dk_installer.py"
 FAKE_SOURCE = Path(__file__).parent / "fake_testgen" / "testgen"
 FAKE_VERSIONS = ("5.0.0", "5.1.0")
-sys.path.insert(0, str(ROOT))
 
 
 def build_fake_wheel(version: str, dest: Path) -> Path:

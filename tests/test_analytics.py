@@ -17,7 +17,21 @@ from conftest import INSTALLER, Sandbox
 from faults import AcceptAndHang, SlowDrip, TlsNeverCompletes, dns_hang_site, refused_url, serving
 from pytest_httpserver import HTTPServer
 
-import dk_installer as dk
+from dk_installer.analytics import (
+    ENVIRONMENT_PROPERTIES,
+    EVENT_SCHEMA,
+    NOTICE_VERSION,
+    SPOOL_MAX_BYTES,
+    SPOOL_MAX_EVENTS,
+    Spool,
+    _utc_offset,
+    allowed_properties,
+    analytics_consent,
+    environment_properties,
+)
+from dk_installer.config import Settings, UserSettings
+from dk_installer.paths import Paths
+from dk_installer.testgen.config import TestGenConfig
 
 NOTICE_MARK = "anonymous usage analytics"
 
@@ -80,7 +94,7 @@ def test_event_reaches_the_collector_in_mixpanel_format(sandbox: Sandbox, collec
     [event] = events_in(request.data)
     assert event["event"] == "status"
     props = event["properties"]
-    assert set(props) == set(dk.EVENT_SCHEMA) - {"context"}
+    assert set(props) == set(EVENT_SCHEMA) - {"context"}
     assert props["action"] == "status" and props["outcome"] == "success"
     assert props["first_run"] is True and props["schema"] == 1 and props["launched_by"] == "direct"
     assert len(props["$insert_id"]) == 32 and abs(props["time"] / 1000 - time.time()) < 120
@@ -388,8 +402,8 @@ def test_notice_is_shown_once_and_again_for_a_new_version(sandbox: Sandbox, coll
     assert NOTICE_MARK not in sandbox.run("status", env=env).stderr
     settings_path = sandbox.config / "dk-installer/settings.json"
     settings = json.loads(settings_path.read_text())
-    assert settings["notice_version"] == dk.NOTICE_VERSION
-    settings["notice_version"] = dk.NOTICE_VERSION - 1
+    assert settings["notice_version"] == NOTICE_VERSION
+    settings["notice_version"] = NOTICE_VERSION - 1
     settings_path.write_text(json.dumps(settings))
     assert NOTICE_MARK in sandbox.run("status", env=env).stderr
 
@@ -400,7 +414,7 @@ def test_preview_prints_the_payload_and_sends_nothing(sandbox: Sandbox, collecto
     assert preview.returncode == 0
     [event] = json.loads(preview.stdout)
     assert event["event"] == "doctor"
-    assert set(event["properties"]) == set(dk.EVENT_SCHEMA)
+    assert set(event["properties"]) == set(EVENT_SCHEMA)
     assert event["properties"]["context"] == "gitpod"
     time.sleep(1)
     assert collector.log == []
@@ -427,7 +441,7 @@ def test_bootstrap_ping_once_for_install_sh(sandbox: Sandbox, collector: HTTPSer
     wait_for_senders(sandbox)
     first, second = (events_in(request.data) for request, _ in collector.log)
     assert [e["event"] for e in first] == ["bootstrap", "status"]
-    assert set(first[0]["properties"]) <= set(dk.ENVIRONMENT_PROPERTIES)
+    assert set(first[0]["properties"]) <= set(ENVIRONMENT_PROPERTIES)
     assert "action" not in first[0]["properties"]
     assert first[1]["properties"]["launched_by"] == "install.sh"
     assert [e["event"] for e in second] == ["status"]
@@ -455,7 +469,7 @@ def test_testgen_analytics_follow_the_installer(sandbox: Sandbox, collector: HTT
     assert sandbox.run("uninstall", "--yes").returncode == 0
     on = sandbox.install("--no-demo", env=analytics_on(collector_url(collector)))
     assert on.returncode == 0
-    config = dk.TestGenConfig(sandbox.home / "testgen/home/config.env").read()
+    config = TestGenConfig(sandbox.home / "testgen/home/config.env").read()
     assert config["TG_ANALYTICS"] == "yes"
     status = sandbox.run("analytics", "status", env=analytics_on(collector_url(collector))).stdout
     assert "TestGen's own:  on (config.env: TG_ANALYTICS=yes)" in status
@@ -486,7 +500,7 @@ def test_testgen_events_go_to_the_self_hosted_collector_with_the_installer_made_
 
     on = sandbox.install("--no-demo", env=env)
     assert on.returncode == 0, on.stderr
-    instance_id = dk.TestGenConfig(sandbox.home / "testgen/home/config.env").read()["TG_INSTANCE_ID"]
+    instance_id = TestGenConfig(sandbox.home / "testgen/home/config.env").read()["TG_INSTANCE_ID"]
     assert re.fullmatch(r"[0-9a-f]{16}", instance_id)
     wait_for_requests(collector, 2)
     [event] = events_from_testgen(collector)
@@ -495,8 +509,8 @@ def test_testgen_events_go_to_the_self_hosted_collector_with_the_installer_made_
 
 
 def test_spool_caps_count_size_and_age(tmp_path: Path) -> None:
-    paths = dk.Paths(home=tmp_path / "home", config=tmp_path)
-    spool = dk.Spool(paths)
+    paths = Paths(home=tmp_path / "home", config=tmp_path)
+    spool = Spool(paths)
     now = int(time.time() * 1000)
 
     def event(i: int, age_days: float = 0, padding: int = 0) -> dict:
@@ -511,10 +525,10 @@ def test_spool_caps_count_size_and_age(tmp_path: Path) -> None:
 
     spool.append([event(i) for i in range(150)])
     kept = spool.pending()
-    assert len(kept) == dk.SPOOL_MAX_EVENTS
+    assert len(kept) == SPOOL_MAX_EVENTS
     assert kept[-1]["properties"]["$insert_id"] == f"{149:032x}"
     spool.append([event(1000 + i, padding=10_000) for i in range(40)])
-    assert paths.spool.stat().st_size <= dk.SPOOL_MAX_BYTES
+    assert paths.spool.stat().st_size <= SPOOL_MAX_BYTES
     assert spool.pending()[-1]["properties"]["$insert_id"] == f"{1039:032x}"
     spool.remove({e["properties"]["$insert_id"] for e in spool.pending()})
     spool.append([event(1, age_days=6), event(2, age_days=4)])
@@ -523,7 +537,7 @@ def test_spool_caps_count_size_and_age(tmp_path: Path) -> None:
 
 
 def test_allow_list_drops_unknown_keys_and_bad_values() -> None:
-    clean = dk.allowed_properties(
+    clean = allowed_properties(
         {
             "action": "install",
             "password": "x",
@@ -537,18 +551,18 @@ def test_allow_list_drops_unknown_keys_and_bad_values() -> None:
 
 def test_missing_distro_is_tolerated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distro", None)
-    props = dk.environment_properties("9a9b4cb3-3171-4f2f-b941-d42afed1986a", dk.Settings())
+    props = environment_properties("9a9b4cb3-3171-4f2f-b941-d42afed1986a", Settings())
     assert props["os_distro"] is None and props["os"] == "Linux"
 
 
 def test_consent_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    paths = dk.Paths(home=tmp_path / "home", config=tmp_path / "config")
+    paths = Paths(home=tmp_path / "home", config=tmp_path / "config")
     for name in ("DO_NOT_TRACK", "DK_INSTALLER_ANALYTICS"):
         monkeypatch.delenv(name, raising=False)
-    dk.UserSettings(paths.settings).update(analytics="enabled")
+    UserSettings(paths.settings).update(analytics="enabled")
 
     def consent(flag: bool) -> tuple[bool, str]:
-        return dk.analytics_consent(paths, dk.Settings.from_environment(), flag)
+        return analytics_consent(paths, Settings.from_environment(), flag)
 
     assert consent(False) == (True, "saved setting (analytics enable)")
     monkeypatch.setenv("DK_INSTALLER_ANALYTICS", "off")
@@ -565,7 +579,7 @@ def test_utc_offset_format(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "Asia/Kolkata")
     time.tzset()
     try:
-        assert dk._utc_offset() == "+05:30"
+        assert _utc_offset() == "+05:30"
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

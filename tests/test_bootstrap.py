@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,31 +11,37 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INSTALLER, Sandbox, bare_python
+from conftest import INSTALLER, ROOT, Sandbox, bare_python
 
-import dk_installer as dk
+from dk_installer.bootstrap import (
+    RUNTIME_RECEIPT,
+    RUNTIME_REQUIREMENTS,
+    _package_source_args,
+    _venv_unavailable_hint,
+    python_too_old_message,
+)
 
 
 def test_python_too_old_message_names_both_versions() -> None:
-    message = dk.python_too_old_message((3, 8, 10), "/usr/bin/python3")
+    message = python_too_old_message((3, 8, 10), "/usr/bin/python3")
     assert message == "dk-installer needs Python 3.9 or newer; /usr/bin/python3 is Python 3.8.10."
-    assert dk.python_too_old_message((3, 9, 0), "x") is None
-    assert dk.python_too_old_message((3, 13, 1), "x") is None
+    assert python_too_old_message((3, 9, 0), "x") is None
+    assert python_too_old_message((3, 13, 1), "x") is None
 
 
 def test_missing_venv_support_names_the_apt_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ensurepip", None)
-    hint = dk._venv_unavailable_hint()
+    hint = _venv_unavailable_hint()
     minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     assert hint is not None
     assert "sudo apt-get install python3-venv" in hint and f"sudo apt-get install {minor}-venv" in hint
     monkeypatch.delitem(sys.modules, "ensurepip")
-    assert dk._venv_unavailable_hint() is None
+    assert _venv_unavailable_hint() is None
 
 
 def test_package_source_flags_are_mirrored_for_the_runtime() -> None:
     argv = ["install", "--index-url", "https://mirror/simple", "--find-links=/wheels", "--port", "1"]
-    assert dk._package_source_args(argv) == [
+    assert _package_source_args(argv) == [
         "--index-url",
         "https://mirror/simple",
         "--find-links",
@@ -52,18 +59,23 @@ def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) 
     env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS" and k not in CA_VARIABLES}
     env["PIP_CONFIG_FILE"] = os.devnull
     first = subprocess.run(
-        [python, str(INSTALLER), "--version"], env=env, capture_output=True, text=True, timeout=600
+        [python, str(INSTALLER), "status"], env=env, capture_output=True, text=True, timeout=600
     )
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"dk-installer {dk.__version__}"
+    assert "not installed" in first.stdout
     assert "Preparing dk-installer's runtime" in first.stderr
     runtime = sandbox.home / "runtime"
-    for module in ("click", "requests", "distro"):
+    for module in ("click", "requests", "distro", "psutil", "packaging"):
         assert list(runtime.glob(f"lib/python3.9/site-packages/{module}")), module
     assert (runtime / "bin" / "uv").exists()
-    [copy] = runtime.glob("lib/python3.9/site-packages/dk_installer.py")
-    assert copy.read_bytes() == INSTALLER.read_bytes()
-    assert list(copy.parent.glob("__pycache__/dk_installer.cpython-39.pyc"))  # runs without recompiling
+    # The package, byte-compiled, exactly the build in the single file.
+    [package] = runtime.glob("lib/python3.9/site-packages/dk_installer")
+    build_id = re.search(r"^BUILD_ID = '([0-9a-f]+)'$", INSTALLER.read_text(), re.M)
+    assert build_id and (package / "BUILD").read_text() == build_id.group(1)
+    source = (ROOT / "src" / "dk_installer" / "cli.py").read_text()
+    assert (package / "cli.py").read_text() == source
+    assert list(package.glob("__pycache__/cli.cpython-39.pyc"))  # runs without recompiling
+    assert list(package.glob("testgen/__pycache__/app.cpython-39.pyc"))
     # The second run must not touch the network: a dead proxy and index would make pip fail.
     offline = {
         **env,
@@ -130,7 +142,7 @@ def runtime_wheels(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -
     """Every wheel an offline `install --find-links DIR` needs: the runtime's (for Python 3.9)
     and the stand-in TestGen's."""
     directory = tmp_path_factory.mktemp("runtime-wheels")
-    requirements = list(dk.RUNTIME_REQUIREMENTS)  # pip evaluates the markers for Python 3.9
+    requirements = list(RUNTIME_REQUIREMENTS)  # pip evaluates the markers for Python 3.9
     subprocess.run(
         [
             bare_python(),
@@ -167,8 +179,8 @@ def test_runtime_follows_its_pins_offline_and_a_failed_rebuild_keeps_it(
     first = subprocess.run(install, env=offline, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     runtime = sandbox.home / "runtime"
-    receipt = runtime / dk.RUNTIME_RECEIPT
-    assert receipt.read_text().splitlines() == list(dk.RUNTIME_REQUIREMENTS)
+    receipt = runtime / RUNTIME_RECEIPT
+    assert receipt.read_text().splitlines() == list(RUNTIME_REQUIREMENTS)
 
     # A runtime built by an older installer: other pins, and psutil missing.
     subprocess.run([str(runtime / "bin/python"), "-m", "pip", "uninstall", "-q", "-y", "psutil"], check=True)
@@ -176,7 +188,7 @@ def test_runtime_follows_its_pins_offline_and_a_failed_rebuild_keeps_it(
     rebuilt = subprocess.run(install, env=offline, capture_output=True, text=True, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "Preparing dk-installer's runtime (its pinned packages changed)" in rebuilt.stderr
-    assert receipt.read_text().splitlines() == list(dk.RUNTIME_REQUIREMENTS)
+    assert receipt.read_text().splitlines() == list(RUNTIME_REQUIREMENTS)
     assert list(runtime.glob("lib/python3.9/site-packages/psutil"))
     assert not (sandbox.home / "runtime.staging").exists() and not (sandbox.home / "runtime.old").exists()
 

@@ -17,7 +17,9 @@ import psutil
 import pytest
 from conftest import INSTALLER, Sandbox
 
-import dk_installer as dk
+from dk_installer.console import Progress
+from dk_installer.errors import CommandFailed
+from dk_installer.runner import RedactingFormatter, Redactor, deferred_signals, redact, run_command
 
 
 def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
@@ -56,7 +58,7 @@ def test_terminal_gets_colour_spinner_and_the_password_once(sandbox: Sandbox) ->
     assert code == 0, screen
     assert "\x1b[32m" in screen  # green OK
     assert "waiting for the UI and API to answer" in screen  # live progress of a slow step
-    assert any(frame in screen for frame in dk.Progress.FRAMES)
+    assert any(frame in screen for frame in Progress.FRAMES)
     password = sandbox.password()
     assert screen.count(password) == 1
 
@@ -75,7 +77,7 @@ def test_pipes_get_no_escape_codes(sandbox: Sandbox) -> None:
 
 
 def test_redactor_hides_known_secrets_and_secret_keys() -> None:
-    redactor = dk.Redactor()
+    redactor = Redactor()
     redactor.add("hunter2-very-secret")
     text = (
         "pw=hunter2-very-secret\nTG_JWT_HASHING_KEY=abc+/=\nTESTGEN_PASSWORD: 'x y'\nTESTGEN_USERNAME=admin"
@@ -87,8 +89,8 @@ def test_redactor_hides_known_secrets_and_secret_keys() -> None:
 
 def test_failing_command_raises_with_its_last_stderr_lines() -> None:
     script = "import sys\nfor i in range(30): print(f'err {i}', file=sys.stderr)\nsys.exit(4)"
-    with pytest.raises(dk.CommandFailed) as failed:
-        dk.run_command([sys.executable, "-c", script], what="the thing", error_code="setup_failed")
+    with pytest.raises(CommandFailed) as failed:
+        run_command([sys.executable, "-c", script], what="the thing", error_code="setup_failed")
     assert failed.value.code == "setup_failed"
     assert "exit code 4" in failed.value.message
     assert failed.value.details.splitlines() == [f"err {i}" for i in range(20, 30)]
@@ -96,15 +98,15 @@ def test_failing_command_raises_with_its_last_stderr_lines() -> None:
 
 def test_command_output_is_logged_redacted_and_stdin_is_fed(tmp_path: Path) -> None:
     handler = logging.FileHandler(tmp_path / "run.log")
-    handler.setFormatter(dk.RedactingFormatter("%(message)s"))
-    dk.log.addHandler(handler)
-    dk.log.setLevel(logging.DEBUG)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    logging.getLogger("dk_installer").addHandler(handler)
+    logging.getLogger("dk_installer").setLevel(logging.DEBUG)
     secret = "correct-horse-battery"
-    dk.redact.add(secret)
+    redact.add(secret)
     try:
-        out = dk.run_command([sys.executable, "-c", "print('got', input())"], stdin_text=secret + "\n")
+        out = run_command([sys.executable, "-c", "print('got', input())"], stdin_text=secret + "\n")
     finally:
-        dk.log.removeHandler(handler)
+        logging.getLogger("dk_installer").removeHandler(handler)
         handler.close()
     assert out == f"got {secret}"
     logged = (tmp_path / "run.log").read_text()
@@ -126,8 +128,8 @@ def test_timeout_and_interrupt_stop_the_whole_process_group(tmp_path: Path) -> N
         f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(60)\n"
     )
-    with pytest.raises(dk.CommandFailed, match="did not finish within 2s"):
-        dk.run_command([sys.executable, "-c", script], timeout=2)
+    with pytest.raises(CommandFailed, match="did not finish within 2s"):
+        run_command([sys.executable, "-c", script], timeout=2)
     child = int(marker.read_text())
     time.sleep(0.3)
     assert not alive(child)
@@ -136,7 +138,7 @@ def test_timeout_and_interrupt_stop_the_whole_process_group(tmp_path: Path) -> N
     timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        dk.run_command([sys.executable, "-c", script])
+        run_command([sys.executable, "-c", script])
     child = int(marker.read_text())
     time.sleep(0.3)
     assert not alive(child)
@@ -144,7 +146,7 @@ def test_timeout_and_interrupt_stop_the_whole_process_group(tmp_path: Path) -> N
 
 def test_deferred_signals_let_cleanup_finish_then_interrupt() -> None:
     finished = []
-    with pytest.raises(KeyboardInterrupt), dk.deferred_signals():
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
         finished.append(True)

@@ -20,7 +20,9 @@ import pytest
 import trustme
 from conftest import Sandbox, listening_addresses, processes_mentioning
 
-import dk_installer as dk
+from dk_installer.config import Settings
+from dk_installer.paths import Paths
+from dk_installer.testgen.app import TestGen
 
 OLDER_RELEASE = "5.92.2"
 # Run with the TestGen venv's Python in TestGen's environment, TestGen stopped: what its UI does.
@@ -155,9 +157,9 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     restored = sandbox.run("restore", str(backup), "--yes", timeout=900, env=env)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     print(f"restore: {time.monotonic() - started:.1f}s")
-    testgen = dk.TestGen(
-        dk.Paths(sandbox.home, sandbox.config / "dk-installer"),
-        dk.Settings(),
+    testgen = TestGen(
+        Paths(sandbox.home, sandbox.config / "dk-installer"),
+        Settings(),
         sandbox.ui_port,
         sandbox.api_port,
         False,

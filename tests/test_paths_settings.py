@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
-import dk_installer as dk
+from dk_installer.config import (
+    InstallerLock,
+    InstallState,
+    Settings,
+    UserSettings,
+    json_value_fits,
+    write_file_atomically,
+)
+from dk_installer.errors import InstallerError, StateCorrupt
+from dk_installer.paths import Paths
 
 
-def receipt(**changes: object) -> dk.InstallState:
-    state = dk.InstallState(
+def receipt(**changes: object) -> InstallState:
+    state = InstallState(
         product_version="5.1.0",
         version_spec=">=5,<6",
         ui_port=8501,
@@ -34,21 +43,21 @@ def test_default_locations_follow_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("DK_INSTALLER_HOME", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "conf"))
-    paths = dk.Paths.from_environment()
+    paths = Paths.from_environment()
     assert paths.home == tmp_path / "data" / "dk-installer"
     assert paths.config == tmp_path / "conf" / "dk-installer"
     assert paths.venv == paths.home / "testgen" / "venv"
     assert paths.testgen_home == paths.home / "testgen" / "home"
     monkeypatch.setenv("DK_INSTALLER_HOME", str(tmp_path / "elsewhere"))
-    assert dk.Paths.from_environment().home == tmp_path / "elsewhere"
+    assert Paths.from_environment().home == tmp_path / "elsewhere"
 
 
 def test_state_round_trip_is_atomic_and_validated(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     receipt().save(path)
-    assert dk.InstallState.load(path) == receipt()
+    assert InstallState.load(path) == receipt()
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left
-    assert dk.InstallState.load(tmp_path / "missing.json") is None
+    assert InstallState.load(tmp_path / "missing.json") is None
 
 
 @pytest.mark.parametrize(
@@ -66,13 +75,13 @@ def test_state_round_trip_is_atomic_and_validated(tmp_path: Path) -> None:
 def test_damaged_state_is_detected(tmp_path: Path, content: str, complaint: str) -> None:
     path = tmp_path / "state.json"
     path.write_text(content)
-    with pytest.raises(dk.StateCorrupt, match=complaint):
-        dk.InstallState.load(path)
+    with pytest.raises(StateCorrupt, match=complaint):
+        InstallState.load(path)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "secret.txt"
-    dk.write_file_atomically(path, "old", mode=0o600)
+    write_file_atomically(path, "old", mode=0o600)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     def broken_fsync(fd: int) -> None:
@@ -80,7 +89,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        dk.write_file_atomically(path, "new")
+        write_file_atomically(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["secret.txt"]
 
@@ -101,16 +110,16 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
 def test_receipt_values_are_checked_against_their_annotations(
     annotation: str, value: object, fits: bool
 ) -> None:
-    assert dk.json_value_fits(annotation, value) is fits
+    assert json_value_fits(annotation, value) is fits
 
 
 def test_every_receipt_field_has_a_checkable_type() -> None:
-    for field in dataclasses.fields(dk.InstallState):
-        dk.json_value_fits(str(field.type), None)  # raises KeyError for a type the loader cannot check
+    for field in dataclasses.fields(InstallState):
+        json_value_fits(str(field.type), None)  # raises KeyError for a type the loader cannot check
 
 
 def test_settings_are_read_once_from_the_environment() -> None:
-    settings = dk.Settings.from_environment(
+    settings = Settings.from_environment(
         {
             "DK_INSTALLER_MIN_FREE_BYTES": "5",
             "DO_NOT_TRACK": "YES",
@@ -126,13 +135,13 @@ def test_settings_are_read_once_from_the_environment() -> None:
     assert settings.context is None and settings.launched_by == "direct"
     assert settings.ci and settings.ci_provider == "gitlab"
     assert settings.analytics_url == "http://127.0.0.1:9" and settings.no_color
-    assert dk.Settings.from_environment({}) == dk.Settings()
+    assert Settings.from_environment({}) == Settings()
 
 
 def test_settings_tolerate_garbage_and_are_private(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text("garbage")
-    settings = dk.UserSettings(path)
+    settings = UserSettings(path)
     assert settings.get("analytics") is None
     settings.update(analytics="disabled", anonymous_id="x")
     settings.update(anonymous_id=None)
@@ -141,10 +150,10 @@ def test_settings_tolerate_garbage_and_are_private(tmp_path: Path) -> None:
 
 
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
-    first = dk.InstallerLock(tmp_path / ".lock", "install")
+    first = InstallerLock(tmp_path / ".lock", "install")
     first.acquire()
-    second = dk.InstallerLock(tmp_path / ".lock", "start")
-    with pytest.raises(dk.InstallerError, match=r"install \(pid \d+\)") as refused:
+    second = InstallerLock(tmp_path / ".lock", "start")
+    with pytest.raises(InstallerError, match=r"install \(pid \d+\)") as refused:
         second.acquire()
     assert refused.value.code == "busy"
     first.release()

@@ -153,13 +153,14 @@ def test_the_launchd_agent_on_macos(
     """macOS cannot run here: the agent's definition and the launchctl calls, with a stand-in."""
     import plistlib
 
-    import dk_installer as dk
+    from dk_installer.paths import Paths
+    from dk_installer.service import ServiceManager
 
     monkeypatch.setenv("HOME", str(sandbox.user_home))
     monkeypatch.setenv("PATH", f"{FAKE_TOOLS}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_LAUNCHCTL_LOG", str(tmp_path / "launchctl.log"))
-    paths = dk.Paths(home=sandbox.home, config=sandbox.config / "dk-installer")
-    manager = dk.ServiceManager(paths)
+    paths = Paths(home=sandbox.home, config=sandbox.config / "dk-installer")
+    manager = ServiceManager(paths)
     manager.launchd = True
     agent = plistlib.loads(
         manager.definition(["/usr/bin/python3", "/x/dk_installer.py", "run"], paths).encode()

@@ -10,19 +10,28 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from conftest import Sandbox
 from faults import AcceptAndHang, serving
 
-import dk_installer as dk
+from dk_installer import __version__
+from dk_installer.checks import find_testgen_python
+from dk_installer.config import Settings
+from dk_installer.console import Console, Progress
+from dk_installer.errors import InstallerError
+from dk_installer.paths import Paths
+from dk_installer.runner import SECRET_KEYS
+from dk_installer.steps.base import ActionContext, Step, run_steps
+from dk_installer.versions import spec_allows, version_specifier
 
 
-def context(tmp_path: Path) -> dk.ActionContext:
-    paths = dk.Paths(home=tmp_path / "home", config=tmp_path / "config")
-    return dk.ActionContext(paths, dk.Settings(), dk.Console(quiet=True), False)
+def context(tmp_path: Path) -> ActionContext:
+    paths = Paths(home=tmp_path / "home", config=tmp_path / "config")
+    return ActionContext(paths, Settings(), Console(quiet=True), False)
 
 
-class Recording(dk.Step):
+class Recording(Step):
     def __init__(
         self, name: str, journal: list[str], fail: BaseException | None = None, required: bool = True
     ) -> None:
@@ -31,19 +40,19 @@ class Recording(dk.Step):
         self.fail = fail
         self.required = required
 
-    def run(self, ctx: dk.ActionContext, progress: dk.Progress) -> None:
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
         self.journal.append(f"run {self.name}")
         if self.fail:
             raise self.fail
 
-    def undo(self, ctx: dk.ActionContext) -> None:
+    def undo(self, ctx: ActionContext) -> None:
         self.journal.append(f"undo {self.name}")
 
-    def commit(self, ctx: dk.ActionContext) -> None:
+    def commit(self, ctx: ActionContext) -> None:
         self.journal.append(f"commit {self.name}")
 
 
-@pytest.mark.parametrize("failure", [dk.InstallerError("boom", code="setup_failed"), KeyboardInterrupt()])
+@pytest.mark.parametrize("failure", [InstallerError("boom", code="setup_failed"), KeyboardInterrupt()])
 def test_failure_undoes_every_started_step_newest_first(tmp_path: Path, failure: BaseException) -> None:
     journal: list[str] = []
     ctx = context(tmp_path)
@@ -54,7 +63,7 @@ def test_failure_undoes_every_started_step_newest_first(tmp_path: Path, failure:
         Recording("d", journal),
     ]
     with pytest.raises(type(failure)):
-        dk.run_steps(ctx, steps)
+        run_steps(ctx, steps)
     assert journal == ["run a", "run b", "run c", "undo c", "undo b", "undo a"]
     assert ctx.step == "c"
 
@@ -62,10 +71,10 @@ def test_failure_undoes_every_started_step_newest_first(tmp_path: Path, failure:
 def test_best_effort_step_failure_is_shown_and_the_rest_goes_on(tmp_path: Path) -> None:
     journal: list[str] = []
     ctx = context(tmp_path)
-    dk.run_steps(
+    run_steps(
         ctx,
         [
-            Recording("demo", journal, fail=dk.InstallerError("no demo"), required=False),
+            Recording("demo", journal, fail=InstallerError("no demo"), required=False),
             Recording("start", journal),
         ],
     )
@@ -86,13 +95,13 @@ def test_best_effort_step_failure_is_shown_and_the_rest_goes_on(tmp_path: Path) 
     ],
 )
 def test_version_specifiers(given: str | None, spec: str) -> None:
-    assert dk.version_specifier(given) == spec
+    assert version_specifier(given) == spec
 
 
 @pytest.mark.parametrize("bad", ["latest", "5.0; rm -rf /", "--pre", ">= five"])
 def test_bad_versions_are_usage_errors(bad: str) -> None:
-    with pytest.raises(dk.click.BadParameter):
-        dk.version_specifier(bad)
+    with pytest.raises(click.BadParameter):
+        version_specifier(bad)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +118,7 @@ def test_bad_versions_are_usage_errors(bad: str) -> None:
     ],
 )
 def test_installed_version_against_spec(spec: str, version: str, allowed: bool) -> None:
-    assert dk.spec_allows(spec, version) is allowed
+    assert spec_allows(spec, version) is allowed
 
 
 def fake_python(directory: Path, name: str, version: str | None) -> Path:
@@ -127,12 +136,12 @@ def test_interpreter_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     fake_python(bin_dir, "python3.13", None)  # a broken shim must be skipped, not fatal
     fake_python(bin_dir, "python3.12", "3.12.4")
     monkeypatch.setenv("PATH", str(bin_dir))
-    found = dk.find_testgen_python(None)
+    found = find_testgen_python(None)
     assert found.ok and found.detail.endswith("(3.12.4)")
     old = fake_python(bin_dir, "old-python", "3.10.13")
-    too_old = dk.find_testgen_python(str(old))
+    too_old = find_testgen_python(str(old))
     assert not too_old.ok and too_old.code == "python_too_old" and "3.11+" in too_old.detail
-    missing = dk.find_testgen_python(str(tmp_path / "nope"))
+    missing = find_testgen_python(str(tmp_path / "nope"))
     assert not missing.ok and missing.code == "python_not_found"
 
 
@@ -250,7 +259,7 @@ def test_options_recorded_are_names_only(sandbox: Sandbox) -> None:
 def test_console_script_from_pip_install(sandbox: Sandbox) -> None:
     script = Path(sys.executable).parent / "dk-installer"
     version = subprocess.run([str(script), "--version"], env=sandbox.env, capture_output=True, text=True)
-    assert version.stdout.strip() == f"dk-installer {dk.__version__}"
+    assert version.stdout.strip() == f"dk-installer {__version__}"
     env = {**sandbox.env, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
     env.pop("DK_INSTALLER_ANALYTICS")
     status = subprocess.run([str(script), "status"], env=env, capture_output=True, text=True)
@@ -278,7 +287,7 @@ def test_logs_bundle_is_redacted(sandbox: Sandbox, tmp_path: Path) -> None:
     password = sandbox.password()
     config = (sandbox.home / "testgen/home/config.env").read_text()
     secrets = [password] + [
-        line.split("=", 1)[1] for line in config.splitlines() if line.split("=", 1)[0] in dk.SECRET_KEYS
+        line.split("=", 1)[1] for line in config.splitlines() if line.split("=", 1)[0] in SECRET_KEYS
     ]
     with zipfile.ZipFile(bundle) as archive:
         names = archive.namelist()

@@ -1,0 +1,228 @@
+"""actions.install."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from dk_installer.actions.boundary import load_state
+from dk_installer.actions.lifecycle import start_action
+from dk_installer.bootstrap import venv_bin
+from dk_installer.checks import find_testgen_python
+from dk_installer.config import InstallState, now_iso
+from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
+from dk_installer.engine import _probe_python, find_uv
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.steps.backup import BackupData
+from dk_installer.steps.base import UpToDate, require, run_steps
+from dk_installer.steps.install import (
+    CheckNewVersion,
+    ChoosePackageEngine,
+    Configure,
+    DownloadPython,
+    InstallCertificate,
+    InstallLauncher,
+    InstallPackage,
+    LoadDemoData,
+    Preflight,
+    RestartApp,
+    SaveState,
+    StartApp,
+    StopApp,
+    SwapVenv,
+    UpgradeDatabase,
+    VerifyLogin,
+)
+from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
+from dk_installer.testgen.venvs import active_venv
+from dk_installer.versions import DEFAULT_VERSION_SPEC, spec_allows
+
+if TYPE_CHECKING:
+    from dk_installer.config import Settings
+    from dk_installer.steps.base import ActionContext
+
+
+def repair_state(ctx: ActionContext) -> InstallState | None:
+    """Rebuild a damaged state.json from what is installed, when enough of it is there."""
+    venv = active_venv(ctx.paths)
+    version = installed_version(ctx.paths.venv) if venv else None
+    config = TestGenConfig(ctx.paths.config_env).read()
+    if not (venv and version and config):
+        return None
+    python = os.path.realpath(venv_bin(ctx.paths.venv, "python"))
+    found = _probe_python(python)
+    stamp = now_iso()
+    state = InstallState(
+        product_version=version,
+        version_spec=DEFAULT_VERSION_SPEC,
+        ui_port=int(config.get("TG_UI_PORT", DEFAULT_UI_PORT)),
+        api_port=int(config.get("TG_API_PORT", DEFAULT_API_PORT)),
+        package_engine="uv" if find_uv() else "pip",
+        python=python,
+        python_version=".".join(map(str, found[1])) if found else "",
+        venv=venv.name,
+        installed_at=stamp,
+        updated_at=stamp,
+        demo_data=False,
+        tls=bool(config.get("SSL_CERT_FILE")),
+    )
+    state.save(ctx.paths.state)
+    return state
+
+
+def install_action(ctx: ActionContext) -> None:
+    try:
+        state = load_state(ctx, required=False)
+    except InstallerError:
+        state = repair_state(ctx)
+        if state is None:
+            raise InstallerError(
+                f"The install receipt {ctx.paths.state} is damaged and the install cannot be recovered "
+                f"from it. Remove it with `{ctx.self_command()} uninstall --yes` (add --keep-data to keep "
+                "TestGen's data), then install again.",
+                code=ErrorCode.STATE_CORRUPT,
+            ) from None
+        ctx.console.warn(
+            f"The install receipt was damaged; rebuilt it from the installed TestGen {state.venv}."
+        )
+        load_state(ctx, required=True)
+    if state:
+        finish_existing_install(ctx, state)
+        return
+    ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
+    run_steps(
+        ctx,
+        [
+            Preflight(),
+            ChoosePackageEngine(),
+            DownloadPython(),
+            InstallPackage(),
+            BackupData(),
+            Configure(),
+            InstallCertificate(),
+            LoadDemoData(),
+            StartApp(),
+            VerifyLogin(),
+            SaveState(),
+            InstallLauncher(),
+        ],
+    )
+    print_summary(ctx)
+
+
+def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
+    """The idempotent re-run: nothing to install, say what is there."""
+    spec = ctx.options.version or DEFAULT_VERSION_SPEC
+    if not spec_allows(spec, state.product_version):
+        raise InstallerError(
+            f"TestGen {state.product_version} is installed, which does not match {spec}. "
+            f"Change versions with `{ctx.self_command()} upgrade --version VERSION`.",
+            code=ErrorCode.VERSION_CONFLICT,
+        )
+    if ctx.testgen.serving():
+        ctx.console.say(f"TestGen {state.product_version} is already installed and running.")
+        print_summary(ctx, show_password=False)
+        return
+    ctx.console.say(f"TestGen {state.product_version} is already installed, but it is not running.")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if (
+        ctx.options.start
+        and interactive
+        and not ctx.options.assume_yes
+        and click.confirm("Start it now?", default=True)
+    ):
+        start_action(ctx)
+        return
+    ctx.console.say(f"Start it with: {ctx.self_command()} start")
+
+
+def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
+    options = ctx.options
+    console = ctx.console
+    testgen = ctx.testgen
+    cmd = ctx.self_command()
+    credentials = read_credentials(ctx.paths)
+    console.say("")
+    console.say(
+        console.style(
+            "DataOps TestGen is ready." if options.start else "DataOps TestGen is installed.",
+            fg="green",
+            bold=True,
+        )
+    )
+    console.say(f"  UI:           {testgen.ui_url}")
+    console.say(f"  API docs:     {testgen.api_docs_url}")
+    console.say(f"  MCP server:   {testgen.mcp_url}   (for AI assistants)")
+    if credentials:
+        console.say(f"  Username:     {credentials[0]}")
+        if show_password and sys.stdout.isatty():
+            console.say(f"  Password:     {credentials[1]}   (shown once; also in the file below)")
+        else:
+            console.say("  Password:     in the credentials file")
+    console.say(f"  Credentials:  {ctx.paths.credentials} (readable only by you)")
+    console.say(f"  Logs:         {ctx.paths.app_log}")
+    if testgen.shared:
+        console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
+    else:
+        console.say(
+            "  Reachable from this machine only. To share it on your network, install with "
+            "--listen 0.0.0.0 (or one address of this machine)."
+        )
+    console.say("")
+    console.say(f"  Stop:       {cmd} stop")
+    console.say(f"  Start:      {cmd} start")
+    console.say(f"  Status:     {cmd} status")
+    console.say(f"  Uninstall:  {cmd} uninstall")
+    if options.start and options.browser:
+        open_browser(testgen.ui_url, ctx.settings)
+
+
+def open_browser(url: str, settings: Settings) -> None:
+    if sys.stdin.isatty() and sys.stdout.isatty() and settings.has_display:
+        import webbrowser
+
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+
+
+def upgrade_action(ctx: ActionContext) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    if ctx.options.version is None:
+        major = re.match(r"\d+", state.product_version)
+        number = int(major.group()) if major else 5
+        ctx.options.version = f">={number},<{number + 1}"
+    python = find_testgen_python(state.python or None)
+    if not python.ok:
+        python = find_testgen_python(None)  # the recorded interpreter is gone: find another
+    require(ctx, [python])
+    ctx.python, ctx.python_version = python.interpreter, python.version
+    ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
+    build = InstallPackage(swap=False)
+    try:
+        run_steps(
+            ctx,
+            [
+                ChoosePackageEngine(),
+                DownloadPython(),
+                build,
+                CheckNewVersion(),
+                StopApp(),
+                BackupData(),
+                SwapVenv(build),
+                UpgradeDatabase(),
+                RestartApp(),
+                VerifyLogin(),
+                SaveState(previous=state),
+            ],
+        )
+    except UpToDate as done:
+        ctx.console.say(str(done))
+        return
+    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")

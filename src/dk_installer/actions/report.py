@@ -1,0 +1,288 @@
+"""actions.report."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dk_installer import __version__
+from dk_installer.actions.boundary import load_state
+from dk_installer.checks import (
+    Requirement,
+    RequirementsNotMet,
+    check_disk,
+    check_home_writable,
+    check_index,
+    check_port,
+    find_testgen_python,
+    report_requirements,
+)
+from dk_installer.config import InstallOptions, InstallState
+from dk_installer.console import Console
+from dk_installer.defaults import ALL_ADDRESSES
+from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
+from dk_installer.recovery import RemoveFiles, interrupted_action, remove_installer_files
+from dk_installer.runner import SECRET_KEYS, file_tail, redact
+from dk_installer.service import ServiceManager
+from dk_installer.steps.base import run_steps
+from dk_installer.steps.install import StopApp
+from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
+
+if TYPE_CHECKING:
+    from dk_installer.steps.base import ActionContext
+
+
+def collect_status(ctx: ActionContext) -> dict[str, Any]:
+    paths = ctx.paths
+    status: dict[str, Any] = {
+        "installed": False,
+        "version": None,
+        "running": False,
+        "pid": None,
+        "ui_url": None,
+        "api_url": None,
+        "health": None,
+        "api_docs_url": None,
+        "mcp_url": None,
+        "listen": None,
+        "https": None,
+        "service": ServiceManager(paths).installed(),
+        "home": str(paths.home),
+        "state": "missing",
+        "interrupted_action": interrupted_action(paths),
+    }
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        status["state"] = "damaged"
+        return status
+    if state is None:
+        return status
+    ctx.use_receipt(state)
+    testgen = ctx.testgen
+    status.update(
+        installed=True,
+        version=state.product_version,
+        state="ok",
+        ui_url=testgen.ui_url,
+        api_url=testgen.api_url,
+        api_docs_url=testgen.api_docs_url,
+        mcp_url=testgen.mcp_url,
+        listen=testgen.listen,
+        https=testgen.tls,
+    )
+    app = testgen.app_process()
+    if app is not None:
+        status.update(running=True, pid=app.pid, health=testgen.health())
+    return status
+
+
+def status_action(ctx: ActionContext, as_json: bool) -> None:
+    status = collect_status(ctx)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+    elif status["state"] == "damaged":
+        ctx.console.say(
+            f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
+        )
+    elif not status["installed"]:
+        ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
+    else:
+        running = f"running (pid {status['pid']})" if status["running"] else "stopped"
+        ctx.console.say(f"TestGen {status['version']}: installed, {running}")
+        for part, url in (("ui", status["ui_url"]), ("api", status["api_url"])):
+            health = (
+                ""
+                if not status["running"]
+                else ("  healthy" if status["health"][part] else "  NOT answering")
+            )
+            ctx.console.say(f"  {part.upper():<4}{url}{health}")
+        ctx.console.say(f"  API docs  {status['api_docs_url']}")
+        ctx.console.say(f"  MCP       {status['mcp_url']}")
+        shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
+        ctx.console.say(f"  Listening on {shared}")
+    if status["interrupted_action"] and not as_json:
+        action = status["interrupted_action"]
+        ctx.console.warn(
+            f"An interrupted `{action}` was found; `{ctx.self_command()} {action}` repairs it "
+            "(any command that changes the install does)."
+        )
+    if status["state"] == "damaged":
+        raise InstallerError("The install receipt is damaged.", code=ErrorCode.STATE_CORRUPT)
+
+
+def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+    paths = ctx.paths
+    bookkeeping = {paths.lock.name, paths.logs.name}
+    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
+        remove_installer_files(paths, keep_data=False)
+        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
+        return
+    with contextlib.suppress(InstallerError):
+        load_state(ctx, required=False)
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    if keep_data:
+        ctx.console.say(
+            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
+            "a later install uses them again."
+        )
+    else:
+        ctx.console.say("TestGen is uninstalled and its files are removed.")
+    ctx.console.say(
+        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
+    )
+
+
+def doctor_checks(ctx: ActionContext) -> list[Requirement]:
+    import platform
+
+    paths = ctx.paths
+    checks: list[Requirement] = [
+        Requirement(
+            ErrorCode.PYTHON_NOT_FOUND,
+            "Python for this installer",
+            True,
+            f"{sys.executable} ({platform.python_version()})",
+        ),
+        find_testgen_python(None),
+        check_home_writable(paths),
+        check_disk(paths, ctx.settings),
+    ]
+    config_ok = (
+        os.access(paths.config if paths.config.exists() else paths.config.parent, os.W_OK)
+        or not paths.config.parent.exists()
+    )
+    checks.append(
+        Requirement(
+            ErrorCode.CONFIG_NOT_WRITABLE,
+            "Settings folder writable",
+            config_ok,
+            str(paths.config),
+            blocking=False,
+        )
+    )
+    interrupted = interrupted_action(paths)
+    checks.append(
+        Requirement(
+            ErrorCode.INTERRUPTED,
+            "No interrupted command",
+            interrupted is None,
+            "none"
+            if interrupted is None
+            else f"an interrupted `{interrupted}` was found; `{ctx.self_command()} {interrupted}` repairs it",
+        )
+    )
+    state: InstallState | None = None
+    try:
+        state = InstallState.load(paths.state)
+        checks.append(
+            Requirement(
+                ErrorCode.STATE_CORRUPT,
+                "Install receipt",
+                True,
+                "not installed" if state is None else str(paths.state),
+            )
+        )
+    except StateCorrupt as exc:
+        checks.append(
+            Requirement(
+                ErrorCode.STATE_CORRUPT,
+                "Install receipt",
+                False,
+                f"{exc}. `{ctx.self_command()} install` rebuilds it from the installed TestGen; "
+                f"`{ctx.self_command()} uninstall --yes` removes the install",
+            )
+        )
+    if state:
+        ctx.use_receipt(state)
+    testgen = ctx.testgen
+    running = testgen.running()
+    checks += [
+        check_port(testgen.ui_port, "--port", running),
+        check_port(testgen.api_port, "--api-port", running),
+    ]
+    if state:
+        version = installed_version(paths.venv)
+        checks.append(
+            Requirement(
+                ErrorCode.VENV_BROKEN,
+                "TestGen venv",
+                version == state.product_version,
+                f"{paths.venv}: {version or 'missing or broken'}"
+                + (
+                    ""
+                    if version == state.product_version
+                    else f", expected {state.product_version}; run `{ctx.self_command()} upgrade`"
+                ),
+            )
+        )
+        if running:
+            health = testgen.health()
+            checks.append(
+                Requirement(
+                    ErrorCode.START_FAILED,
+                    "TestGen answering",
+                    all(health.values()),
+                    ", ".join(f"{k.upper()} {'ok' if v else 'not answering'}" for k, v in health.items()),
+                )
+            )
+    checks.append(check_index(InstallOptions(), ctx.settings))
+    return checks
+
+
+def doctor_action(ctx: ActionContext) -> None:
+    checks = doctor_checks(ctx)
+    ctx.checks = checks
+    ctx.console.say("dk-installer doctor\n")
+    report_requirements(ctx.console, checks)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise RequirementsNotMet(failed)
+    ctx.console.say("\nEverything looks fine.")
+
+
+def logs_action(ctx: ActionContext, output: Path | None) -> None:
+    """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
+    import io
+    import platform
+    import zipfile
+
+    paths = ctx.paths
+    known = read_credentials(paths)
+    if known:
+        redact.add(known[1])
+    for key, value in TestGenConfig(paths.config_env).read().items():
+        if key in SECRET_KEYS:
+            redact.add(value)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    target = output or paths.logs / f"support-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.zip"
+    doctor_text = io.StringIO()
+    with contextlib.redirect_stdout(doctor_text):
+        report_requirements(Console(no_color=True), doctor_checks(ctx))
+
+    def tail(path: Path, lines: int = 2000) -> str:
+        return file_tail(path, lines, max_bytes=8 * 1024 * 1024) + "\n"
+
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for log_file in sorted(paths.logs.glob("*.log")):
+            bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
+        if (paths.testgen_logs / "app.log").exists():
+            bundle.writestr("testgen/app.log", tail(paths.testgen_logs / "app.log"))
+        if paths.state.exists():
+            bundle.writestr("state.json", tail(paths.state))
+        if paths.config_env.exists():
+            bundle.writestr("testgen/config.env", tail(paths.config_env))
+        bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
+        bundle.writestr(
+            "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
+        )
+    ctx.console.say(f"Support bundle written to {target}")
+    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")

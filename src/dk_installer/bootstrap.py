@@ -1,0 +1,378 @@
+"""The start of every run, in the standard library only (Python 3.9+): the Python check, the
+answers that need no runtime (--help, --version), the installer's own runtime venv (built on first
+use, rebuilt when its pins change) and the hand-over to the package inside it.
+
+This module is also the executable head of the single file users download (dk_installer.py, made
+by build.py): there it receives the package's sources as text and runs them, so that the whole
+package is never compiled on a run that does not need it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+MIN_PYTHON = (3, 9)
+# The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
+# and "which processes are ours", on Linux and macOS alike; truststore: the system trust store
+# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9).
+RUNTIME_REQUIREMENTS = (
+    "click==8.1.8",
+    "requests==2.32.4",
+    "distro==1.9.0",
+    "psutil==7.2.2",
+    "truststore==0.10.5; python_version >= '3.10'",
+    "uv==0.13.9",
+    "packaging==26.3",
+)
+RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
+RUNTIME_DIR = "runtime"
+RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def python_too_old_message(found: tuple[int, ...], executable: str) -> str | None:
+    """The one-line refusal for an interpreter older than MIN_PYTHON, or None when it is new enough."""
+    if tuple(found[:2]) >= MIN_PYTHON:
+        return None
+    needed = ".".join(map(str, MIN_PYTHON))
+    version = ".".join(map(str, found[:3]))
+    return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
+
+
+def installer_home() -> str:
+    default = os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+        "dk-installer",
+    )
+    return os.path.abspath(os.environ.get("DK_INSTALLER_HOME") or default)
+
+
+def venv_bin(venv: str | os.PathLike[str], name: str) -> str:
+    """A program in a venv (POSIX layout: this installer supports Linux and macOS)."""
+    return os.path.join(venv, "bin", name)
+
+
+def _missing_runtime_modules() -> list[str]:
+    import importlib.util
+
+    return [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+
+
+def runtime_is_current(runtime: str) -> bool:
+    """The runtime exists and was built from exactly RUNTIME_REQUIREMENTS."""
+    try:
+        with open(os.path.join(runtime, RUNTIME_RECEIPT)) as handle:
+            built_from = handle.read().splitlines()
+    except OSError:
+        return False
+    return built_from == list(RUNTIME_REQUIREMENTS) and os.path.exists(venv_bin(runtime, "python"))
+
+
+def _venv_unavailable_hint() -> str | None:
+    """Debian and Ubuntu ship Python without ensurepip: name the exact package to install."""
+    try:
+        import ensurepip  # noqa: F401
+        import venv  # noqa: F401
+    except ImportError:
+        minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        return (
+            f"Python's venv module is not usable here ({sys.executable}). Install it with:\n"
+            f"  sudo apt-get install python3-venv    (or: sudo apt-get install {minor}-venv)"
+        )
+    return None
+
+
+def _package_source_args(argv: list[str]) -> list[str]:
+    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs:
+    --find-links alone means no index, as for TestGen's own packages)."""
+    args: list[str] = []
+    for flag in ("--index-url", "--find-links"):
+        for i, arg in enumerate(argv):
+            if arg == flag and i + 1 < len(argv):
+                args += [flag, argv[i + 1]]
+            elif arg.startswith(flag + "="):
+                args += [flag, arg.split("=", 1)[1]]
+    if "--find-links" in args and "--index-url" not in args:
+        args.append("--no-index")
+    return args
+
+
+def home_unusable_message(home: str) -> str | None:
+    """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
+    words as the preflight check, so a first run and a later one fail alike."""
+    try:
+        os.makedirs(home, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        if os.access(home, os.W_OK | os.X_OK):
+            return None
+        reason = "not writable"
+    return (
+        "Requirements not met:\n"
+        f"  - Installer home writable: {home} cannot be created or written ({reason}). "
+        "Set DK_INSTALLER_HOME to a folder you can write."
+    )
+
+
+def _system_ca_args() -> list[str]:
+    """The pip that ensurepip ships verifies TLS with its own CA list, which lacks a corporate
+    TLS-inspecting proxy's CA; the system's OpenSSL bundle (what the ssl module reports) has it.
+    A CA the user set in the environment or in pip's config decides instead."""
+    import ssl
+
+    if any(os.environ.get(name) for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")):
+        return []
+    cafile = ssl.get_default_verify_paths().cafile
+    return ["--cert", cafile] if cafile and os.path.exists(cafile) else []
+
+
+def _create_runtime(runtime: str, argv: list[str]) -> None:
+    """Build the runtime under a staging name and swap it in whole: a failed or interrupted
+    build leaves the previous runtime (if any) exactly as it was."""
+    import shutil
+    import subprocess
+    import threading
+    import time
+
+    hint = _venv_unavailable_hint()
+    if hint:
+        sys.stderr.write(hint + "\n")
+        raise SystemExit(EXIT_REQUIREMENTS)
+    log_dir = os.path.join(os.path.dirname(runtime), "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, "runtime-bootstrap.log")
+    staging = runtime + ".staging"
+    started = time.monotonic()
+    done = threading.Event()
+    interactive = sys.stderr.isatty()
+    rebuilding = os.path.exists(runtime)
+    old = runtime + ".old"
+
+    def progress() -> None:
+        frames = "|/-\\"
+        i = 0
+        while not done.wait(0.2 if interactive else 15):
+            elapsed = time.monotonic() - started
+            if interactive:
+                sys.stderr.write(f"\r{frames[i % 4]} Preparing dk-installer's runtime ({elapsed:.0f}s)")
+            else:
+                sys.stderr.write(f"  still preparing dk-installer's runtime ({elapsed:.0f}s)\n")
+            sys.stderr.flush()
+            i += 1
+
+    reason = "its pinned packages changed" if rebuilding else "first run only"
+    sys.stderr.write(
+        f"Preparing dk-installer's runtime ({reason}): click, requests, distro, psutil, packaging, uv\n"
+    )
+    ticker = threading.Thread(target=progress, daemon=True)
+    ticker.start()
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        with open(log_path, "w") as log:
+            for cmd in (
+                [sys.executable, "-m", "venv", staging],
+                [
+                    venv_bin(staging, "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    *_system_ca_args(),
+                    *_package_source_args(argv),
+                    *RUNTIME_REQUIREMENTS,
+                ],
+            ):
+                log.write("$ " + " ".join(cmd) + "\n")
+                log.flush()
+                if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
+                    raise OSError(f"'{' '.join(cmd[:4])}' failed")
+        with open(os.path.join(staging, RUNTIME_RECEIPT), "w") as receipt:
+            receipt.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
+        # `python -m` works from a renamed venv (only its scripts embed the staging path), so the
+        # runtime appears whole or not at all; the old one goes only once the new one is in place.
+        shutil.rmtree(old, ignore_errors=True)
+        if rebuilding:
+            os.rename(runtime, old)
+        os.rename(staging, runtime)
+        shutil.rmtree(old, ignore_errors=True)
+    except (OSError, KeyboardInterrupt) as exc:
+        done.set()
+        ticker.join()
+        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(runtime):
+            os.rename(old, runtime)
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write("\nInterrupted.\n")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        kept = f"The previous runtime in {runtime} is kept.\n" if rebuilding else ""
+        sys.stderr.write(
+            f"\nCould not prepare dk-installer's runtime: {exc}.\n{kept}"
+            f"Full log: {log_path}\n"
+            "Behind a proxy? Set HTTPS_PROXY. A mirror? Pass --index-url URL. Offline? --find-links DIR.\n"
+        )
+        raise SystemExit(EXIT_FAILED) from None
+    done.set()
+    ticker.join()
+    # The spinner shares the line: clear it before the final message.
+    sys.stderr.write(
+        ("\r\x1b[2K" if interactive else "") + f"Runtime ready in {time.monotonic() - started:.1f}s.\n"
+    )
+
+
+PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
+
+
+def runtime_site_packages(runtime: str) -> str:
+    import glob
+
+    found = glob.glob(os.path.join(runtime, "lib", "python3*", "site-packages"))
+    if not found:
+        raise OSError(f"{runtime} has no site-packages")
+    return found[0]
+
+
+def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
+    """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
+    there already (one small read on every run). Staged and swapped, so a run that is killed
+    half-way leaves the previous copy whole."""
+    import shutil
+    import subprocess
+
+    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
+    target = os.path.join(site, "dk_installer")
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            if handle.read() == build_id:
+                return
+    except OSError:
+        pass
+    staging = f"{target}.{os.getpid()}.tmp"
+    old = f"{target}.{os.getpid()}.old"
+    shutil.rmtree(staging, ignore_errors=True)
+    for relative, text in sources.items():
+        path = os.path.join(staging, *relative.split("/")[1:])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    subprocess.call([python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL)
+    with open(os.path.join(staging, PACKAGE_STAMP), "w") as handle:
+        handle.write(build_id)
+    if os.path.exists(target):
+        os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class SingleFileFinder:
+    """Imports dk_installer.* from the single file's embedded sources, compiling each module only
+    when something imports it (used when the Python running the file already has the runtime's
+    packages, so no runtime venv is needed)."""
+
+    def __init__(self, sources: dict[str, str], script: str) -> None:
+        self.sources = sources
+        self.single_file = script
+
+    def _relative(self, name: str) -> tuple[str, bool] | None:
+        base = name.replace(".", "/")
+        if f"{base}/__init__.py" in self.sources:
+            return f"{base}/__init__.py", True
+        if f"{base}.py" in self.sources:
+            return f"{base}.py", False
+        return None
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        import importlib.util
+
+        if name != "dk_installer" and not name.startswith("dk_installer."):
+            return None
+        found = self._relative(name)
+        if found is None:
+            return None
+        relative, package = found
+        spec = importlib.util.spec_from_loader(
+            name, self, origin=f"{self.single_file}:{relative}", is_package=package
+        )
+        if spec is not None and package:
+            spec.submodule_search_locations = []
+        return spec
+
+    def create_module(self, spec: object) -> None:
+        return None
+
+    def is_package(self, name: str) -> bool:
+        found = self._relative(name)
+        return bool(found and found[1])
+
+    def get_code(self, name: str) -> object:
+        """The module's code object, compiled now (runpy asks for __main__'s this way)."""
+        found = self._relative(name)
+        if found is None:
+            raise ImportError(name)
+        return compile(self.sources[found[0]], f"{self.single_file}:{found[0]}", "exec", dont_inherit=True)
+
+    def exec_module(self, module: object) -> None:
+        exec(self.get_code(module.__name__), module.__dict__)  # type: ignore[attr-defined]
+
+
+def _stored_answer(argv: list[str], answers: dict[str, str], runtime_ready: bool) -> str | None:
+    """--help, -h and --version as the CLI prints them, stored in the single file at build time
+    for an 80-column screen (click's width when output is not a terminal). With a runtime and a
+    wider terminal, the CLI answers itself, at that terminal's width."""
+    import shutil
+
+    answer = answers.get(" ".join(argv))
+    if answer is None:
+        return None
+    width = max(min(shutil.get_terminal_size().columns, 100) - 2, 50)
+    if runtime_ready and width != 78 and argv != ["--version"]:
+        return None
+    return answer
+
+
+def run_single_file(
+    argv: list[str], sources: dict[str, str], answers: dict[str, str], build_id: str, script: str
+) -> None:
+    """The single file's whole life: check the Python, answer --help and --version from the file
+    itself, then run the package, in this interpreter when it has the runtime's packages, else in
+    the runtime venv (built first when missing or out of date)."""
+    refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
+    if refusal:
+        sys.stderr.write(refusal + "\n")
+        raise SystemExit(EXIT_REQUIREMENTS)
+    runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    in_process = not _missing_runtime_modules()
+    answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
+    if answer is not None:
+        sys.stdout.write(answer)
+        raise SystemExit(EXIT_OK)
+    os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
+    if in_process:
+        import runpy
+
+        # The same hand-over as the runtime's `python -m dk_installer`, from the embedded sources.
+        sys.meta_path.insert(0, SingleFileFinder(sources, script))
+        runpy.run_module("dk_installer", run_name="__main__", alter_sys=True)
+        return
+    if os.environ.get("DK_INSTALLER_BOOTSTRAPPED"):
+        sys.stderr.write(
+            "dk-installer's runtime is incomplete (missing: "
+            + ", ".join(_missing_runtime_modules())
+            + f"). Remove {runtime} and run the command again.\n"
+        )
+        raise SystemExit(EXIT_FAILED)
+    if not runtime_is_current(runtime):
+        unusable = home_unusable_message(os.path.dirname(runtime))
+        if unusable:
+            sys.stderr.write(unusable + "\n")
+            raise SystemExit(EXIT_REQUIREMENTS)
+        _create_runtime(runtime, argv)
+    python = venv_bin(runtime, "python")
+    install_package(python, sources, build_id)
+    os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
+    # For the hints we print later: how the user ran us, not the runtime's copy.
+    os.environ.setdefault("DK_INSTALLER_PYTHON", sys.executable)
+    os.environ.setdefault("DK_INSTALLER_SCRIPT", script)
+    # -I: the user's PYTHONPATH and current directory cannot shadow the runtime's modules.
+    os.execv(python, [python, "-I", "-m", "dk_installer", *argv])

@@ -1,0 +1,563 @@
+"""cli."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from dk_installer import __version__
+from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.defaults import ACTIONS, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
+from dk_installer.errors import raise_keyboard_interrupt
+
+if TYPE_CHECKING:
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import Settings
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PORT = click.IntRange(1, 65535)
+
+
+def common_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-analytics and --verbose work after the command word too."""
+    command = click.option("--verbose", "-v", is_flag=True, help="Print debug output.")(command)
+    return click.option(
+        "--no-analytics", is_flag=True, help="Send no analytics for this run (and turn TestGen's off)."
+    )(command)
+
+
+def invocation_of(ctx: click.Context, action: str) -> Invocation:
+    from click.core import ParameterSource
+
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import Settings
+
+    user_set = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    def names_set(context: click.Context) -> set[str]:
+        """The long flag names the user gave (--no-demo -> no_demo), never their values."""
+        return {
+            max(param.opts, key=len).lstrip("-").replace("-", "_")
+            for param in context.command.params
+            if param.name and context.get_parameter_source(param.name) in user_set
+        }
+
+    parent = ctx.parent
+    names = names_set(ctx) | (names_set(parent) if parent is not None else set())
+    no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
+    verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
+    return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="dk-installer", message="%(prog)s %(version)s")
+@common_flags
+def cli(no_analytics: bool, verbose: bool) -> None:
+    """Install, run and manage DataKitchen's DataOps TestGen.
+
+    Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements not met, 130 interrupted.
+    """
+
+
+def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from dk_installer.versions import version_specifier
+
+    if not value:
+        return None
+    try:
+        return version_specifier(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--port", type=PORT, default=DEFAULT_UI_PORT, show_default=True, help="Port of TestGen's UI.")
+@click.option(
+    "--api-port", type=PORT, default=DEFAULT_API_PORT, show_default=True, help="Port of TestGen's API."
+)
+@click.option(
+    "--version",
+    "version",
+    callback=version_option_value,
+    metavar="VERSION",
+    help="TestGen version (5.92.2) or specifier (>=5.90,<6). Default: newest 5.x.",
+)
+@click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@click.option("--python", "python", metavar="PATH", help="Python 3.11+ interpreter for TestGen.")
+@click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
+@click.option("--no-start", is_flag=True, help="Install and configure, but do not start TestGen.")
+@click.option("--no-browser", is_flag=True, help="Do not open the browser at the end.")
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address TestGen listens on: 0.0.0.0 (or one address of this machine) shares it on your network.",
+)
+@click.option(
+    "--ssl-cert-file", type=click.Path(path_type=Path), help="HTTPS certificate (PEM; with the key)."
+)
+@click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
+@common_flags
+@click.pass_context
+def install(
+    ctx: click.Context,
+    port: int,
+    api_port: int,
+    version: str | None,
+    index_url: str | None,
+    find_links: str | None,
+    python: str | None,
+    no_demo: bool,
+    no_start: bool,
+    no_browser: bool,
+    listen: str,
+    ssl_cert_file: Path | None,
+    ssl_key_file: Path | None,
+    yes: bool,
+    **_: Any,
+) -> int:
+    """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.install import install_action
+    from dk_installer.config import InstallOptions
+
+    if port == api_port:
+        raise click.BadParameter("the UI and the API need different ports", param_hint="--api-port")
+    check_listen_address(listen)
+    check_certificate_pair(ssl_cert_file, ssl_key_file)
+    options = InstallOptions(
+        ui_port=port,
+        api_port=api_port,
+        version=version,
+        index_url=index_url,
+        find_links=find_links,
+        python=python,
+        demo=not no_demo,
+        start=not no_start,
+        browser=not no_browser,
+        assume_yes=yes,
+        listen=listen,
+        ssl_cert=ssl_cert_file,
+        ssl_key=ssl_key_file,
+    )
+    return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+def check_listen_address(listen: str) -> None:
+    import ipaddress
+
+    from dk_installer.net import address_of_this_machine
+
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise click.BadParameter(f"'{listen}' is not an IP address.", param_hint="--listen") from None
+    if not address_of_this_machine(listen):
+        raise click.BadParameter(
+            f"this machine has no address {listen}; use 0.0.0.0 for all its addresses.", param_hint="--listen"
+        )
+
+
+def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, readable, and a matching pair: TestGen would otherwise fail at start-up."""
+    import ssl
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
+    if cert is None or key is None:
+        return
+    for path, option in ((cert, "--ssl-cert-file"), (key, "--ssl-key-file")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError:
+        raise click.BadParameter(
+            f"{cert} and {key} are not a matching certificate and unencrypted private key (PEM).",
+            param_hint="--ssl-cert-file / --ssl-key-file",
+        ) from None
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--version",
+    "version",
+    callback=version_option_value,
+    metavar="VERSION",
+    help="Target version or specifier. Default: newest of the installed major version.",
+)
+@click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@common_flags
+@click.pass_context
+def upgrade(
+    ctx: click.Context, version: str | None, index_url: str | None, find_links: str | None, **_: Any
+) -> int:
+    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.install import upgrade_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
+    return perform(invocation_of(ctx, "upgrade"), upgrade_action, options=options)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def start(ctx: click.Context, **_: Any) -> int:
+    """Start TestGen in the background and wait until it answers."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import start_action
+
+    return perform(invocation_of(ctx, "start"), start_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def stop(ctx: click.Context, **_: Any) -> int:
+    """Stop TestGen and its PostgreSQL."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import stop_action
+
+    return perform(invocation_of(ctx, "stop"), stop_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@common_flags
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
+    """Is TestGen installed and running? Version, URLs and health."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.report import status_action
+
+    return perform(
+        invocation_of(ctx, "status"), lambda action_ctx: status_action(action_ctx, as_json), quiet=as_json
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--keep-data", is_flag=True, help="Keep TestGen's data and credentials for a later install.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_flags
+@click.pass_context
+def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
+    """Stop TestGen and remove everything the installer created."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.report import uninstall_action
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("uninstall asks for confirmation; pass --yes to run it without a terminal")
+        what = "TestGen (keeping its data)" if keep_data else "TestGen and ALL its data"
+        if not click.confirm(f"Remove {what} from {installer_home()}?", default=False):
+            click.echo("Nothing was removed.")
+            return EXIT_OK
+    return perform(
+        invocation_of(ctx, "uninstall"), lambda action_ctx: uninstall_action(action_ctx, keep_data)
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def doctor(ctx: click.Context, **_: Any) -> int:
+    """Check every requirement and print a table; exit 3 if any fails."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.report import doctor_action
+
+    return perform(invocation_of(ctx, "doctor"), doctor_action)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the zip. Default: a new file in the installer's logs folder.",
+)
+@common_flags
+@click.pass_context
+def logs(ctx: click.Context, output: Path | None, **_: Any) -> int:
+    """Write a support zip (logs, state, doctor output) with secrets redacted."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.report import logs_action
+
+    return perform(invocation_of(ctx, "logs"), lambda action_ctx: logs_action(action_ctx, output))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the backup. Default: a new file in the installer's backups folder.",
+)
+@common_flags
+@click.pass_context
+def backup(ctx: click.Context, output: Path | None, **_: Any) -> int:
+    """Back up TestGen's data, keys and credentials (TestGen stops only for the copy)."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.data import backup_action
+
+    return perform(invocation_of(ctx, "backup"), lambda action_ctx: backup_action(action_ctx, output))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_flags
+@click.pass_context
+def restore(ctx: click.Context, file: Path, yes: bool, **_: Any) -> int:
+    """Replace TestGen's data with a backup; the current data stays until the restored data runs."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.data import restore_action
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("restore asks for confirmation; pass --yes to run it without a terminal")
+        if not click.confirm(f"Replace TestGen's current data with {file}?", default=False):
+            click.echo("Nothing was changed.")
+            return EXIT_OK
+    return perform(invocation_of(ctx, "restore"), lambda action_ctx: restore_action(action_ctx, file))
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def run(ctx: click.Context, **_: Any) -> int:
+    """Run TestGen in the foreground until SIGTERM or Ctrl+C (what a service runs). Records no event."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import run_action
+
+    return perform(invocation_of(ctx, "run"), run_action, records_event=False)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def service() -> None:
+    """Start TestGen at boot with the user's service manager (systemd, launchd)."""
+
+
+@service.command("enable", context_settings=CONTEXT_SETTINGS)
+@click.option("--print", "print_only", is_flag=True, help="Show the unit (or launchd agent); write nothing.")
+@common_flags
+@click.pass_context
+def service_enable(ctx: click.Context, print_only: bool, **_: Any) -> int:
+    """Install and start the service; TestGen then starts at boot and after a crash."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import service_enable_action
+
+    return perform(
+        invocation_of(ctx, "service_enable"), lambda action_ctx: service_enable_action(action_ctx, print_only)
+    )
+
+
+@service.command("disable", context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def service_disable(ctx: click.Context, **_: Any) -> int:
+    """Stop the service and remove it."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import service_disable_action
+
+    return perform(invocation_of(ctx, "service_disable"), service_disable_action)
+
+
+@service.command("status", context_settings=CONTEXT_SETTINGS)
+@common_flags
+@click.pass_context
+def service_status(ctx: click.Context, **_: Any) -> int:
+    """Is TestGen a service, and is it running?"""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.lifecycle import service_status_action
+
+    return perform(invocation_of(ctx, "service_status"), service_status_action)
+
+
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def analytics() -> None:
+    """See and control the anonymous usage analytics (these commands send nothing)."""
+
+
+@analytics.command("status")
+@common_flags
+@click.pass_obj
+def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
+    """On or off, which rule decided, the anonymous id, unsent events, last send."""
+    from dk_installer.analytics import PRIVACY_URL, SenderState, analytics_consent
+    from dk_installer.config import UserSettings
+    from dk_installer.paths import Paths
+    from dk_installer.testgen.config import TestGenConfig
+
+    paths = Paths.from_environment()
+    parent = click.get_current_context().find_root()
+    enabled, rule = analytics_consent(
+        paths, settings, no_analytics or bool(parent.params.get("no_analytics"))
+    )
+    saved = UserSettings(paths.settings)
+    spool = paths.spool
+    pending = len(spool.read_text().splitlines()) if spool.exists() else 0
+    sender = SenderState(paths).values
+    click.echo(f"Analytics:      {'on' if enabled else 'off'} (decided by: {rule})")
+    click.echo(f"Anonymous id:   {saved.get('anonymous_id') or '(none yet)'}")
+    click.echo(f"Unsent events:  {pending} ({spool.stat().st_size if spool.exists() else 0} bytes)")
+    click.echo(
+        f"Last send:      {sender.get('last_result', 'never')} {sender.get('last_attempt', '')}".rstrip()
+    )
+    if float(sender.get("paused_until", 0)) > time.time():
+        click.echo("Sending paused for 24 h after repeated failures.")
+    if paths.config_env.exists():
+        saved_for_testgen = TestGenConfig(paths.config_env).read().get("TG_ANALYTICS")
+        testgen_on = enabled and saved_for_testgen != "no"
+        testgen_line = f"{'on' if testgen_on else 'off'} (config.env: TG_ANALYTICS={saved_for_testgen})"
+    else:
+        testgen_line = "TestGen is not installed"
+    click.echo(f"TestGen's own:  {testgen_line}")
+    click.echo(f"Details:        {PRIVACY_URL}")
+
+
+@analytics.command("enable")
+@click.pass_obj
+def analytics_enable(settings: Settings) -> None:
+    """Turn analytics on (environment opt-outs still win)."""
+    from dk_installer.analytics import analytics_consent
+    from dk_installer.config import UserSettings
+    from dk_installer.paths import Paths
+    from dk_installer.testgen.config import TestGenConfig
+
+    paths = Paths.from_environment()
+    UserSettings(paths.settings).update(analytics="enabled")
+    TestGenConfig(paths.config_env).set_analytics(True)
+    enabled, rule = analytics_consent(paths, settings, False)
+    click.echo("Analytics enabled." if enabled else f"Saved, but analytics stays off because of {rule}.")
+
+
+@analytics.command("disable")
+def analytics_disable() -> None:
+    """Turn analytics off; delete the anonymous id and unsent events. Sends nothing."""
+    from dk_installer.config import UserSettings
+    from dk_installer.paths import Paths
+    from dk_installer.testgen.config import TestGenConfig
+
+    paths = Paths.from_environment()
+    UserSettings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
+    for path in (paths.spool, paths.history, paths.sender_state):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    TestGenConfig(paths.config_env).set_analytics(False)
+    click.echo(
+        "Analytics disabled. The anonymous id and unsent events are deleted; TestGen's own analytics "
+        "are off too."
+    )
+
+
+@analytics.command("preview")
+@click.argument("action", type=click.Choice(ACTIONS), default="install")
+@click.pass_obj
+def analytics_preview(settings: Settings, action: str) -> None:
+    """Print the exact JSON the next event would carry. Sends nothing, writes nothing."""
+    import uuid
+
+    from dk_installer.analytics import ActionResult, build_event
+    from dk_installer.config import UserSettings
+    from dk_installer.paths import Paths
+
+    saved = UserSettings(Paths.from_environment().settings)
+    distinct_id = saved.get("anonymous_id")
+    if not distinct_id:
+        distinct_id = str(uuid.uuid4())
+        click.echo("(no anonymous id yet: the first event creates a random one like this)", err=True)
+    result = ActionResult(action, [])
+    event = build_event(result, distinct_id, not saved.get("first_event_recorded"), settings)
+    click.echo(json.dumps([event], indent=2))
+
+
+@analytics.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw payloads instead of a table.")
+def analytics_show(as_json: bool) -> None:
+    """The last 20 events attempted and those waiting, with their delivery result."""
+    from dk_installer.analytics import HISTORY_KEPT, Spool, read_history
+    from dk_installer.paths import Paths
+
+    paths = Paths.from_environment()
+    history = read_history(paths)[-HISTORY_KEPT:]
+    spool = Spool(paths)
+    waiting = spool.pending() if spool.path.exists() else []
+    rows = [(entry.get("result"), entry.get("event") or {}) for entry in history]
+    rows += [("waiting", event) for event in waiting]
+    if as_json:
+        click.echo(json.dumps([{"delivery": result, "event": event} for result, event in rows], indent=2))
+        return
+    if not rows:
+        click.echo("No event has been sent from this machine.")
+        return
+    click.echo(f"{'time (UTC)':<20} {'event':<10} {'outcome':<12} {'error code':<24} delivery")
+    for result, event in rows:
+        props = event.get("properties", {})
+        stamp = props.get("time")
+        when = (
+            datetime.datetime.fromtimestamp(stamp / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if isinstance(stamp, int)
+            else "?"
+        )
+        click.echo(
+            f"{when:<20} {event.get('event', '?'):<10} {props.get('outcome') or '-':<12} "
+            f"{props.get('error_code') or '-':<24} {result}"
+        )
+
+
+@cli.command("log-pump", hidden=True)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def log_pump(settings: Settings, path: Path) -> None:
+    """Write TestGen's output to its rotating log (started by TestGen.launch)."""
+    from dk_installer.config import APP_LOG_KEPT
+    from dk_installer.testgen.app import pump_rotating_log
+
+    pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
+
+
+@analytics.command("send-spool", hidden=True)
+@click.pass_obj
+def analytics_send_spool(settings: Settings) -> None:
+    """The detached sender (started by record_event)."""
+    from dk_installer.analytics import send_spool
+    from dk_installer.paths import Paths
+
+    send_spool(Paths.from_environment(), settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from dk_installer.config import Settings
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_keyboard_interrupt)
+    settings = Settings.from_environment()
+    prog = "dk-installer" if settings.launched_by == "package" else "dk_installer.py"
+    try:
+        code = cli.main(args=argv, prog_name=prog, standalone_mode=False, obj=settings)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

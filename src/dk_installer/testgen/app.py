@@ -1,0 +1,455 @@
+"""testgen.app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dk_installer.bootstrap import venv_bin
+from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
+from dk_installer.copies import installer_command
+from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.net import http_status, is_loopback, shared_host_names
+from dk_installer.runner import file_tail, run_command
+from dk_installer.service import ServiceManager
+from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
+from dk_installer.tls import tls_adapter, tls_verifying_context
+
+if TYPE_CHECKING:
+    from dk_installer.config import InstallState, Settings
+    from dk_installer.console import Progress
+    from dk_installer.paths import Paths
+
+log = logging.getLogger("dk_installer")
+
+
+STOP_TIMEOUT_S = 60.0
+
+
+def _alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+class TestGen:
+    """Everything the installer does with an installed TestGen: run its CLI, start, stop and
+    probe the app, find its processes, read and write its config. Made from the install receipt
+    (or, before there is one, from the install options)."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        settings: Settings,
+        ui_port: int,
+        api_port: int,
+        analytics_enabled: bool,
+        listen: str = LOOPBACK,
+        tls: bool = False,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.ui_port = ui_port
+        self.api_port = api_port
+        self.analytics_enabled = analytics_enabled
+        self.listen = listen
+        self.tls = tls
+        self.config = TestGenConfig(paths.config_env)
+        self.service = ServiceManager(paths)
+
+    @classmethod
+    def from_receipt(
+        cls, paths: Paths, settings: Settings, state: InstallState, analytics_enabled: bool
+    ) -> TestGen:
+        return cls(paths, settings, state.ui_port, state.api_port, analytics_enabled, state.listen, state.tls)
+
+    @property
+    def shared(self) -> bool:
+        return not is_loopback(self.listen)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, port: int) -> str:
+        """How people reach a port: this host's name when shared, else localhost."""
+        host = shared_host_names(self.listen)[0] if self.shared else "localhost"
+        return f"{self.scheme}://{host}:{port}"
+
+    @property
+    def ui_url(self) -> str:
+        return self.url(self.ui_port)
+
+    @property
+    def api_url(self) -> str:
+        return self.url(self.api_port)
+
+    @property
+    def api_docs_url(self) -> str:
+        return f"{self.api_url}/api/docs"
+
+    @property
+    def mcp_url(self) -> str:
+        """TestGen's MCP server (streamable HTTP), served by its API."""
+        return f"{self.api_url}/mcp"
+
+    def probe_url(self, port: int) -> str:
+        """Where the installer itself checks a port: an address the listen address serves."""
+        host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{port}"
+
+    def tls_context(self) -> Any:
+        return tls_verifying_context(self.paths.tls_cert) if self.tls else None
+
+    def program(self, name: str) -> Path:
+        return Path(venv_bin(self.paths.venv, name))
+
+    def environment(self) -> dict[str, str]:
+        """The environment of every TestGen process. HOME, XDG_RUNTIME_DIR and the log path point
+        inside DK_INSTALLER_HOME so that TestGen, Streamlit and pgserver write nothing elsewhere."""
+        env = dict(os.environ)
+        home = self.paths.testgen_home
+        # pgserver keeps its lock in $XDG_RUNTIME_DIR/python_PostgresServer if that exists, else in
+        # /tmp; platformdirs accepts XDG_RUNTIME_DIR only when it is 0700 (mkdir's mode does not
+        # change a folder that exists, hence the chmod).
+        for private in (self.paths.run_dir, self.paths.run_dir / "python_PostgresServer", self.paths.tmp):
+            private.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private.chmod(0o700)
+        env.update(
+            TG_TESTGEN_HOME=str(home),
+            TG_UI_PORT=str(self.ui_port),
+            TG_API_PORT=str(self.api_port),
+            TESTGEN_LOG_FILE_PATH=str(self.paths.testgen_logs),
+            HOME=str(home),
+            XDG_RUNTIME_DIR=str(self.paths.run_dir),
+            TMPDIR=str(self.paths.tmp),
+            PATH=f"{self.program('')}{os.pathsep}{env.get('PATH', '')}",
+            VIRTUAL_ENV=str(self.paths.venv),
+        )
+        env[OWNER_VARIABLE] = str(self.paths.testgen)
+        # Where the UI (Streamlit), the API and MCP listen; links, the OAuth flow and MCP clients
+        # from other machines need the shared names.
+        env["STREAMLIT_SERVER_ADDRESS"] = self.listen
+        env["TG_API_HOST"] = self.listen
+        if self.shared:
+            env["TG_UI_BASE_URL"] = self.ui_url
+            env["TG_BASE_URL"] = self.api_url
+            env["TG_MCP_EXTRA_ALLOWED_HOSTS"] = ",".join(shared_host_names(self.listen))
+        if not self.analytics_enabled:
+            env["TG_ANALYTICS"] = "no"
+        if self.settings.analytics_url != ANALYTICS_BASE_URL:
+            # A self-hosted collector gets TestGen's events too: nothing goes around it.
+            env["TG_MIXPANEL_URL"] = self.settings.analytics_url
+        # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
+        # to TLS; a CA bundle in the user's environment is not meant for that.
+        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
+            env.pop(name, None)
+        return env
+
+    def cli(
+        self,
+        subcommand: str,
+        *,
+        progress: Progress | None = None,
+        stdin_text: str | None = None,
+        timeout: float | None = None,
+        error_code: ErrorCode = ErrorCode.SUBPROCESS_FAILED,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> str:
+        """The one way to run a `testgen` command: TestGen's environment, logged, redacted."""
+        return run_command(
+            [str(self.program("testgen")), subcommand],
+            env={**self.environment(), **(extra_env or {})},
+            stdin_text=stdin_text,
+            progress=progress,
+            timeout=timeout,
+            error_code=error_code,
+            what=f"testgen {subcommand}",
+        )
+
+    def patch_streamlit(self, progress: Progress) -> None:
+        """Versions that ship tg-patch-streamlit need it run after every package change."""
+        patcher = self.program("tg-patch-streamlit")
+        if patcher.exists():
+            run_command(
+                [str(patcher)],
+                env=self.environment(),
+                progress=progress,
+                error_code=ErrorCode.UPGRADE_FAILED,
+                what="tg-patch-streamlit",
+            )
+
+    # Processes
+    def app_process(self) -> Any:
+        """The run-app process this installer started (a psutil.Process), or None."""
+        import psutil
+
+        try:
+            pid_text, started_text = self.paths.app_pid.read_text().split()
+            process = psutil.Process(int(pid_text))
+            if abs(process.create_time() - float(started_text)) > 1:
+                return None  # the pid was reused by another process
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return process if _alive(process) else None
+
+    def postmaster(self) -> Any:
+        """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
+        import psutil
+
+        try:
+            process = psutil.Process(int((self.paths.pgdata / "postmaster.pid").read_text().split()[0]))
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return process if _alive(process) else None
+
+    def processes(self) -> list[Any]:
+        """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
+        process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
+        import psutil
+
+        ours: dict[int, Any] = {}
+        for root in (self.app_process(), self.postmaster()):
+            if root is not None:
+                with contextlib.suppress(psutil.Error):
+                    for process in [root, *root.children(recursive=True)]:
+                        ours[process.pid] = process
+        owner = str(self.paths.testgen)
+        for process in psutil.process_iter(["environ"]):
+            if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
+                ours.setdefault(process.pid, process)
+        ours.pop(os.getpid(), None)
+        return [process for process in ours.values() if _alive(process)]
+
+    def running(self) -> bool:
+        """Is the app this installer started still running? (health() says whether it answers)"""
+        return self.app_process() is not None
+
+    def health(self) -> dict[str, bool]:
+        context = self.tls_context()
+        return {
+            "ui": http_status(f"{self.probe_url(self.ui_port)}/_stcore/health", context) == 200,
+            "api": http_status(f"{self.probe_url(self.api_port)}/api/v1/health", context) == 200,
+        }
+
+    def serving(self) -> bool:
+        """Running and answering: what `install` and `start` take as "nothing to do"."""
+        return self.running() and all(self.health().values())
+
+    def start(self, progress: Progress) -> None:
+        """Start TestGen and return once the UI and the API answer: through the service manager
+        when TestGen is a service (never beside it), else run-app detached in its own session."""
+        if self.service.installed():
+            progress.update("starting the service")
+            self.service.start()
+            self.wait_until_serving(None, progress)
+        else:
+            self.wait_until_serving(self.launch(), progress)
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """run-app in its own session, output appended to logs/testgen-app.log, pid recorded."""
+        paths = self.paths
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        environment = self.environment()
+        # TestGen keeps its output open as long as it runs, so the log is rotated by the process
+        # that writes it: a small pump of ours between run-app's output and the file.
+        pump = subprocess.Popen(
+            installer_command("log-pump", str(paths.app_log)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, OWNER_VARIABLE: environment[OWNER_VARIABLE]},
+            start_new_session=True,
+        )
+        assert pump.stdin is not None
+        with pump.stdin:
+            pump.stdin.write(f"\n--- dk-installer starting TestGen at {now_iso()} ---\n".encode())
+            pump.stdin.flush()
+            process = subprocess.Popen(
+                [str(self.program("testgen")), "run-app"],
+                stdin=subprocess.DEVNULL,
+                stdout=pump.stdin,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=paths.testgen_home,
+                start_new_session=True,
+            )
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            write_file_atomically(
+                paths.app_pid, f"{process.pid} {psutil.Process(process.pid).create_time()}\n"
+            )
+        log.info("run-app started, pid %s", process.pid)
+        return process
+
+    def wait_until_serving(self, process: subprocess.Popen[bytes] | None, progress: Progress) -> None:
+        paths = self.paths
+        limit = self.settings.start_timeout_s
+        deadline = time.monotonic() + limit
+        while True:
+            health = self.health()
+            if all(health.values()):
+                return
+            if process is not None and process.poll() is not None:
+                raise InstallerError(
+                    f"TestGen exited during start-up (exit code {process.returncode}).",
+                    code=ErrorCode.START_FAILED,
+                    details=file_tail(paths.app_log, 15),
+                )
+            if time.monotonic() > deadline:
+                raise InstallerError(
+                    f"TestGen did not answer within {limit:.0f}s.",
+                    code=ErrorCode.START_FAILED,
+                    details=file_tail(paths.app_log, 15),
+                )
+            waiting = " and ".join(part.upper() for part, up in health.items() if not up)
+            progress.update(f"waiting for the {waiting} to answer")
+            time.sleep(0.5)
+
+    def stop(self, progress: Progress | None = None, through_service: bool = True) -> bool:
+        """Stop run-app, then whatever of ours it left behind, then the embedded PostgreSQL (its
+        "fast" shutdown). Returns True if something was running. `run` itself, which may be what
+        the service runs, passes through_service=False."""
+        import psutil
+
+        def say(text: str) -> None:
+            if progress:
+                progress.update(text)
+
+        def end(processes: list[Any], sig: int, grace: float) -> list[Any]:
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(sig)
+            return psutil.wait_procs(processes, timeout=grace)[1]
+
+        was_running = False
+        if through_service and self.service.active():
+            # The service manager would start it again: it stops it (`run` then stops TestGen).
+            was_running = True
+            say("stopping the service")
+            self.service.stop()
+        app = self.app_process()
+        if app is not None:
+            was_running = True
+            say("asking TestGen to shut down")
+            end([app], signal.SIGTERM, STOP_TIMEOUT_S)
+        # run-app's children run in sessions of their own and outlive a killed parent.
+        postmaster = self.postmaster()
+        database: set[int] = set()
+        if postmaster is not None:
+            with contextlib.suppress(psutil.Error):
+                database = {postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))}
+        leftovers = [process for process in self.processes() if process.pid not in database]
+        if leftovers:
+            was_running = True
+            say(f"stopping {len(leftovers)} leftover TestGen process(es)")
+            end(end(leftovers, signal.SIGTERM, 15), signal.SIGKILL, 5)
+        postmaster = self.postmaster()
+        if postmaster is not None:
+            was_running = True
+            say("stopping the embedded PostgreSQL")
+            end(end([postmaster], signal.SIGINT, 30), signal.SIGQUIT, 10)
+        handles = self.paths.pgdata / ".handle_pids.json"
+        if handles.exists():
+            with contextlib.suppress(OSError):
+                handles.write_text("[]")  # stale handles would stop later clean shutdowns from stopping PG
+        with contextlib.suppress(OSError):
+            self.paths.app_pid.unlink()
+        remaining = [process.pid for process in self.processes()]
+        if remaining:
+            raise InstallerError(f"Could not stop TestGen processes {remaining}.", code=ErrorCode.STOP_FAILED)
+        return was_running
+
+    def login(self, username: str, password: str) -> bool | None:
+        """A real login through TestGen's OAuth flow: register a public client, then POST the
+        credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
+        False on 401, None when this TestGen has no OAuth endpoints."""
+        import base64
+        import hashlib
+        import secrets
+        import urllib.parse
+
+        import requests
+
+        base = self.probe_url(self.api_port)
+        redirect_uri = "http://localhost:8765/dk-installer/callback"
+        session = requests.Session()
+        session.trust_env = False  # a local address: never through a proxy
+        if self.tls:
+            session.mount("https://", tls_adapter(self.tls_context()))
+        registration = session.post(
+            f"{base}/oauth/register",
+            json={
+                "client_name": "dk-installer login check",
+                "redirect_uris": [redirect_uri],
+                "token_endpoint_auth_method": "none",
+            },
+            timeout=15,
+        )
+        if registration.status_code in (404, 405):
+            return None
+        if registration.status_code not in (200, 201):
+            raise InstallerError(
+                f"TestGen's /oauth/register answered HTTP {registration.status_code}.",
+                code=ErrorCode.LOGIN_FAILED,
+            )
+        client_id = registration.json()["client_id"]
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        state = secrets.token_urlsafe(8)
+        response = session.post(
+            f"{base}/oauth/authorize",
+            data={
+                "username": username,
+                "password": password,
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            },
+            allow_redirects=False,
+            timeout=15,
+        )
+        if response.status_code == 401:
+            return False
+        if response.status_code in (302, 303):
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
+            return bool(query.get("code")) and query.get("state") == [state]
+        raise InstallerError(
+            f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
+        )
+
+
+def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
+    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
+    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
+    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
+    try:
+        for line in iter(source.readline, b""):
+            out.write(line)
+            out.flush()
+            if out.tell() >= max_bytes:
+                out.close()
+                for index in range(kept - 1, 0, -1):
+                    older = path.with_name(f"{path.name}.{index}")
+                    if older.exists():
+                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+                os.replace(path, path.with_name(f"{path.name}.1"))
+                out = open(path, "ab")  # noqa: SIM115
+    finally:
+        out.close()

@@ -1,0 +1,53 @@
+"""tls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dk_installer.config import Settings
+
+
+def https_verify(settings: Settings) -> bool | str:
+    """What requests should verify HTTPS against. Without a CA variable in the environment, the
+    system trust store (a TLS-inspecting proxy's CA lives there; requests alone knows only
+    certifi's): truststore where the Python has it, else the system's OpenSSL bundle."""
+    if settings.ca_from_environment:
+        return True
+    try:
+        import truststore
+    except ImportError:
+        import ssl
+
+        cafile = ssl.get_default_verify_paths().cafile
+        return cafile if cafile and os.path.exists(cafile) else True
+    truststore.inject_into_ssl()
+    return True
+
+
+def tls_verifying_context(cert: Path) -> Any:
+    """Verify TestGen's HTTPS against the certificate the installer installed: the chain must
+    lead to it (a CA-issued leaf is trusted as given); the name is not checked, since the probes
+    go to a loopback address that the certificate need not name."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
+    return context
+
+
+def tls_adapter(context: Any) -> Any:
+    """A requests transport adapter that uses our SSLContext (requests has no option for one;
+    defined on use because requests is imported lazily)."""
+    import requests.adapters
+
+    class ContextAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["ssl_context"] = context
+            return super().init_poolmanager(*args, **kwargs)
+
+    return ContextAdapter()

@@ -403,7 +403,8 @@ main()
     'dk_installer/actions/__init__.py': r'''
 ''',
     'dk_installer/actions/boundary.py': r'''
-"""actions.boundary."""
+"""The action boundary: perform() starts and ends every action, takes the lock, turns every outcome
+into an exit code and one analytics event built from what the action learned."""
 
 from __future__ import annotations
 
@@ -552,7 +553,7 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
     return state
 ''',
     'dk_installer/actions/data.py': r'''
-"""actions.data."""
+"""backup and restore."""
 
 from __future__ import annotations
 
@@ -600,7 +601,8 @@ def restore_action(ctx: ActionContext, source: Path) -> None:
     ctx.console.say(f"TestGen's data is restored from {source}.")
 ''',
     'dk_installer/actions/install.py': r'''
-"""actions.install."""
+"""The install's life: install (and its idempotent re-run, with the summary at the end), upgrade
+and uninstall."""
 
 from __future__ import annotations
 
@@ -640,6 +642,7 @@ from dk_installer.steps.install import (
     UpgradeDatabase,
     VerifyLogin,
 )
+from dk_installer.steps.remove import RemoveFiles, remove_installer_files
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 from dk_installer.testgen.venvs import active_venv
 from dk_installer.versions import DEFAULT_VERSION_SPEC, spec_allows
@@ -828,9 +831,31 @@ def upgrade_action(ctx: ActionContext) -> None:
         ctx.console.say(str(done))
         return
     ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
+
+
+def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+    paths = ctx.paths
+    bookkeeping = {paths.lock.name, paths.logs.name}
+    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
+        remove_installer_files(paths, keep_data=False)
+        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
+        return
+    with contextlib.suppress(InstallerError):
+        load_state(ctx, required=False)
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    if keep_data:
+        ctx.console.say(
+            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
+            "a later install uses them again."
+        )
+    else:
+        ctx.console.say("TestGen is uninstalled and its files are removed.")
+    ctx.console.say(
+        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
+    )
 ''',
     'dk_installer/actions/lifecycle.py': r'''
-"""actions.lifecycle."""
+"""Running TestGen: start, stop, the foreground `run` a service uses, and the service commands."""
 
 from __future__ import annotations
 
@@ -984,7 +1009,7 @@ def service_status_action(ctx: ActionContext) -> None:
     ctx.console.say(f"TestGen is a service ({manager.unit_path}): {'running' if active else 'not running'}.")
 ''',
     'dk_installer/actions/report.py': r'''
-"""actions.report."""
+"""What is there and what is wrong: status, doctor and the support bundle (`logs`)."""
 
 from __future__ import annotations
 
@@ -999,7 +1024,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dk_installer import __version__
-from dk_installer.actions.boundary import load_state
 from dk_installer.checks import (
     Requirement,
     RequirementsNotMet,
@@ -1014,11 +1038,9 @@ from dk_installer.config import InstallOptions, InstallState
 from dk_installer.console import Console
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
-from dk_installer.recovery import RemoveFiles, interrupted_action, remove_installer_files
+from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
-from dk_installer.steps.base import run_steps
-from dk_installer.steps.install import StopApp
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 
 if TYPE_CHECKING:
@@ -1102,28 +1124,6 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         )
     if status["state"] == "damaged":
         raise InstallerError("The install receipt is damaged.", code=ErrorCode.STATE_CORRUPT)
-
-
-def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
-    paths = ctx.paths
-    bookkeeping = {paths.lock.name, paths.logs.name}
-    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
-        remove_installer_files(paths, keep_data=False)
-        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
-        return
-    with contextlib.suppress(InstallerError):
-        load_state(ctx, required=False)
-    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
-    if keep_data:
-        ctx.console.say(
-            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
-            "a later install uses them again."
-        )
-    else:
-        ctx.console.say("TestGen is uninstalled and its files are removed.")
-    ctx.console.say(
-        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
-    )
 
 
 def doctor_checks(ctx: ActionContext) -> list[Requirement]:
@@ -1274,7 +1274,9 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
     ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
 ''',
     'dk_installer/analytics.py': r'''
-"""analytics."""
+"""Anonymous usage analytics: the consent rules, the allow-listed event (EVENT_SCHEMA), the spool
+and the detached sender that never blocks or fails an action. record_event() is the one entry
+point, called by the action boundary when an action ends."""
 
 from __future__ import annotations
 
@@ -1299,7 +1301,7 @@ from dk_installer import __version__
 from dk_installer.config import (
     CI_PROVIDERS,
     LAUNCHERS,
-    UserSettings,
+    SavedChoices,
     now_iso,
     read_json_object,
     write_file_atomically,
@@ -1456,7 +1458,7 @@ def analytics_consent(paths: Paths, settings: Settings, no_analytics_flag: bool)
         return False, "DO_NOT_TRACK"
     if settings.analytics_opt_out:
         return False, "DK_INSTALLER_ANALYTICS"
-    saved = UserSettings(paths.settings).get("analytics")
+    saved = SavedChoices(paths.saved_choices).get("analytics")
     if saved == "disabled":
         return False, "saved setting (analytics disable)"
     if saved == "enabled":
@@ -1689,7 +1691,7 @@ def _record_event(result: ActionResult, paths: Paths, settings: Settings, no_ana
     enabled, _rule = analytics_consent(paths, settings, no_analytics_flag)
     if not enabled:
         return
-    saved = UserSettings(paths.settings)
+    saved = SavedChoices(paths.saved_choices)
     distinct_id = saved.get("anonymous_id")
     if not (isinstance(distinct_id, str) and _UUID.match(distinct_id)):
         distinct_id = str(uuid.uuid4())
@@ -1718,7 +1720,7 @@ def show_notice_once(paths: Paths, enabled: bool) -> None:
     if not enabled:
         return
     try:
-        saved = UserSettings(paths.settings)
+        saved = SavedChoices(paths.saved_choices)
         if saved.get("notice_version") != NOTICE_VERSION:
             echo(ANALYTICS_NOTICE, err=True)
             saved.update(notice_version=NOTICE_VERSION)
@@ -2166,7 +2168,8 @@ def run_single_file(
     os.execv(python, [python, "-I", "-m", "dk_installer", *argv])
 ''',
     'dk_installer/checks.py': r'''
-"""checks."""
+"""Requirements, as preflight and doctor check them: Python for TestGen, a writable home, free disk,
+free ports, a reachable package index; and how failed checks are reported."""
 
 from __future__ import annotations
 
@@ -2361,7 +2364,8 @@ def report_requirements(console: Console, checks: list[Requirement]) -> None:
         console.say(f"  {mark} {check.title:<{width}}  {check.detail}")
 ''',
     'dk_installer/cli.py': r'''
-"""cli."""
+"""The click command line. Each command turns its options into the action's inputs and calls
+perform(); the modules behind a command are imported only when it runs, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -2622,7 +2626,7 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
 def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
     """Stop TestGen and remove everything the installer created."""
     from dk_installer.actions.boundary import perform
-    from dk_installer.actions.report import uninstall_action
+    from dk_installer.actions.install import uninstall_action
 
     if not yes:
         if not sys.stdin.isatty():
@@ -2763,7 +2767,7 @@ def analytics() -> None:
 def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     """On or off, which rule decided, the anonymous id, unsent events, last send."""
     from dk_installer.analytics import PRIVACY_URL, SenderState, analytics_consent
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
@@ -2772,7 +2776,7 @@ def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     enabled, rule = analytics_consent(
         paths, settings, no_analytics or bool(parent.params.get("no_analytics"))
     )
-    saved = UserSettings(paths.settings)
+    saved = SavedChoices(paths.saved_choices)
     spool = paths.spool
     pending = len(spool.read_text().splitlines()) if spool.exists() else 0
     sender = SenderState(paths).values
@@ -2799,12 +2803,12 @@ def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
 def analytics_enable(settings: Settings) -> None:
     """Turn analytics on (environment opt-outs still win)."""
     from dk_installer.analytics import analytics_consent
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
     paths = Paths.from_environment()
-    UserSettings(paths.settings).update(analytics="enabled")
+    SavedChoices(paths.saved_choices).update(analytics="enabled")
     TestGenConfig(paths.config_env).set_analytics(True)
     enabled, rule = analytics_consent(paths, settings, False)
     click.echo("Analytics enabled." if enabled else f"Saved, but analytics stays off because of {rule}.")
@@ -2813,12 +2817,14 @@ def analytics_enable(settings: Settings) -> None:
 @analytics.command("disable")
 def analytics_disable() -> None:
     """Turn analytics off; delete the anonymous id and unsent events. Sends nothing."""
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
     paths = Paths.from_environment()
-    UserSettings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
+    SavedChoices(paths.saved_choices).update(
+        analytics="disabled", anonymous_id=None, first_event_recorded=None
+    )
     for path in (paths.spool, paths.history, paths.sender_state):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -2837,10 +2843,10 @@ def analytics_preview(settings: Settings, action: str) -> None:
     import uuid
 
     from dk_installer.analytics import ActionResult, build_event
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
 
-    saved = UserSettings(Paths.from_environment().settings)
+    saved = SavedChoices(Paths.from_environment().settings)
     distinct_id = saved.get("anonymous_id")
     if not distinct_id:
         distinct_id = str(uuid.uuid4())
@@ -2890,7 +2896,7 @@ def analytics_show(as_json: bool) -> None:
 def log_pump(settings: Settings, path: Path) -> None:
     """Write TestGen's output to its rotating log (started by TestGen.launch)."""
     from dk_installer.config import APP_LOG_KEPT
-    from dk_installer.testgen.app import pump_rotating_log
+    from dk_installer.testgen.processes import pump_rotating_log
 
     pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
 
@@ -2926,7 +2932,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 ''',
     'dk_installer/config.py': r'''
-"""config."""
+"""What the installer reads and keeps: Settings (the environment, read once per command), the
+install receipt (state.json), the user's saved choices, the lock that lets one mutating command
+run at a time, the install options, and writing files atomically."""
 
 from __future__ import annotations
 
@@ -3073,7 +3081,10 @@ _JSON_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "None": ty
 
 
 def json_value_fits(annotation: str, value: Any) -> bool:
-    """Does a JSON value fit a field annotated `int`, `str | None`, ...? (a bool is not an int)."""
+    """Does a JSON value fit a field annotated `int`, `str | None`, `list[str]`, ...? (a bool is
+    not an int)."""
+    if annotation.strip() == "list[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
     kinds = tuple(_JSON_TYPES[part.strip()] for part in annotation.split("|"))
     if isinstance(value, bool):
         return bool in kinds
@@ -3137,7 +3148,7 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-class UserSettings:
+class SavedChoices:
     """The user's saved choices (analytics, anonymous id, notices seen) in the user config dir."""
 
     def __init__(self, path: Path) -> None:
@@ -3239,7 +3250,8 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 ''',
     'dk_installer/console.py': r'''
-"""console."""
+"""What the user sees: steps with OK / SKIPPED / FAILED, live progress on a terminal, plain lines
+elsewhere, colour only on a terminal and never with NO_COLOR; writes that never raise."""
 
 from __future__ import annotations
 
@@ -3426,7 +3438,8 @@ ACTIONS = (
 )
 ''',
     'dk_installer/engine.py': r'''
-"""engine."""
+"""The package engine: uv when available (about 10x faster), else pip; which Python TestGen gets;
+how a failed package install is explained (not found, unreachable index, other)."""
 
 from __future__ import annotations
 
@@ -3615,7 +3628,9 @@ def classify_install_failure(
     )
 ''',
     'dk_installer/errors.py': r'''
-"""errors."""
+"""What can go wrong, as the user and analytics see it: the ErrorCode enum, InstallerError (a
+failure the user can act on) and its kinds, and the signal handler that turns SIGTERM and SIGHUP
+into an interruption like Ctrl+C."""
 
 from __future__ import annotations
 
@@ -3693,43 +3708,113 @@ def raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 ''',
     'dk_installer/journal.py': r'''
-"""journal."""
+"""The journal: what a mutating action is doing, written before each step with side effects, so
+that the next command can put things back after a kill. Each step knows how to undo itself both
+ways: `undo()` in a live rollback, `recover()` from this record after a kill (recovery.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
-from dk_installer.config import now_iso, read_json_object, write_file_atomically
+from dk_installer.config import json_value_fits, now_iso, write_file_atomically
 from dk_installer.testgen.venvs import active_venv
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dk_installer.paths import Paths
+
+log = logging.getLogger("dk_installer")
+
+
+@dataclasses.dataclass
+class JournalRecord:
+    """What existed before the action and how far it got. A None "before" fact means unknown (an
+    unreadable journal): recovery then takes the safe way and keeps what is there."""
+
+    action: str
+    pid: int = 0
+    started: str = ""
+    steps: list[str] = dataclasses.field(default_factory=list)  # started, in order
+    phase: str = "steps"  # "commit" once every step succeeded: a kill then finishes the action
+    was_running: bool = False
+    home_existed: bool | None = None
+    credentials_existed: bool | None = None
+    launcher_existed: bool | None = None
+    venv_before: str | None = None  # "" when there was none
+    state_existed: bool | None = None
+    state_before: str | None = None
+    safety_copy: bool = False  # a complete copy of TestGen's home is in upgrade_backup
+    keep_data: bool = False
+    partial_file: str | None = None  # a backup being written (beside its target)
+    readable: bool = True  # False: the journal was there but could not be read or trusted
+
+    @property
+    def step(self) -> str | None:
+        return self.steps[-1] if self.steps else None
+
+    @classmethod
+    def from_json(cls, raw: object) -> JournalRecord | None:
+        """The record, or None when `raw` is not one (every field is checked for its type)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("action"), str):
+            return None
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in raw:
+                value = raw[field.name]
+                if not json_value_fits(str(field.type), value):
+                    return None
+                values[field.name] = value
+        return cls(**values)
+
+
+def trusted_file(path: Path) -> bool:
+    """Ours alone: a regular file owned by this user that nobody else can write. A journal that
+    another local user could have written or planted is never acted on."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 class Journal:
-    """What a mutating action is doing: written atomically before each step with side effects and
-    removed once the action has succeeded or been rolled back. A journal that the next command
-    finds means the action was killed (SIGKILL, power loss): recover_interrupted_action() then puts
-    back what was there before it, or, for uninstall and a commit in progress, finishes it."""
+    """Written atomically (0600) before each step with side effects, removed once the action has
+    succeeded or been rolled back. A journal that the next command finds means the action was
+    killed (SIGKILL, power loss)."""
 
-    def __init__(self, paths: Paths, values: dict[str, Any] | None = None) -> None:
+    def __init__(self, paths: Paths, record: JournalRecord | None = None) -> None:
         self.paths = paths
-        self.values: dict[str, Any] = values or {}
+        self._entry: JournalRecord | None = record
 
     @classmethod
     def found(cls, paths: Paths) -> Journal | None:
-        if not paths.journal.exists():
+        """The journal a killed action left, or None. One that cannot be read or trusted still
+        means an interrupted action; what it does not say is taken the safe way (keep the data)."""
+        if not os.path.lexists(paths.journal):
             return None
-        # A journal that cannot be read still means an interrupted action; what it does not say is
-        # taken the safe way in roll_back_to_journal (keep the data).
-        return cls(paths, read_json_object(paths.journal) or {"action": "install"})
+        record = None
+        if trusted_file(paths.journal):
+            with contextlib.suppress(OSError, ValueError):
+                record = JournalRecord.from_json(json.loads(paths.journal.read_text()))
+        else:
+            log.warning("journal %s is not ours alone; only its presence is used", paths.journal)
+        return cls(paths, record or JournalRecord(action="install", readable=False))
 
     @property
     def active(self) -> bool:
-        return bool(self.values)
+        return self._entry is not None
+
+    @property
+    def entry(self) -> JournalRecord:
+        assert self._entry is not None
+        return self._entry
 
     def begin(self, action: str, running: bool) -> None:
         """Remember what existed before the action changed anything, and whether TestGen ran."""
@@ -3739,35 +3824,43 @@ class Journal:
             state_before: str | None = paths.state.read_text()
         except OSError:
             state_before = None
-        self.values = {
-            "action": action,
-            "pid": os.getpid(),
-            "started": now_iso(),
-            "step": None,
-            "phase": "steps",
-            "home_existed": paths.testgen_home.exists(),
-            "credentials_existed": paths.credentials.exists(),
-            "venv_before": venv.name if venv else None,
-            "state_before": state_before,
-            "was_running": running,
-            "safety_copy": False,
-            "keep_data": False,
-        }
-        self.record()
+        self._entry = JournalRecord(
+            action=action,
+            pid=os.getpid(),
+            started=now_iso(),
+            was_running=running,
+            home_existed=paths.testgen_home.exists(),
+            credentials_existed=paths.credentials.exists(),
+            launcher_existed=os.path.lexists(paths.launcher),
+            venv_before=venv.name if venv else "",
+            state_existed=state_before is not None,
+            state_before=state_before,
+        )
+        self._write()
+
+    def started(self, step: str) -> None:
+        self.entry.steps.append(step)
+        self._write()
 
     def record(self, **changes: Any) -> None:
         if self.active:
-            self.values.update(changes)
-            write_file_atomically(self.paths.journal, json.dumps(self.values, indent=2) + "\n", mode=0o600)
+            for key, value in changes.items():
+                setattr(self.entry, key, value)
+            self._write()
+
+    def _write(self) -> None:
+        text = json.dumps(dataclasses.asdict(self.entry), indent=2) + "\n"
+        write_file_atomically(self.paths.journal, text, mode=0o600)
 
     def clear(self) -> None:
         if self.active:
-            self.values = {}
+            self._entry = None
             with contextlib.suppress(FileNotFoundError):
                 self.paths.journal.unlink()
 ''',
     'dk_installer/launcher.py': r'''
-"""launcher."""
+"""The `dk-installer` command on PATH, and the one form every hint uses to name this installer
+(`dk-installer stop` where the launcher is ours and on PATH, else the full command)."""
 
 from __future__ import annotations
 
@@ -3838,7 +3931,8 @@ def self_command(settings: Settings, paths: Paths) -> str:
     return f"{python} {script}" if script else f"{python} -m dk_installer"
 ''',
     'dk_installer/net.py': r'''
-"""net."""
+"""Ports and addresses: whether a port is free, which names other machines use to reach this one,
+whether an address belongs to this machine, and a plain HTTP probe."""
 
 from __future__ import annotations
 
@@ -3925,7 +4019,8 @@ def port_free(port: int) -> bool:
     return True
 ''',
     'dk_installer/paths.py': r'''
-"""paths."""
+"""Paths: every file and folder the installer writes, under DK_INSTALLER_HOME or the user's config
+folder (nothing else is touched), each named once."""
 
 from __future__ import annotations
 
@@ -4096,7 +4191,7 @@ class Paths:
 
     # The user config dir: settings and analytics
     @property
-    def settings(self) -> Path:
+    def saved_choices(self) -> Path:
         return self.config / "settings.json"
 
     @property
@@ -4124,31 +4219,29 @@ class Paths:
         return self.analytics / "sender.lock"
 ''',
     'dk_installer/recovery.py': r'''
-"""recovery."""
+"""After a kill: recognising an interrupted action, stopping what it left running, then asking
+each step the killed action had started to put back what was there before it (Step.recover), or,
+for a kill while the action was committing, to finish (Step.finish)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import shutil
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
-from dk_installer.config import InstallerLock, InstallState, remove_tree, write_file_atomically
+# Each step module registers its steps in Step.by_name when imported: recovery needs them all.
+import dk_installer.steps.backup
+import dk_installer.steps.install
+import dk_installer.steps.remove  # noqa: F401
+from dk_installer.config import InstallerLock, InstallState
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.journal import Journal
-from dk_installer.launcher import launcher_is_ours
 from dk_installer.steps.base import Step
+from dk_installer.steps.remove import RemoveFiles, remove_testgen_files
 from dk_installer.testgen.app import TestGen
-from dk_installer.testgen.venvs import point_venv_at, remove_stale_venvs
 
 if TYPE_CHECKING:
-    from dk_installer.console import Progress
     from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
-
-log = logging.getLogger("dk_installer")
 
 
 def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
@@ -4160,10 +4253,18 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
         return None
     journal = Journal.found(paths)
     if journal is not None:
-        return str(journal.values.get("action") or "install")
+        return journal.entry.action
     if paths.config_env.exists() and not paths.state.exists() and not paths.credentials.exists():
         return "install"
     return None
+
+
+def steps_to_recover(entry_steps: list[str], readable: bool) -> list[type[Step]]:
+    """The steps the killed action had started, newest first. When the journal could not be read,
+    every step but the uninstall's: each one's recovery is safe with facts it does not know."""
+    if readable:
+        return [Step.by_name[name] for name in reversed(entry_steps) if name in Step.by_name]
+    return [step for name, step in Step.by_name.items() if step is not RemoveFiles]
 
 
 def recover_interrupted_action(ctx: ActionContext) -> None:
@@ -4174,119 +4275,37 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
     action = interrupted_action(paths, lock_is_ours=True)
     if action is None:
         return
-    journal = Journal.found(paths) or Journal(paths)
-    values = journal.values
+    journal = Journal.found(paths)
+    entry = journal.entry if journal else None
     ctx.console.warn(
         f"An interrupted `{action}` was found"
-        + (f" (it stopped in step '{values['step']}')" if values.get("step") else "")
+        + (f" (it stopped in step '{entry.step}')" if entry and entry.step else "")
         + ": repairing that first."
     )
     with ctx.console.step(f"Recover from the interrupted {action}") as progress:
         progress.update("stopping what it left running")
         TestGen(paths, ctx.settings, DEFAULT_UI_PORT, DEFAULT_API_PORT, ctx.analytics_enabled).stop(progress)
-        if not values:
+        if journal is None or entry is None:
             remove_testgen_files(paths, keep_data=False, report=progress.update)
             progress.result = "removed the half-made TestGen home of an earlier installer"
-        elif values.get("phase") == "commit":
-            remove_stale_venvs(paths)
-            remove_tree(paths.upgrade_backup)
+            return
+        for step in steps_to_recover(entry.steps, entry.readable):
+            progress.update(f"{'finishing' if entry.phase == 'commit' else 'undoing'} '{step.title}'")
+            if entry.phase == "commit":
+                step.finish(paths, entry)
+            else:
+                step.recover(paths, entry)
+        if entry.phase == "commit" or action == "uninstall":
             progress.result = f"finished the {action}"
-        elif action == "uninstall":
-            remove_testgen_files(paths, bool(values.get("keep_data")), report=progress.update)
-            progress.result = "finished the uninstall"
-        elif action in ("install", "upgrade", "restore"):
-            roll_back_to_journal(paths, values, progress)
-            progress.result = f"put back what was there before the {action}"
         else:
-            if values.get("partial_file"):
-                remove_tree(Path(values["partial_file"]))  # a backup cut short
-            remove_tree(paths.backup_snapshot)
-            progress.result = "stopped its leftovers"
+            progress.result = f"put back what was there before the {action}"
         journal.clear()
     restarts = action in ("upgrade", "restore", "backup")
-    if values.get("was_running") and restarts and ctx.action not in ("stop", "uninstall"):
+    if entry.was_running and restarts and ctx.action not in ("stop", "uninstall"):
         state = InstallState.load(paths.state)
         if state is not None:
             with ctx.console.step("Start TestGen again") as progress:
                 TestGen.from_receipt(paths, ctx.settings, state, ctx.analytics_enabled).start(progress)
-
-
-def roll_back_to_journal(paths: Paths, values: dict[str, Any], progress: Progress) -> None:
-    """Undo a killed install or upgrade from what its journal says existed before it."""
-    progress.update("restoring TestGen's data")
-    remove_tree(paths.restore_staging)
-    if values.get("safety_copy") and paths.upgrade_backup.exists():
-        remove_tree(paths.testgen_home)
-        os.rename(paths.upgrade_backup, paths.testgen_home)
-    else:
-        remove_tree(paths.upgrade_backup)  # half made: the data itself was not touched yet
-        if values.get("home_existed", True) is False:
-            remove_tree(paths.testgen_home)
-    if values.get("credentials_existed", True) is False:
-        remove_tree(paths.credentials)
-    progress.update("restoring TestGen's venv")
-    if "venv_before" in values:
-        before = values["venv_before"]
-        point_venv_at(paths, paths.venvs / before if before and (paths.venvs / before).is_dir() else None)
-    remove_stale_venvs(paths)
-    with contextlib.suppress(OSError):
-        paths.venvs.rmdir()
-    if "state_before" in values:
-        if isinstance(values["state_before"], str):
-            write_file_atomically(paths.state, values["state_before"])
-        else:
-            remove_tree(paths.state)
-
-
-def _remove_all(targets: list[Path], report: Callable[[str], None]) -> None:
-    for target in targets:
-        if target.exists() or target.is_symlink():
-            report(f"removing {target}")
-            remove_tree(target)
-
-
-def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """TestGen's venvs, run files and receipt; its data, credentials and backups too unless kept."""
-    data = [] if keep_data else [paths.testgen_home, paths.credentials, paths.backups]
-    _remove_all(
-        [
-            paths.venv,
-            paths.venvs,
-            paths.run_dir,
-            paths.app_pid,
-            paths.upgrade_backup,
-            paths.restore_staging,
-            paths.backup_snapshot,
-            *data,
-            paths.state,
-        ],
-        report,
-    )
-    with contextlib.suppress(OSError):
-        paths.testgen.rmdir()
-
-
-def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept,
-    and its launcher."""
-    remove_testgen_files(paths, keep_data, report)
-    if launcher_is_ours(paths.launcher, paths.home):
-        _remove_all([paths.launcher], report)
-    _remove_all(
-        [
-            paths.cache,
-            paths.pythons,
-            paths.tmp,
-            paths.logs,
-            paths.installer_copy,
-            paths.runtime,
-            paths.journal,
-            paths.lock,
-        ],
-        report,
-    )
-    with contextlib.suppress(OSError):
-        paths.home.rmdir()
 
 
 def remove_temporary_files(ctx: ActionContext) -> None:
@@ -4294,26 +4313,10 @@ def remove_temporary_files(ctx: ActionContext) -> None:
     may still use it runs."""
     if ctx.paths.tmp.exists() and not ctx.testgen.processes():
         shutil.rmtree(ctx.paths.tmp, ignore_errors=True)
-
-
-class RemoveFiles(Step):
-    name = "remove_files"
-    title = "Remove TestGen and the installer's files"
-
-    def __init__(self, keep_data: bool) -> None:
-        self.keep_data = keep_data
-
-    def run(self, ctx: ActionContext, progress: Progress) -> None:
-        ctx.journal.record(keep_data=self.keep_data)
-        if ctx.testgen.service.installed():
-            progress.update("removing the service")
-            ctx.testgen.service.disable()
-        remove_installer_files(ctx.paths, self.keep_data, progress.update)
-        ctx.journal.clear()  # it went with the rest; writing it again would make the home anew
-        progress.result = "data kept" if self.keep_data else str(ctx.paths.home)
 ''',
     'dk_installer/runner.py': r'''
-"""runner."""
+"""Running other programs: each in its own process group, logged with secrets redacted, stopped as a
+group; the run log; deferring Ctrl+C, SIGTERM and SIGHUP while cleanup runs."""
 
 from __future__ import annotations
 
@@ -4522,7 +4525,8 @@ def deferred_signals() -> Iterator[None]:
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 ''',
     'dk_installer/service.py': r'''
-"""service."""
+"""The user's service manager (systemd's user instance, launchd), which starts TestGen at boot
+through `dk_installer.py run`."""
 
 from __future__ import annotations
 
@@ -4698,7 +4702,8 @@ class ServiceManager:
     'dk_installer/steps/__init__.py': r'''
 ''',
     'dk_installer/steps/backup.py': r'''
-"""steps.backup."""
+"""Backups: the safety copy an upgrade puts back on failure, the archive `backup` writes, and the
+steps of `restore` (check, unpack, swap in)."""
 
 from __future__ import annotations
 
@@ -4719,6 +4724,7 @@ from dk_installer.versions import is_newer
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
     from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
 
@@ -4733,6 +4739,30 @@ def copy_testgen_home(paths: Paths, target: Path, progress: Progress, error_code
         error_code=error_code,
         what="copying TestGen's data",
     )
+
+
+def put_back_safety_copy(paths: Paths, entry: JournalRecord) -> None:
+    """After a kill: the complete copy of TestGen's home goes back in its place (also when the
+    home is missing, as a kill between SwapHome's two renames leaves it); a half-made one goes."""
+    backup = paths.upgrade_backup
+    if backup.exists() and (entry.safety_copy or not paths.testgen_home.exists()):
+        remove_tree(paths.testgen_home)
+        os.rename(backup, paths.testgen_home)
+    else:
+        remove_tree(backup)
+
+
+def is_partial_backup(path: Path) -> bool:
+    """A backup WriteBackup was writing: `.<name>.<pid>.tmp`, a regular file owned by this user."""
+    import re
+    import stat
+
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    named = re.fullmatch(r"\..+\.tar\.gz\.\d+\.tmp", path.name) is not None
+    return named and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
 
 
 class BackupData(Step):
@@ -4770,6 +4800,14 @@ class BackupData(Step):
     def commit(self, ctx: ActionContext) -> None:
         shutil.rmtree(ctx.paths.upgrade_backup, ignore_errors=True)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_safety_copy(paths, entry)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.upgrade_backup)
+
 
 BACKUP_FORMAT = "dk-installer-backup"
 BACKUP_FORMAT_VERSION = 1
@@ -4792,6 +4830,14 @@ class SnapshotData(Step):
 
     def commit(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.backup_snapshot)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.backup_snapshot)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.backup_snapshot)
 
 
 class WriteBackup(Step):
@@ -4854,6 +4900,14 @@ class WriteBackup(Step):
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(self.partial)
         remove_tree(ctx.paths.backup_snapshot)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """Remove the archive cut short, but only a file that is surely that: named as
+        WriteBackup names it, a regular file of this user's (never what a journal merely says)."""
+        if entry.partial_file and is_partial_backup(Path(entry.partial_file)):
+            remove_tree(Path(entry.partial_file))
+        remove_tree(paths.backup_snapshot)
 
 
 def read_backup(path: Path, installed_version: str) -> dict[str, Any]:
@@ -4918,6 +4972,10 @@ class UnpackBackup(Step):
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.restore_staging)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.restore_staging)
+
 
 class SwapHome(Step):
     """The restored home takes the current one's place in one rename; the current one is kept
@@ -4951,9 +5009,22 @@ class SwapHome(Step):
             write_file_atomically(paths.credentials, restored.read_text(), mode=0o600)
         remove_tree(paths.upgrade_backup)
         remove_tree(paths.restore_staging)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_safety_copy(paths, entry)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        restored = paths.restore_staging / "credentials.txt"
+        if restored.exists():
+            write_file_atomically(paths.credentials, restored.read_text(), mode=0o600)
+        remove_tree(paths.upgrade_backup)
+        remove_tree(paths.restore_staging)
 ''',
     'dk_installer/steps/base.py': r'''
-"""steps.base."""
+"""Steps and what they share: the Step protocol (run, undo, commit), run_steps (undo every started
+step on any failure, with signals deferred, then commit them all) and the ActionContext."""
 
 from __future__ import annotations
 
@@ -4961,13 +5032,13 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dk_installer.checks import RequirementsNotMet, report_requirements
 from dk_installer.config import InstallOptions
 from dk_installer.console import echo, textwrap_indent
 from dk_installer.errors import InstallerError, StepSkipped
-from dk_installer.journal import Journal
+from dk_installer.journal import Journal, JournalRecord
 from dk_installer.launcher import self_command
 from dk_installer.runner import current_log_path, deferred_signals
 from dk_installer.testgen.app import TestGen
@@ -5059,11 +5130,22 @@ def failpoint(settings: Settings, step: str) -> None:
 
 
 class Step:
+    """One visible unit of work. run() does it (raising StepSkipped when there is nothing to do);
+    undo() reverses whatever part of it happened, in a live rollback; commit() drops what undo()
+    would have needed, once the whole action has succeeded. After a kill, the next command has no
+    step objects, only the journal: recover() and finish() are the same knowledge, read from it."""
+
     name = "step"
     title = "Step"
     required = True
     # Steps that change files or processes; the journal is written before each of them.
     side_effects = True
+    by_name: ClassVar[dict[str, type[Step]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Step.by_name.setdefault(cls.name, cls)  # the first is the real one, never a subclass
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         raise NotImplementedError
@@ -5073,6 +5155,15 @@ class Step:
 
     def commit(self, ctx: ActionContext) -> None:
         """The action succeeded: drop what undo() would have needed; nothing by default."""
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """undo() after a kill, from the journal (TestGen and its PostgreSQL are already stopped);
+        nothing by default."""
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        """commit() after a kill in the commit phase, from the journal; nothing by default."""
 
 
 class UpToDate(StepSkipped):
@@ -5092,7 +5183,7 @@ def run_steps(ctx: ActionContext, steps: Sequence[Step]) -> None:
             if step.side_effects and ctx.action in MUTATING_ACTIONS:
                 if not journal.active:
                     journal.begin(ctx.action, running=ctx.testgen.running())
-                journal.record(step=step.name)
+                journal.started(step.name)
             try:
                 with ctx.console.step(step.title) as progress:
                     failpoint(ctx.settings, step.name)
@@ -5153,7 +5244,9 @@ MUTATING_ACTIONS = (
 )
 ''',
     'dk_installer/steps/install.py': r'''
-"""steps.install."""
+"""The steps of install and upgrade: preflight, the package engine and Python, the venv, TestGen's
+configuration and certificate, demo data, start, login check, receipt, launcher, and the stop,
+swap and restart of an upgrade."""
 
 from __future__ import annotations
 
@@ -5185,6 +5278,8 @@ from dk_installer.versions import DEFAULT_VERSION_SPEC
 if TYPE_CHECKING:
     from dk_installer.checks import Requirement
     from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
 
 
@@ -5291,6 +5386,19 @@ class InstallPackage(Step):
         if self.previous and self.previous != self.staging:
             shutil.rmtree(self.previous, ignore_errors=True)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.venv_before is not None:
+            before = paths.venvs / entry.venv_before if entry.venv_before else None
+            point_venv_at(paths, before if before is not None and before.is_dir() else None)
+        remove_stale_venvs(paths)
+        with contextlib.suppress(OSError):
+            paths.venvs.rmdir()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_stale_venvs(paths)  # the previous venv; the new one is active
+
 
 class CheckNewVersion(Step):
     """An upgrade that found nothing newer ends here, and the new venv is dropped."""
@@ -5366,6 +5474,13 @@ class Configure(Step):
             with contextlib.suppress(FileNotFoundError):
                 ctx.paths.credentials.unlink()
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.home_existed is False:
+            remove_tree(paths.testgen_home)
+        if entry.credentials_existed is False:
+            remove_tree(paths.credentials)
+
 
 class InstallCertificate(Step):
     """HTTPS: the certificate and key given at install are copied into TestGen's home (the key
@@ -5426,6 +5541,11 @@ class InstallLauncher(Step):
     def undo(self, ctx: ActionContext) -> None:
         if self.written:
             remove_tree(ctx.paths.launcher)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.launcher_existed is False and launcher_is_ours(paths.launcher, paths.home):
+            remove_tree(paths.launcher)
 
 
 class LoadDemoData(Step):
@@ -5527,6 +5647,13 @@ class SaveState(Step):
             with contextlib.suppress(FileNotFoundError):
                 ctx.paths.state.unlink()
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.state_existed and entry.state_before is not None:
+            write_file_atomically(paths.state, entry.state_before)
+        elif entry.state_existed is False:
+            remove_tree(paths.state)
+
 
 class StopApp(Step):
     name = "stop"
@@ -5565,6 +5692,10 @@ class SwapVenv(Step):
             point_venv_at(ctx.paths, self.build.previous)
             self.build.swapped = False
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        InstallPackage.recover(paths, entry)
+
 
 class RestartApp(Step):
     name = "restart"
@@ -5594,10 +5725,108 @@ class UpgradeDatabase(Step):
         testgen.patch_streamlit(progress)
         testgen.config.set_analytics(ctx.analytics_enabled)
 ''',
+    'dk_installer/steps/remove.py': r'''
+"""Removing what the installer made: TestGen's files (its data too unless kept), then everything
+else under DK_INSTALLER_HOME and the launcher; the step that uninstall runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from dk_installer.config import remove_tree
+from dk_installer.launcher import launcher_is_ours
+from dk_installer.steps.base import Step
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
+    from dk_installer.steps.base import ActionContext
+
+log = logging.getLogger("dk_installer")
+
+
+def _remove_all(targets: list[Path], report: Callable[[str], None]) -> None:
+    for target in targets:
+        if target.exists() or target.is_symlink():
+            report(f"removing {target}")
+            remove_tree(target)
+
+
+def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
+    """TestGen's venvs, run files and receipt; its data, credentials and backups too unless kept."""
+    data = [] if keep_data else [paths.testgen_home, paths.credentials, paths.backups]
+    _remove_all(
+        [
+            paths.venv,
+            paths.venvs,
+            paths.run_dir,
+            paths.app_pid,
+            paths.upgrade_backup,
+            paths.restore_staging,
+            paths.backup_snapshot,
+            *data,
+            paths.state,
+        ],
+        report,
+    )
+    with contextlib.suppress(OSError):
+        paths.testgen.rmdir()
+
+
+def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
+    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept,
+    and its launcher."""
+    remove_testgen_files(paths, keep_data, report)
+    if launcher_is_ours(paths.launcher, paths.home):
+        _remove_all([paths.launcher], report)
+    _remove_all(
+        [
+            paths.cache,
+            paths.pythons,
+            paths.tmp,
+            paths.logs,
+            paths.installer_copy,
+            paths.runtime,
+            paths.journal,
+            paths.lock,
+        ],
+        report,
+    )
+    with contextlib.suppress(OSError):
+        paths.home.rmdir()
+
+
+class RemoveFiles(Step):
+    name = "remove_files"
+    title = "Remove TestGen and the installer's files"
+
+    def __init__(self, keep_data: bool) -> None:
+        self.keep_data = keep_data
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        ctx.journal.record(keep_data=self.keep_data)
+        if ctx.testgen.service.installed():
+            progress.update("removing the service")
+            ctx.testgen.service.disable()
+        remove_installer_files(ctx.paths, self.keep_data, progress.update)
+        ctx.journal.clear()  # it went with the rest; writing it again would make the home anew
+        progress.result = "data kept" if self.keep_data else str(ctx.paths.home)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """An uninstall that was killed is finished, not undone: part of it is gone already."""
+        remove_testgen_files(paths, entry.keep_data)
+''',
     'dk_installer/testgen/__init__.py': r'''
 ''',
     'dk_installer/testgen/app.py': r'''
-"""testgen.app."""
+"""TestGen, the installed product: its URLs, the environment every TestGen process gets, its CLI,
+starting, waiting for and stopping the app, and its health. Made from the install receipt."""
 
 from __future__ import annotations
 
@@ -5620,7 +5849,9 @@ from dk_installer.net import http_status, is_loopback, shared_host_names
 from dk_installer.runner import file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
-from dk_installer.tls import tls_adapter, tls_verifying_context
+from dk_installer.testgen.login import oauth_login
+from dk_installer.testgen.processes import app_process, our_processes, postmaster
+from dk_installer.tls import tls_verifying_context
 
 if TYPE_CHECKING:
     from dk_installer.config import InstallState, Settings
@@ -5631,15 +5862,6 @@ log = logging.getLogger("dk_installer")
 
 
 STOP_TIMEOUT_S = 60.0
-
-
-def _alive(process: Any) -> bool:
-    import psutil
-
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 class TestGen:
@@ -5790,47 +6012,15 @@ class TestGen:
                 what="tg-patch-streamlit",
             )
 
-    # Processes
+    # Processes (testgen/processes.py decides which are ours)
     def app_process(self) -> Any:
-        """The run-app process this installer started (a psutil.Process), or None."""
-        import psutil
-
-        try:
-            pid_text, started_text = self.paths.app_pid.read_text().split()
-            process = psutil.Process(int(pid_text))
-            if abs(process.create_time() - float(started_text)) > 1:
-                return None  # the pid was reused by another process
-        except (OSError, ValueError, psutil.Error):
-            return None
-        return process if _alive(process) else None
+        return app_process(self.paths)
 
     def postmaster(self) -> Any:
-        """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
-        import psutil
-
-        try:
-            process = psutil.Process(int((self.paths.pgdata / "postmaster.pid").read_text().split()[0]))
-        except (OSError, ValueError, IndexError, psutil.Error):
-            return None
-        return process if _alive(process) else None
+        return postmaster(self.paths)
 
     def processes(self) -> list[Any]:
-        """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
-        process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
-        import psutil
-
-        ours: dict[int, Any] = {}
-        for root in (self.app_process(), self.postmaster()):
-            if root is not None:
-                with contextlib.suppress(psutil.Error):
-                    for process in [root, *root.children(recursive=True)]:
-                        ours[process.pid] = process
-        owner = str(self.paths.testgen)
-        for process in psutil.process_iter(["environ"]):
-            if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
-                ours.setdefault(process.pid, process)
-        ours.pop(os.getpid(), None)
-        return [process for process in ours.values() if _alive(process)]
+        return our_processes(self.paths)
 
     def running(self) -> bool:
         """Is the app this installer started still running? (health() says whether it answers)"""
@@ -5973,88 +6163,12 @@ class TestGen:
         return was_running
 
     def login(self, username: str, password: str) -> bool | None:
-        """A real login through TestGen's OAuth flow: register a public client, then POST the
-        credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
-        False on 401, None when this TestGen has no OAuth endpoints."""
-        import base64
-        import hashlib
-        import secrets
-        import urllib.parse
-
-        import requests
-
-        base = self.probe_url(self.api_port)
-        redirect_uri = "http://localhost:8765/dk-installer/callback"
-        session = requests.Session()
-        session.trust_env = False  # a local address: never through a proxy
-        if self.tls:
-            session.mount("https://", tls_adapter(self.tls_context()))
-        registration = session.post(
-            f"{base}/oauth/register",
-            json={
-                "client_name": "dk-installer login check",
-                "redirect_uris": [redirect_uri],
-                "token_endpoint_auth_method": "none",
-            },
-            timeout=15,
-        )
-        if registration.status_code in (404, 405):
-            return None
-        if registration.status_code not in (200, 201):
-            raise InstallerError(
-                f"TestGen's /oauth/register answered HTTP {registration.status_code}.",
-                code=ErrorCode.LOGIN_FAILED,
-            )
-        client_id = registration.json()["client_id"]
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-        state = secrets.token_urlsafe(8)
-        response = session.post(
-            f"{base}/oauth/authorize",
-            data={
-                "username": username,
-                "password": password,
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "response_type": "code",
-                "state": state,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            },
-            allow_redirects=False,
-            timeout=15,
-        )
-        if response.status_code == 401:
-            return False
-        if response.status_code in (302, 303):
-            query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
-            return bool(query.get("code")) and query.get("state") == [state]
-        raise InstallerError(
-            f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
-        )
-
-
-def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
-    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
-    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
-    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
-    try:
-        for line in iter(source.readline, b""):
-            out.write(line)
-            out.flush()
-            if out.tell() >= max_bytes:
-                out.close()
-                for index in range(kept - 1, 0, -1):
-                    older = path.with_name(f"{path.name}.{index}")
-                    if older.exists():
-                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-                os.replace(path, path.with_name(f"{path.name}.1"))
-                out = open(path, "ab")  # noqa: SIM115
-    finally:
-        out.close()
+        """A real login through TestGen's OAuth endpoints (testgen/login.py)."""
+        return oauth_login(self.probe_url(self.api_port), self.tls_context(), username, password)
 ''',
     'dk_installer/testgen/config.py': r'''
-"""testgen.config."""
+"""TestGen's own facts and files: the package name, the admin user, config.env (keeping lines the
+user added), credentials.txt, and which version a venv holds."""
 
 from __future__ import annotations
 
@@ -6167,8 +6281,172 @@ def read_credentials(paths: Paths) -> tuple[str, str] | None:
         return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
     return None
 ''',
+    'dk_installer/testgen/login.py': r'''
+"""The installer's OAuth client for TestGen's API: a real login, the way an MCP assistant or an
+API client logs in (dynamic client registration, then the authorization form with PKCE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.tls import tls_adapter
+
+
+def oauth_login(base: str, tls_context: Any, username: str, password: str) -> bool | None:
+    """A real login through TestGen's OAuth flow: register a public client, then POST the
+    credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
+    False on 401, None when this TestGen has no OAuth endpoints."""
+    import base64
+    import hashlib
+    import secrets
+    import urllib.parse
+
+    import requests
+
+    redirect_uri = "http://localhost:8765/dk-installer/callback"
+    session = requests.Session()
+    session.trust_env = False  # a local address: never through a proxy
+    if tls_context is not None:
+        session.mount("https://", tls_adapter(tls_context))
+    registration = session.post(
+        f"{base}/oauth/register",
+        json={
+            "client_name": "dk-installer login check",
+            "redirect_uris": [redirect_uri],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=15,
+    )
+    if registration.status_code in (404, 405):
+        return None
+    if registration.status_code not in (200, 201):
+        raise InstallerError(
+            f"TestGen's /oauth/register answered HTTP {registration.status_code}.",
+            code=ErrorCode.LOGIN_FAILED,
+        )
+    client_id = registration.json()["client_id"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    state = secrets.token_urlsafe(8)
+    response = session.post(
+        f"{base}/oauth/authorize",
+        data={
+            "username": username,
+            "password": password,
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=15,
+    )
+    if response.status_code == 401:
+        return False
+    if response.status_code in (302, 303):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
+        return bool(query.get("code")) and query.get("state") == [state]
+    raise InstallerError(
+        f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
+    )
+''',
+    'dk_installer/testgen/processes.py': r'''
+"""Which processes are TestGen's and ours: the app this installer started (its pid file, checked
+against the process's start time), the embedded PostgreSQL (its postmaster.pid) and anything that
+carries OWNER_VARIABLE for this install. The one place that decides; `stop` and the leak checks
+rely on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dk_installer.testgen.config import OWNER_VARIABLE
+
+if TYPE_CHECKING:
+    from dk_installer.paths import Paths
+
+
+def alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def app_process(paths: Paths) -> Any:
+    """The run-app process this installer started (a psutil.Process), or None."""
+    import psutil
+
+    try:
+        pid_text, started_text = paths.app_pid.read_text().split()
+        process = psutil.Process(int(pid_text))
+        if abs(process.create_time() - float(started_text)) > 1:
+            return None  # the pid was reused by another process
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return process if alive(process) else None
+
+
+def postmaster(paths: Paths) -> Any:
+    """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
+    import psutil
+
+    try:
+        process = psutil.Process(int((paths.pgdata / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+    return process if alive(process) else None
+
+
+def our_processes(paths: Paths) -> list[Any]:
+    """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
+    process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
+    import psutil
+
+    ours: dict[int, Any] = {}
+    for root in (app_process(paths), postmaster(paths)):
+        if root is not None:
+            with contextlib.suppress(psutil.Error):
+                for process in [root, *root.children(recursive=True)]:
+                    ours[process.pid] = process
+    owner = str(paths.testgen)
+    for process in psutil.process_iter(["environ"]):
+        if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
+            ours.setdefault(process.pid, process)
+    ours.pop(os.getpid(), None)
+    return [process for process in ours.values() if alive(process)]
+
+
+def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
+    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
+    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
+    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
+    try:
+        for line in iter(source.readline, b""):
+            out.write(line)
+            out.flush()
+            if out.tell() >= max_bytes:
+                out.close()
+                for index in range(kept - 1, 0, -1):
+                    older = path.with_name(f"{path.name}.{index}")
+                    if older.exists():
+                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+                os.replace(path, path.with_name(f"{path.name}.1"))
+                out = open(path, "ab")  # noqa: SIM115
+    finally:
+        out.close()
+''',
     'dk_installer/testgen/venvs.py': r'''
-"""testgen.venvs."""
+"""TestGen's venvs: testgen/venv is a symlink to one of testgen/venvs/*, swapped in one rename
+(venvs embed their own path, so they never move)."""
 
 from __future__ import annotations
 
@@ -6212,7 +6490,9 @@ def remove_stale_venvs(paths: Paths) -> None:
                 shutil.rmtree(venv, ignore_errors=True)
 ''',
     'dk_installer/tls.py': r'''
-"""tls."""
+"""Whom the installer trusts over HTTPS: the CA a user names in the environment, else the system
+trust store (where a TLS-inspecting proxy's CA lives); and TestGen's own certificate for the
+probes the installer sends it."""
 
 from __future__ import annotations
 
@@ -6888,7 +7168,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '83d5936a33ddbfc4'
+BUILD_ID = '14ca96e4118dfb99'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -29,7 +29,7 @@ from dk_installer.analytics import (
     analytics_consent,
     environment_properties,
 )
-from dk_installer.config import Settings, UserSettings
+from dk_installer.config import SavedChoices, Settings
 from dk_installer.paths import Paths
 from dk_installer.testgen.config import TestGenConfig
 
@@ -559,7 +559,7 @@ def test_consent_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     paths = Paths(home=tmp_path / "home", config=tmp_path / "config")
     for name in ("DO_NOT_TRACK", "DK_INSTALLER_ANALYTICS"):
         monkeypatch.delenv(name, raising=False)
-    UserSettings(paths.settings).update(analytics="enabled")
+    SavedChoices(paths.saved_choices).update(analytics="enabled")
 
     def consent(flag: bool) -> tuple[bool, str]:
         return analytics_consent(paths, Settings.from_environment(), flag)

@@ -6,6 +6,7 @@ mid-way with the stand-in's FAKE_TESTGEN_HANG."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pty
 import select
@@ -14,9 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
-from conftest import INSTALLER, Sandbox, wait_for_line
+from conftest import INSTALLER, Sandbox, bare_python, wait_for_line
+
+import dk_installer.recovery  # noqa: F401 (every step registered in Step.by_name)
+from dk_installer.steps.base import Step
 
 INSTALL_STEPS = (
     "preflight",
@@ -30,6 +35,7 @@ INSTALL_STEPS = (
     "start",
     "verify_login",
     "save_state",
+    "launcher",
 )
 UPGRADE_STEPS = (
     "package_engine",
@@ -50,6 +56,8 @@ STEPS = {
     "start": ("start",),
     "stop": ("stop",),
     "uninstall": ("stop", "remove_files"),
+    "backup": ("stop", "snapshot_data", "restart", "write_backup"),
+    "restore": ("unpack_backup", "stop", "swap_home", "upgrade_database", "restart", "verify_login"),
 }
 DEATHS = {
     "SIGKILL": signal.SIGKILL,
@@ -67,31 +75,110 @@ CASES = [
         ("SIGKILL", "SIGHUP", "SIGTERM", "SIGINT") if action == "install" else ("SIGKILL", "SIGHUP")
     )
 ]
+# Steps that the plain setup would skip, and the setup in which each has work to do.
+SCENARIOS = {
+    ("install", "download_python"): "no_python",
+    ("install", "backup_data"): "kept_data",
+    ("install", "tls"): "https",
+    ("install", "demo_data"): "demo",
+    ("upgrade", "download_python"): "python_gone",
+}
+
+
+@dataclasses.dataclass
+class Run:
+    """How one case runs the action, and how the plain re-run after the kill runs it."""
+
+    args: list[str]
+    env: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    before_rerun: Callable[[], None] = lambda: None
+
+
+def machine_without_python(sandbox: Sandbox) -> dict[str, str | None]:
+    """PATH has only a Python too old for TestGen and uv looks at its own downloads alone: what a
+    machine without Python 3.11+ looks like, so that uv has to download one."""
+    bin_dir = sandbox.root / "old-python-bin"
+    bin_dir.mkdir(exist_ok=True)
+    old = bin_dir / "python3"
+    if not old.exists():
+        old.symlink_to(bare_python())
+    # A dead mirror: uv's download then fails at once instead of trying the internet.
+    return {
+        "PATH": str(bin_dir),
+        "UV_PYTHON_PREFERENCE": "only-managed",
+        "UV_PYTHON_INSTALL_MIRROR": "http://127.0.0.1:9",
+    }
+
+
+def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
+    """Set up what the action needs, so that `step` has real work to do, and say how to run it."""
+    scenario = SCENARIOS.get((action, step))
+    install = ["--no-demo", "--version", "5.0.0"]
+    if action == "install":
+        if scenario == "kept_data":
+            assert sandbox.install(*install).returncode == 0
+            assert sandbox.run("uninstall", "--yes", "--keep-data").returncode == 0
+        if scenario == "no_python":
+            return Run(sandbox.install_args(*install), env=machine_without_python(sandbox))
+        if scenario == "https":
+            cert, key = make_certificate(sandbox.root)
+            return Run(
+                sandbox.install_args(*install, "--ssl-cert-file", str(cert), "--ssl-key-file", str(key))
+            )
+        if scenario == "demo":
+            return Run(sandbox.install_args("--version", "5.0.0"))
+        return Run(sandbox.install_args(*install))
+    if scenario == "python_gone":
+        # The interpreter TestGen was installed with goes away (and none other is there).
+        python = sandbox.root / "python3.11"
+        python.symlink_to(os.path.realpath(sys._base_executable))  # the test venv's own base
+        assert sandbox.install(*install, "--python", str(python)).returncode == 0
+        target = python.readlink()
+        python.unlink()
+        return Run(
+            ["upgrade", "--find-links", str(sandbox.wheelhouse)],
+            env=machine_without_python(sandbox),
+            before_rerun=lambda: python.symlink_to(target),
+        )
+    extra = ("--no-start",) if action == "start" else ()
+    done = sandbox.install(*install, *extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if action == "upgrade":
+        return Run(["upgrade", "--find-links", str(sandbox.wheelhouse)])
+    if action == "uninstall":
+        return Run(["uninstall", "--yes"])
+    if action == "backup":
+        return Run(["backup", "--output", str(sandbox.root / "backup.tar.gz")])
+    if action == "restore":
+        archive = sandbox.root / "restore-from.tar.gz"
+        assert sandbox.run("backup", "--output", str(archive)).returncode == 0
+        return Run(["restore", str(archive), "--yes"])
+    return Run([action])
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
 
 
 def command(sandbox: Sandbox, action: str) -> list[str]:
-    if action == "install":
-        return sandbox.install_args("--no-demo", "--version", "5.0.0")
-    if action == "upgrade":
-        return ["upgrade", "--find-links", str(sandbox.wheelhouse)]
-    if action == "uninstall":
-        return ["uninstall", "--yes"]
-    return [action]
-
-
-def prepare(sandbox: Sandbox, action: str) -> None:
-    if action == "install":
-        return
-    extra = ("--no-start",) if action == "start" else ()
-    done = sandbox.install("--no-demo", "--version", "5.0.0", *extra)
-    assert done.returncode == 0, done.stdout + done.stderr
+    return prepare(sandbox, action, "").args
 
 
 def assert_clean(sandbox: Sandbox) -> None:
     home = sandbox.home
     assert not (home / "journal.json").exists()
     assert not (home / "testgen/home.backup").exists()
+    assert not (home / "testgen/home.restoring").exists()
+    assert not (home / "testgen/home.snapshot").exists()
     assert not list(home.rglob(".*.tmp")), "a half-written file was left"
+    assert not list(sandbox.root.glob(".*.tmp")), "a half-written backup was left"
     venvs = home / "testgen/venvs"
     assert len(list(venvs.iterdir())) <= 1 if venvs.exists() else True, "a staging venv was left"
 
@@ -100,16 +187,18 @@ def assert_outcome(sandbox: Sandbox, action: str, rerun: subprocess.CompletedPro
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output
     assert_clean(sandbox)
-    if action in ("install", "upgrade"):
+    if action in ("install", "upgrade", "restore"):
         assert "'admin' logged in" in rerun.stdout, output
         status = sandbox.status()
         assert status["running"] and status["health"] == {"ui": True, "api": True}
-        expected = "5.0.0" if action == "install" else "5.1.0"
+        expected = "5.0.0" if action in ("install", "restore") else "5.1.0"
         assert sandbox.state()["product_version"] == expected
         if action == "upgrade":
             assert (sandbox.home / "testgen/home/schema-version").read_text().strip() == expected
-    elif action == "start":
+    elif action in ("start", "backup"):
         assert sandbox.status()["running"]
+        if action == "backup":
+            assert (sandbox.root / "backup.tar.gz").stat().st_size > 0
     elif action == "stop":
         assert sandbox.processes() == []
     else:
@@ -121,9 +210,8 @@ def assert_outcome(sandbox: Sandbox, action: str, rerun: subprocess.CompletedPro
 def test_killed_in_any_step_then_a_plain_rerun_succeeds(
     sandbox: Sandbox, action: str, step: str, death: str
 ) -> None:
-    prepare(sandbox, action)
-    args = command(sandbox, action)
-    process = sandbox.popen(*args, env={"DK_INSTALLER_FAILPOINT": step})
+    run = prepare(sandbox, action, step)
+    process = sandbox.popen(*run.args, env={**run.env, "DK_INSTALLER_FAILPOINT": step})
     wait_for_line(process, f"failpoint {step}")
     process.send_signal(DEATHS[death])
     out, err = process.communicate(timeout=180)
@@ -133,7 +221,44 @@ def test_killed_in_any_step_then_a_plain_rerun_succeeds(
         assert process.returncode == 130, out + err
         assert "Interrupted" in err
         assert not (sandbox.home / "journal.json").exists(), "a rolled-back action leaves no journal"
-    assert_outcome(sandbox, action, sandbox.run(*args))
+    run.before_rerun()
+    assert_outcome(sandbox, action, sandbox.run(*run.args))
+
+
+def step_line(output: str, step: str) -> str:
+    title = Step.by_name[step].title
+    return next(line for line in output.splitlines() if f" {title} (" in line)
+
+
+@pytest.mark.parametrize(
+    "action, step",
+    [(action, step) for action, steps in STEPS.items() for step in steps if (action, step) in SCENARIOS]
+    + [("install", "launcher"), ("backup", "write_backup"), ("restore", "swap_home")],
+)
+def test_each_case_kills_a_step_with_work_to_do(sandbox: Sandbox, action: str, step: str) -> None:
+    """The matrix claims to interrupt every step: in each case's setup, the step really runs (it
+    is not SKIPPED). Where the step needs what this machine cannot give (a Python download), it
+    fails instead, which still means it was reached."""
+    run = prepare(sandbox, action, step)
+    result = sandbox.run(*run.args, env=run.env)
+    line = step_line(result.stdout + result.stderr, step)
+    assert not line.startswith("SKIPPED"), line
+    if (action, step) in SCENARIOS and SCENARIOS[(action, step)] in ("no_python", "python_gone"):
+        assert line.startswith("FAILED"), line  # uv cannot download Python here
+    else:
+        assert line.startswith("OK"), line
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_default_setup_leaves_no_step_skipped(sandbox: Sandbox) -> None:
+    """Every step of install and upgrade that SCENARIOS does not name runs in the plain setup."""
+    run = prepare(sandbox, "install", "")
+    installed = sandbox.run(*run.args)
+    upgraded = sandbox.run("upgrade", "--find-links", str(sandbox.wheelhouse))
+    for action, output in (("install", installed.stdout), ("upgrade", upgraded.stdout)):
+        for step in STEPS[action]:
+            if (action, step) not in SCENARIOS and Step.by_name[step].side_effects:
+                assert step_line(output, step).startswith("OK"), (action, step, output)
 
 
 @pytest.mark.parametrize(
@@ -147,9 +272,8 @@ def test_killed_in_any_step_then_a_plain_rerun_succeeds(
 def test_killed_while_testgen_works_leaves_no_orphans_and_rerun_succeeds(
     sandbox: Sandbox, tmp_path: Path, action: str, command_name: str, step: str
 ) -> None:
-    prepare(sandbox, action)
+    args = prepare(sandbox, action, step).args
     marker = tmp_path / "hanging.pid"
-    args = command(sandbox, action)
     hang = {"FAKE_TESTGEN_HANG": command_name, "FAKE_TESTGEN_HANG_MARKER": str(marker)}
     process = sandbox.popen(*args, env=hang)
     deadline = time.monotonic() + 120
@@ -187,7 +311,7 @@ def test_status_and_doctor_report_an_interrupted_install_and_change_nothing(sand
 def test_home_broken_by_an_earlier_installer_is_recognised(sandbox: Sandbox) -> None:
     """What a killed `standalone-setup` left before the journal existed: config.env, no receipt,
     no credentials. The old installer then ran upgrade-system-version on it and failed forever."""
-    prepare(sandbox, "stop")
+    prepare(sandbox, "stop", "stop")
     assert sandbox.run("stop").returncode == 0
     (sandbox.home / "state.json").unlink()
     (sandbox.home / "credentials.txt").unlink()

@@ -13,8 +13,8 @@ import pytest
 from dk_installer.config import (
     InstallerLock,
     InstallState,
+    SavedChoices,
     Settings,
-    UserSettings,
     json_value_fits,
     write_file_atomically,
 )
@@ -141,7 +141,7 @@ def test_settings_are_read_once_from_the_environment() -> None:
 def test_settings_tolerate_garbage_and_are_private(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text("garbage")
-    settings = UserSettings(path)
+    settings = SavedChoices(path)
     assert settings.get("analytics") is None
     settings.update(analytics="disabled", anonymous_id="x")
     settings.update(anonymous_id=None)

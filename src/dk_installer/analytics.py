@@ -1,4 +1,6 @@
-"""analytics."""
+"""Anonymous usage analytics: the consent rules, the allow-listed event (EVENT_SCHEMA), the spool
+and the detached sender that never blocks or fails an action. record_event() is the one entry
+point, called by the action boundary when an action ends."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dk_installer import __version__
 from dk_installer.config import (
     CI_PROVIDERS,
     LAUNCHERS,
-    UserSettings,
+    SavedChoices,
     now_iso,
     read_json_object,
     write_file_atomically,
@@ -180,7 +182,7 @@ def analytics_consent(paths: Paths, settings: Settings, no_analytics_flag: bool)
         return False, "DO_NOT_TRACK"
     if settings.analytics_opt_out:
         return False, "DK_INSTALLER_ANALYTICS"
-    saved = UserSettings(paths.settings).get("analytics")
+    saved = SavedChoices(paths.saved_choices).get("analytics")
     if saved == "disabled":
         return False, "saved setting (analytics disable)"
     if saved == "enabled":
@@ -413,7 +415,7 @@ def _record_event(result: ActionResult, paths: Paths, settings: Settings, no_ana
     enabled, _rule = analytics_consent(paths, settings, no_analytics_flag)
     if not enabled:
         return
-    saved = UserSettings(paths.settings)
+    saved = SavedChoices(paths.saved_choices)
     distinct_id = saved.get("anonymous_id")
     if not (isinstance(distinct_id, str) and _UUID.match(distinct_id)):
         distinct_id = str(uuid.uuid4())
@@ -442,7 +444,7 @@ def show_notice_once(paths: Paths, enabled: bool) -> None:
     if not enabled:
         return
     try:
-        saved = UserSettings(paths.settings)
+        saved = SavedChoices(paths.saved_choices)
         if saved.get("notice_version") != NOTICE_VERSION:
             echo(ANALYTICS_NOTICE, err=True)
             saved.update(notice_version=NOTICE_VERSION)

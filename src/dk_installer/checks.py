@@ -1,4 +1,5 @@
-"""checks."""
+"""Requirements, as preflight and doctor check them: Python for TestGen, a writable home, free disk,
+free ports, a reachable package index; and how failed checks are reported."""
 
 from __future__ import annotations
 

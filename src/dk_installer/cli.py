@@ -1,4 +1,5 @@
-"""cli."""
+"""The click command line. Each command turns its options into the action's inputs and calls
+perform(); the modules behind a command are imported only when it runs, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -259,7 +260,7 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
 def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
     """Stop TestGen and remove everything the installer created."""
     from dk_installer.actions.boundary import perform
-    from dk_installer.actions.report import uninstall_action
+    from dk_installer.actions.install import uninstall_action
 
     if not yes:
         if not sys.stdin.isatty():
@@ -400,7 +401,7 @@ def analytics() -> None:
 def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     """On or off, which rule decided, the anonymous id, unsent events, last send."""
     from dk_installer.analytics import PRIVACY_URL, SenderState, analytics_consent
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
@@ -409,7 +410,7 @@ def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
     enabled, rule = analytics_consent(
         paths, settings, no_analytics or bool(parent.params.get("no_analytics"))
     )
-    saved = UserSettings(paths.settings)
+    saved = SavedChoices(paths.saved_choices)
     spool = paths.spool
     pending = len(spool.read_text().splitlines()) if spool.exists() else 0
     sender = SenderState(paths).values
@@ -436,12 +437,12 @@ def analytics_status(settings: Settings, no_analytics: bool, **_: Any) -> None:
 def analytics_enable(settings: Settings) -> None:
     """Turn analytics on (environment opt-outs still win)."""
     from dk_installer.analytics import analytics_consent
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
     paths = Paths.from_environment()
-    UserSettings(paths.settings).update(analytics="enabled")
+    SavedChoices(paths.saved_choices).update(analytics="enabled")
     TestGenConfig(paths.config_env).set_analytics(True)
     enabled, rule = analytics_consent(paths, settings, False)
     click.echo("Analytics enabled." if enabled else f"Saved, but analytics stays off because of {rule}.")
@@ -450,12 +451,14 @@ def analytics_enable(settings: Settings) -> None:
 @analytics.command("disable")
 def analytics_disable() -> None:
     """Turn analytics off; delete the anonymous id and unsent events. Sends nothing."""
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
     from dk_installer.testgen.config import TestGenConfig
 
     paths = Paths.from_environment()
-    UserSettings(paths.settings).update(analytics="disabled", anonymous_id=None, first_event_recorded=None)
+    SavedChoices(paths.saved_choices).update(
+        analytics="disabled", anonymous_id=None, first_event_recorded=None
+    )
     for path in (paths.spool, paths.history, paths.sender_state):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -474,10 +477,10 @@ def analytics_preview(settings: Settings, action: str) -> None:
     import uuid
 
     from dk_installer.analytics import ActionResult, build_event
-    from dk_installer.config import UserSettings
+    from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
 
-    saved = UserSettings(Paths.from_environment().settings)
+    saved = SavedChoices(Paths.from_environment().settings)
     distinct_id = saved.get("anonymous_id")
     if not distinct_id:
         distinct_id = str(uuid.uuid4())
@@ -527,7 +530,7 @@ def analytics_show(as_json: bool) -> None:
 def log_pump(settings: Settings, path: Path) -> None:
     """Write TestGen's output to its rotating log (started by TestGen.launch)."""
     from dk_installer.config import APP_LOG_KEPT
-    from dk_installer.testgen.app import pump_rotating_log
+    from dk_installer.testgen.processes import pump_rotating_log
 
     pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
 

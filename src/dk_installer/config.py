@@ -1,4 +1,6 @@
-"""config."""
+"""What the installer reads and keeps: Settings (the environment, read once per command), the
+install receipt (state.json), the user's saved choices, the lock that lets one mutating command
+run at a time, the install options, and writing files atomically."""
 
 from __future__ import annotations
 
@@ -145,7 +147,10 @@ _JSON_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "None": ty
 
 
 def json_value_fits(annotation: str, value: Any) -> bool:
-    """Does a JSON value fit a field annotated `int`, `str | None`, ...? (a bool is not an int)."""
+    """Does a JSON value fit a field annotated `int`, `str | None`, `list[str]`, ...? (a bool is
+    not an int)."""
+    if annotation.strip() == "list[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
     kinds = tuple(_JSON_TYPES[part.strip()] for part in annotation.split("|"))
     if isinstance(value, bool):
         return bool in kinds
@@ -209,7 +214,7 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-class UserSettings:
+class SavedChoices:
     """The user's saved choices (analytics, anonymous id, notices seen) in the user config dir."""
 
     def __init__(self, path: Path) -> None:

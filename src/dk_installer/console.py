@@ -1,4 +1,5 @@
-"""console."""
+"""What the user sees: steps with OK / SKIPPED / FAILED, live progress on a terminal, plain lines
+elsewhere, colour only on a terminal and never with NO_COLOR; writes that never raise."""
 
 from __future__ import annotations
 

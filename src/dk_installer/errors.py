@@ -1,4 +1,6 @@
-"""errors."""
+"""What can go wrong, as the user and analytics see it: the ErrorCode enum, InstallerError (a
+failure the user can act on) and its kinds, and the signal handler that turns SIGTERM and SIGHUP
+into an interruption like Ctrl+C."""
 
 from __future__ import annotations
 

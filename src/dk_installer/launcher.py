@@ -1,4 +1,5 @@
-"""launcher."""
+"""The `dk-installer` command on PATH, and the one form every hint uses to name this installer
+(`dk-installer stop` where the launcher is ours and on PATH, else the full command)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""net."""
+"""Ports and addresses: whether a port is free, which names other machines use to reach this one,
+whether an address belongs to this machine, and a plain HTTP probe."""
 
 from __future__ import annotations
 

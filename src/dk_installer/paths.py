@@ -1,4 +1,5 @@
-"""paths."""
+"""Paths: every file and folder the installer writes, under DK_INSTALLER_HOME or the user's config
+folder (nothing else is touched), each named once."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ class Paths:
 
     # The user config dir: settings and analytics
     @property
-    def settings(self) -> Path:
+    def saved_choices(self) -> Path:
         return self.config / "settings.json"
 
     @property

@@ -1,28 +1,26 @@
-"""recovery."""
+"""After a kill: recognising an interrupted action, stopping what it left running, then asking
+each step the killed action had started to put back what was there before it (Step.recover), or,
+for a kill while the action was committing, to finish (Step.finish)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import shutil
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
-from dk_installer.config import InstallerLock, InstallState, remove_tree, write_file_atomically
+# Each step module registers its steps in Step.by_name when imported: recovery needs them all.
+import dk_installer.steps.backup
+import dk_installer.steps.install
+import dk_installer.steps.remove  # noqa: F401
+from dk_installer.config import InstallerLock, InstallState
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.journal import Journal
-from dk_installer.launcher import launcher_is_ours
 from dk_installer.steps.base import Step
+from dk_installer.steps.remove import RemoveFiles, remove_testgen_files
 from dk_installer.testgen.app import TestGen
-from dk_installer.testgen.venvs import point_venv_at, remove_stale_venvs
 
 if TYPE_CHECKING:
-    from dk_installer.console import Progress
     from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
-
-log = logging.getLogger("dk_installer")
 
 
 def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
@@ -34,10 +32,18 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
         return None
     journal = Journal.found(paths)
     if journal is not None:
-        return str(journal.values.get("action") or "install")
+        return journal.entry.action
     if paths.config_env.exists() and not paths.state.exists() and not paths.credentials.exists():
         return "install"
     return None
+
+
+def steps_to_recover(entry_steps: list[str], readable: bool) -> list[type[Step]]:
+    """The steps the killed action had started, newest first. When the journal could not be read,
+    every step but the uninstall's: each one's recovery is safe with facts it does not know."""
+    if readable:
+        return [Step.by_name[name] for name in reversed(entry_steps) if name in Step.by_name]
+    return [step for name, step in Step.by_name.items() if step is not RemoveFiles]
 
 
 def recover_interrupted_action(ctx: ActionContext) -> None:
@@ -48,119 +54,37 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
     action = interrupted_action(paths, lock_is_ours=True)
     if action is None:
         return
-    journal = Journal.found(paths) or Journal(paths)
-    values = journal.values
+    journal = Journal.found(paths)
+    entry = journal.entry if journal else None
     ctx.console.warn(
         f"An interrupted `{action}` was found"
-        + (f" (it stopped in step '{values['step']}')" if values.get("step") else "")
+        + (f" (it stopped in step '{entry.step}')" if entry and entry.step else "")
         + ": repairing that first."
     )
     with ctx.console.step(f"Recover from the interrupted {action}") as progress:
         progress.update("stopping what it left running")
         TestGen(paths, ctx.settings, DEFAULT_UI_PORT, DEFAULT_API_PORT, ctx.analytics_enabled).stop(progress)
-        if not values:
+        if journal is None or entry is None:
             remove_testgen_files(paths, keep_data=False, report=progress.update)
             progress.result = "removed the half-made TestGen home of an earlier installer"
-        elif values.get("phase") == "commit":
-            remove_stale_venvs(paths)
-            remove_tree(paths.upgrade_backup)
+            return
+        for step in steps_to_recover(entry.steps, entry.readable):
+            progress.update(f"{'finishing' if entry.phase == 'commit' else 'undoing'} '{step.title}'")
+            if entry.phase == "commit":
+                step.finish(paths, entry)
+            else:
+                step.recover(paths, entry)
+        if entry.phase == "commit" or action == "uninstall":
             progress.result = f"finished the {action}"
-        elif action == "uninstall":
-            remove_testgen_files(paths, bool(values.get("keep_data")), report=progress.update)
-            progress.result = "finished the uninstall"
-        elif action in ("install", "upgrade", "restore"):
-            roll_back_to_journal(paths, values, progress)
-            progress.result = f"put back what was there before the {action}"
         else:
-            if values.get("partial_file"):
-                remove_tree(Path(values["partial_file"]))  # a backup cut short
-            remove_tree(paths.backup_snapshot)
-            progress.result = "stopped its leftovers"
+            progress.result = f"put back what was there before the {action}"
         journal.clear()
     restarts = action in ("upgrade", "restore", "backup")
-    if values.get("was_running") and restarts and ctx.action not in ("stop", "uninstall"):
+    if entry.was_running and restarts and ctx.action not in ("stop", "uninstall"):
         state = InstallState.load(paths.state)
         if state is not None:
             with ctx.console.step("Start TestGen again") as progress:
                 TestGen.from_receipt(paths, ctx.settings, state, ctx.analytics_enabled).start(progress)
-
-
-def roll_back_to_journal(paths: Paths, values: dict[str, Any], progress: Progress) -> None:
-    """Undo a killed install or upgrade from what its journal says existed before it."""
-    progress.update("restoring TestGen's data")
-    remove_tree(paths.restore_staging)
-    if values.get("safety_copy") and paths.upgrade_backup.exists():
-        remove_tree(paths.testgen_home)
-        os.rename(paths.upgrade_backup, paths.testgen_home)
-    else:
-        remove_tree(paths.upgrade_backup)  # half made: the data itself was not touched yet
-        if values.get("home_existed", True) is False:
-            remove_tree(paths.testgen_home)
-    if values.get("credentials_existed", True) is False:
-        remove_tree(paths.credentials)
-    progress.update("restoring TestGen's venv")
-    if "venv_before" in values:
-        before = values["venv_before"]
-        point_venv_at(paths, paths.venvs / before if before and (paths.venvs / before).is_dir() else None)
-    remove_stale_venvs(paths)
-    with contextlib.suppress(OSError):
-        paths.venvs.rmdir()
-    if "state_before" in values:
-        if isinstance(values["state_before"], str):
-            write_file_atomically(paths.state, values["state_before"])
-        else:
-            remove_tree(paths.state)
-
-
-def _remove_all(targets: list[Path], report: Callable[[str], None]) -> None:
-    for target in targets:
-        if target.exists() or target.is_symlink():
-            report(f"removing {target}")
-            remove_tree(target)
-
-
-def remove_testgen_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """TestGen's venvs, run files and receipt; its data, credentials and backups too unless kept."""
-    data = [] if keep_data else [paths.testgen_home, paths.credentials, paths.backups]
-    _remove_all(
-        [
-            paths.venv,
-            paths.venvs,
-            paths.run_dir,
-            paths.app_pid,
-            paths.upgrade_backup,
-            paths.restore_staging,
-            paths.backup_snapshot,
-            *data,
-            paths.state,
-        ],
-        report,
-    )
-    with contextlib.suppress(OSError):
-        paths.testgen.rmdir()
-
-
-def remove_installer_files(paths: Paths, keep_data: bool, report: Callable[[str], None] = log.info) -> None:
-    """Everything the installer created under DK_INSTALLER_HOME, except TestGen's data if kept,
-    and its launcher."""
-    remove_testgen_files(paths, keep_data, report)
-    if launcher_is_ours(paths.launcher, paths.home):
-        _remove_all([paths.launcher], report)
-    _remove_all(
-        [
-            paths.cache,
-            paths.pythons,
-            paths.tmp,
-            paths.logs,
-            paths.installer_copy,
-            paths.runtime,
-            paths.journal,
-            paths.lock,
-        ],
-        report,
-    )
-    with contextlib.suppress(OSError):
-        paths.home.rmdir()
 
 
 def remove_temporary_files(ctx: ActionContext) -> None:
@@ -168,20 +92,3 @@ def remove_temporary_files(ctx: ActionContext) -> None:
     may still use it runs."""
     if ctx.paths.tmp.exists() and not ctx.testgen.processes():
         shutil.rmtree(ctx.paths.tmp, ignore_errors=True)
-
-
-class RemoveFiles(Step):
-    name = "remove_files"
-    title = "Remove TestGen and the installer's files"
-
-    def __init__(self, keep_data: bool) -> None:
-        self.keep_data = keep_data
-
-    def run(self, ctx: ActionContext, progress: Progress) -> None:
-        ctx.journal.record(keep_data=self.keep_data)
-        if ctx.testgen.service.installed():
-            progress.update("removing the service")
-            ctx.testgen.service.disable()
-        remove_installer_files(ctx.paths, self.keep_data, progress.update)
-        ctx.journal.clear()  # it went with the rest; writing it again would make the home anew
-        progress.result = "data kept" if self.keep_data else str(ctx.paths.home)

@@ -1,4 +1,5 @@
-"""runner."""
+"""Running other programs: each in its own process group, logged with secrets redacted, stopped as a
+group; the run log; deferring Ctrl+C, SIGTERM and SIGHUP while cleanup runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""service."""
+"""The user's service manager (systemd's user instance, launchd), which starts TestGen at boot
+through `dk_installer.py run`."""
 
 from __future__ import annotations
 

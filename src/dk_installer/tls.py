@@ -1,4 +1,6 @@
-"""tls."""
+"""Whom the installer trusts over HTTPS: the CA a user names in the environment, else the system
+trust store (where a TLS-inspecting proxy's CA lives); and TestGen's own certificate for the
+probes the installer sends it."""
 
 from __future__ import annotations
 

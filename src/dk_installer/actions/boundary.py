@@ -1,4 +1,5 @@
-"""actions.boundary."""
+"""The action boundary: perform() starts and ends every action, takes the lock, turns every outcome
+into an exit code and one analytics event built from what the action learned."""
 
 from __future__ import annotations
 

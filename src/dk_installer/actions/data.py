@@ -1,4 +1,4 @@
-"""actions.data."""
+"""backup and restore."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""actions.install."""
+"""The install's life: install (and its idempotent re-run, with the summary at the end), upgrade
+and uninstall."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from dk_installer.steps.install import (
     UpgradeDatabase,
     VerifyLogin,
 )
+from dk_installer.steps.remove import RemoveFiles, remove_installer_files
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 from dk_installer.testgen.venvs import active_venv
 from dk_installer.versions import DEFAULT_VERSION_SPEC, spec_allows
@@ -226,3 +228,25 @@ def upgrade_action(ctx: ActionContext) -> None:
         ctx.console.say(str(done))
         return
     ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
+
+
+def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+    paths = ctx.paths
+    bookkeeping = {paths.lock.name, paths.logs.name}
+    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
+        remove_installer_files(paths, keep_data=False)
+        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
+        return
+    with contextlib.suppress(InstallerError):
+        load_state(ctx, required=False)
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    if keep_data:
+        ctx.console.say(
+            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
+            "a later install uses them again."
+        )
+    else:
+        ctx.console.say("TestGen is uninstalled and its files are removed.")
+    ctx.console.say(
+        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
+    )

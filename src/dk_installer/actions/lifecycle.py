@@ -1,4 +1,4 @@
-"""actions.lifecycle."""
+"""Running TestGen: start, stop, the foreground `run` a service uses, and the service commands."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""actions.report."""
+"""What is there and what is wrong: status, doctor and the support bundle (`logs`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dk_installer import __version__
-from dk_installer.actions.boundary import load_state
 from dk_installer.checks import (
     Requirement,
     RequirementsNotMet,
@@ -28,11 +27,9 @@ from dk_installer.config import InstallOptions, InstallState
 from dk_installer.console import Console
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
-from dk_installer.recovery import RemoveFiles, interrupted_action, remove_installer_files
+from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
-from dk_installer.steps.base import run_steps
-from dk_installer.steps.install import StopApp
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 
 if TYPE_CHECKING:
@@ -116,28 +113,6 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         )
     if status["state"] == "damaged":
         raise InstallerError("The install receipt is damaged.", code=ErrorCode.STATE_CORRUPT)
-
-
-def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
-    paths = ctx.paths
-    bookkeeping = {paths.lock.name, paths.logs.name}
-    if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
-        remove_installer_files(paths, keep_data=False)
-        ctx.console.say(f"Nothing to uninstall: TestGen is not installed in {paths.home}.")
-        return
-    with contextlib.suppress(InstallerError):
-        load_state(ctx, required=False)
-    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
-    if keep_data:
-        ctx.console.say(
-            f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
-            "a later install uses them again."
-        )
-    else:
-        ctx.console.say("TestGen is uninstalled and its files are removed.")
-    ctx.console.say(
-        f"Your settings (analytics choice) stay in {paths.config}; delete that folder to forget them."
-    )
 
 
 def doctor_checks(ctx: ActionContext) -> list[Requirement]:

@@ -1,4 +1,5 @@
-"""steps.backup."""
+"""Backups: the safety copy an upgrade puts back on failure, the archive `backup` writes, and the
+steps of `restore` (check, unpack, swap in)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dk_installer.versions import is_newer
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
     from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
 
@@ -33,6 +35,30 @@ def copy_testgen_home(paths: Paths, target: Path, progress: Progress, error_code
         error_code=error_code,
         what="copying TestGen's data",
     )
+
+
+def put_back_safety_copy(paths: Paths, entry: JournalRecord) -> None:
+    """After a kill: the complete copy of TestGen's home goes back in its place (also when the
+    home is missing, as a kill between SwapHome's two renames leaves it); a half-made one goes."""
+    backup = paths.upgrade_backup
+    if backup.exists() and (entry.safety_copy or not paths.testgen_home.exists()):
+        remove_tree(paths.testgen_home)
+        os.rename(backup, paths.testgen_home)
+    else:
+        remove_tree(backup)
+
+
+def is_partial_backup(path: Path) -> bool:
+    """A backup WriteBackup was writing: `.<name>.<pid>.tmp`, a regular file owned by this user."""
+    import re
+    import stat
+
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    named = re.fullmatch(r"\..+\.tar\.gz\.\d+\.tmp", path.name) is not None
+    return named and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
 
 
 class BackupData(Step):
@@ -70,6 +96,14 @@ class BackupData(Step):
     def commit(self, ctx: ActionContext) -> None:
         shutil.rmtree(ctx.paths.upgrade_backup, ignore_errors=True)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_safety_copy(paths, entry)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.upgrade_backup)
+
 
 BACKUP_FORMAT = "dk-installer-backup"
 BACKUP_FORMAT_VERSION = 1
@@ -92,6 +126,14 @@ class SnapshotData(Step):
 
     def commit(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.backup_snapshot)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.backup_snapshot)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.backup_snapshot)
 
 
 class WriteBackup(Step):
@@ -154,6 +196,14 @@ class WriteBackup(Step):
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(self.partial)
         remove_tree(ctx.paths.backup_snapshot)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """Remove the archive cut short, but only a file that is surely that: named as
+        WriteBackup names it, a regular file of this user's (never what a journal merely says)."""
+        if entry.partial_file and is_partial_backup(Path(entry.partial_file)):
+            remove_tree(Path(entry.partial_file))
+        remove_tree(paths.backup_snapshot)
 
 
 def read_backup(path: Path, installed_version: str) -> dict[str, Any]:
@@ -218,6 +268,10 @@ class UnpackBackup(Step):
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(ctx.paths.restore_staging)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_tree(paths.restore_staging)
+
 
 class SwapHome(Step):
     """The restored home takes the current one's place in one rename; the current one is kept
@@ -246,6 +300,18 @@ class SwapHome(Step):
 
     def commit(self, ctx: ActionContext) -> None:
         paths = ctx.paths
+        restored = paths.restore_staging / "credentials.txt"
+        if restored.exists():
+            write_file_atomically(paths.credentials, restored.read_text(), mode=0o600)
+        remove_tree(paths.upgrade_backup)
+        remove_tree(paths.restore_staging)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_safety_copy(paths, entry)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
         restored = paths.restore_staging / "credentials.txt"
         if restored.exists():
             write_file_atomically(paths.credentials, restored.read_text(), mode=0o600)

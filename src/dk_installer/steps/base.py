@@ -1,4 +1,5 @@
-"""steps.base."""
+"""Steps and what they share: the Step protocol (run, undo, commit), run_steps (undo every started
+step on any failure, with signals deferred, then commit them all) and the ActionContext."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dk_installer.checks import RequirementsNotMet, report_requirements
 from dk_installer.config import InstallOptions
 from dk_installer.console import echo, textwrap_indent
 from dk_installer.errors import InstallerError, StepSkipped
-from dk_installer.journal import Journal
+from dk_installer.journal import Journal, JournalRecord
 from dk_installer.launcher import self_command
 from dk_installer.runner import current_log_path, deferred_signals
 from dk_installer.testgen.app import TestGen
@@ -104,11 +105,22 @@ def failpoint(settings: Settings, step: str) -> None:
 
 
 class Step:
+    """One visible unit of work. run() does it (raising StepSkipped when there is nothing to do);
+    undo() reverses whatever part of it happened, in a live rollback; commit() drops what undo()
+    would have needed, once the whole action has succeeded. After a kill, the next command has no
+    step objects, only the journal: recover() and finish() are the same knowledge, read from it."""
+
     name = "step"
     title = "Step"
     required = True
     # Steps that change files or processes; the journal is written before each of them.
     side_effects = True
+    by_name: ClassVar[dict[str, type[Step]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Step.by_name.setdefault(cls.name, cls)  # the first is the real one, never a subclass
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         raise NotImplementedError
@@ -118,6 +130,15 @@ class Step:
 
     def commit(self, ctx: ActionContext) -> None:
         """The action succeeded: drop what undo() would have needed; nothing by default."""
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """undo() after a kill, from the journal (TestGen and its PostgreSQL are already stopped);
+        nothing by default."""
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        """commit() after a kill in the commit phase, from the journal; nothing by default."""
 
 
 class UpToDate(StepSkipped):
@@ -137,7 +158,7 @@ def run_steps(ctx: ActionContext, steps: Sequence[Step]) -> None:
             if step.side_effects and ctx.action in MUTATING_ACTIONS:
                 if not journal.active:
                     journal.begin(ctx.action, running=ctx.testgen.running())
-                journal.record(step=step.name)
+                journal.started(step.name)
             try:
                 with ctx.console.step(step.title) as progress:
                     failpoint(ctx.settings, step.name)

@@ -1,4 +1,6 @@
-"""steps.install."""
+"""The steps of install and upgrade: preflight, the package engine and Python, the venv, TestGen's
+configuration and certificate, demo data, start, login check, receipt, launcher, and the stop,
+swap and restart of an upgrade."""
 
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from dk_installer.versions import DEFAULT_VERSION_SPEC
 if TYPE_CHECKING:
     from dk_installer.checks import Requirement
     from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
 
 
@@ -136,6 +140,19 @@ class InstallPackage(Step):
         if self.previous and self.previous != self.staging:
             shutil.rmtree(self.previous, ignore_errors=True)
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.venv_before is not None:
+            before = paths.venvs / entry.venv_before if entry.venv_before else None
+            point_venv_at(paths, before if before is not None and before.is_dir() else None)
+        remove_stale_venvs(paths)
+        with contextlib.suppress(OSError):
+            paths.venvs.rmdir()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        remove_stale_venvs(paths)  # the previous venv; the new one is active
+
 
 class CheckNewVersion(Step):
     """An upgrade that found nothing newer ends here, and the new venv is dropped."""
@@ -211,6 +228,13 @@ class Configure(Step):
             with contextlib.suppress(FileNotFoundError):
                 ctx.paths.credentials.unlink()
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.home_existed is False:
+            remove_tree(paths.testgen_home)
+        if entry.credentials_existed is False:
+            remove_tree(paths.credentials)
+
 
 class InstallCertificate(Step):
     """HTTPS: the certificate and key given at install are copied into TestGen's home (the key
@@ -271,6 +295,11 @@ class InstallLauncher(Step):
     def undo(self, ctx: ActionContext) -> None:
         if self.written:
             remove_tree(ctx.paths.launcher)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.launcher_existed is False and launcher_is_ours(paths.launcher, paths.home):
+            remove_tree(paths.launcher)
 
 
 class LoadDemoData(Step):
@@ -372,6 +401,13 @@ class SaveState(Step):
             with contextlib.suppress(FileNotFoundError):
                 ctx.paths.state.unlink()
 
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.state_existed and entry.state_before is not None:
+            write_file_atomically(paths.state, entry.state_before)
+        elif entry.state_existed is False:
+            remove_tree(paths.state)
+
 
 class StopApp(Step):
     name = "stop"
@@ -409,6 +445,10 @@ class SwapVenv(Step):
         if self.build.swapped:
             point_venv_at(ctx.paths, self.build.previous)
             self.build.swapped = False
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        InstallPackage.recover(paths, entry)
 
 
 class RestartApp(Step):

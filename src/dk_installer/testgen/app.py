@@ -1,4 +1,5 @@
-"""testgen.app."""
+"""TestGen, the installed product: its URLs, the environment every TestGen process gets, its CLI,
+starting, waiting for and stopping the app, and its health. Made from the install receipt."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from dk_installer.net import http_status, is_loopback, shared_host_names
 from dk_installer.runner import file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
-from dk_installer.tls import tls_adapter, tls_verifying_context
+from dk_installer.testgen.login import oauth_login
+from dk_installer.testgen.processes import app_process, our_processes, postmaster
+from dk_installer.tls import tls_verifying_context
 
 if TYPE_CHECKING:
     from dk_installer.config import InstallState, Settings
@@ -32,15 +35,6 @@ log = logging.getLogger("dk_installer")
 
 
 STOP_TIMEOUT_S = 60.0
-
-
-def _alive(process: Any) -> bool:
-    import psutil
-
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 class TestGen:
@@ -191,47 +185,15 @@ class TestGen:
                 what="tg-patch-streamlit",
             )
 
-    # Processes
+    # Processes (testgen/processes.py decides which are ours)
     def app_process(self) -> Any:
-        """The run-app process this installer started (a psutil.Process), or None."""
-        import psutil
-
-        try:
-            pid_text, started_text = self.paths.app_pid.read_text().split()
-            process = psutil.Process(int(pid_text))
-            if abs(process.create_time() - float(started_text)) > 1:
-                return None  # the pid was reused by another process
-        except (OSError, ValueError, psutil.Error):
-            return None
-        return process if _alive(process) else None
+        return app_process(self.paths)
 
     def postmaster(self) -> Any:
-        """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
-        import psutil
-
-        try:
-            process = psutil.Process(int((self.paths.pgdata / "postmaster.pid").read_text().split()[0]))
-        except (OSError, ValueError, IndexError, psutil.Error):
-            return None
-        return process if _alive(process) else None
+        return postmaster(self.paths)
 
     def processes(self) -> list[Any]:
-        """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
-        process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
-        import psutil
-
-        ours: dict[int, Any] = {}
-        for root in (self.app_process(), self.postmaster()):
-            if root is not None:
-                with contextlib.suppress(psutil.Error):
-                    for process in [root, *root.children(recursive=True)]:
-                        ours[process.pid] = process
-        owner = str(self.paths.testgen)
-        for process in psutil.process_iter(["environ"]):
-            if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
-                ours.setdefault(process.pid, process)
-        ours.pop(os.getpid(), None)
-        return [process for process in ours.values() if _alive(process)]
+        return our_processes(self.paths)
 
     def running(self) -> bool:
         """Is the app this installer started still running? (health() says whether it answers)"""
@@ -374,82 +336,5 @@ class TestGen:
         return was_running
 
     def login(self, username: str, password: str) -> bool | None:
-        """A real login through TestGen's OAuth flow: register a public client, then POST the
-        credentials to /oauth/authorize with a PKCE challenge. True on a redirect carrying a code,
-        False on 401, None when this TestGen has no OAuth endpoints."""
-        import base64
-        import hashlib
-        import secrets
-        import urllib.parse
-
-        import requests
-
-        base = self.probe_url(self.api_port)
-        redirect_uri = "http://localhost:8765/dk-installer/callback"
-        session = requests.Session()
-        session.trust_env = False  # a local address: never through a proxy
-        if self.tls:
-            session.mount("https://", tls_adapter(self.tls_context()))
-        registration = session.post(
-            f"{base}/oauth/register",
-            json={
-                "client_name": "dk-installer login check",
-                "redirect_uris": [redirect_uri],
-                "token_endpoint_auth_method": "none",
-            },
-            timeout=15,
-        )
-        if registration.status_code in (404, 405):
-            return None
-        if registration.status_code not in (200, 201):
-            raise InstallerError(
-                f"TestGen's /oauth/register answered HTTP {registration.status_code}.",
-                code=ErrorCode.LOGIN_FAILED,
-            )
-        client_id = registration.json()["client_id"]
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-        state = secrets.token_urlsafe(8)
-        response = session.post(
-            f"{base}/oauth/authorize",
-            data={
-                "username": username,
-                "password": password,
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "response_type": "code",
-                "state": state,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            },
-            allow_redirects=False,
-            timeout=15,
-        )
-        if response.status_code == 401:
-            return False
-        if response.status_code in (302, 303):
-            query = urllib.parse.parse_qs(urllib.parse.urlparse(response.headers.get("location", "")).query)
-            return bool(query.get("code")) and query.get("state") == [state]
-        raise InstallerError(
-            f"TestGen's /oauth/authorize answered HTTP {response.status_code}.", code=ErrorCode.LOGIN_FAILED
-        )
-
-
-def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
-    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
-    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
-    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
-    try:
-        for line in iter(source.readline, b""):
-            out.write(line)
-            out.flush()
-            if out.tell() >= max_bytes:
-                out.close()
-                for index in range(kept - 1, 0, -1):
-                    older = path.with_name(f"{path.name}.{index}")
-                    if older.exists():
-                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-                os.replace(path, path.with_name(f"{path.name}.1"))
-                out = open(path, "ab")  # noqa: SIM115
-    finally:
-        out.close()
+        """A real login through TestGen's OAuth endpoints (testgen/login.py)."""
+        return oauth_login(self.probe_url(self.api_port), self.tls_context(), username, password)

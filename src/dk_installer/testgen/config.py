@@ -1,4 +1,5 @@
-"""testgen.config."""
+"""TestGen's own facts and files: the package name, the admin user, config.env (keeping lines the
+user added), credentials.txt, and which version a venv holds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""testgen.venvs."""
+"""TestGen's venvs: testgen/venv is a symlink to one of testgen/venvs/*, swapped in one rename
+(venvs embed their own path, so they never move)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,89 @@
+"""Which processes are TestGen's and ours: the app this installer started (its pid file, checked
+against the process's start time), the embedded PostgreSQL (its postmaster.pid) and anything that
+carries OWNER_VARIABLE for this install. The one place that decides; `stop` and the leak checks
+rely on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dk_installer.testgen.config import OWNER_VARIABLE
+
+if TYPE_CHECKING:
+    from dk_installer.paths import Paths
+
+
+def alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def app_process(paths: Paths) -> Any:
+    """The run-app process this installer started (a psutil.Process), or None."""
+    import psutil
+
+    try:
+        pid_text, started_text = paths.app_pid.read_text().split()
+        process = psutil.Process(int(pid_text))
+        if abs(process.create_time() - float(started_text)) > 1:
+            return None  # the pid was reused by another process
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return process if alive(process) else None
+
+
+def postmaster(paths: Paths) -> Any:
+    """The embedded PostgreSQL's postmaster (from pgdata/postmaster.pid), or None."""
+    import psutil
+
+    try:
+        process = psutil.Process(int((paths.pgdata / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+    return process if alive(process) else None
+
+
+def our_processes(paths: Paths) -> list[Any]:
+    """Every process of ours, orphans included: the app's tree, the postmaster's tree, and any
+    process that carries OWNER_VARIABLE for this install. Never a `testgen` the user runs."""
+    import psutil
+
+    ours: dict[int, Any] = {}
+    for root in (app_process(paths), postmaster(paths)):
+        if root is not None:
+            with contextlib.suppress(psutil.Error):
+                for process in [root, *root.children(recursive=True)]:
+                    ours[process.pid] = process
+    owner = str(paths.testgen)
+    for process in psutil.process_iter(["environ"]):
+        if (process.info.get("environ") or {}).get(OWNER_VARIABLE) == owner:
+            ours.setdefault(process.pid, process)
+    ours.pop(os.getpid(), None)
+    return [process for process in ours.values() if alive(process)]
+
+
+def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
+    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
+    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
+    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
+    try:
+        for line in iter(source.readline, b""):
+            out.write(line)
+            out.flush()
+            if out.tell() >= max_bytes:
+                out.close()
+                for index in range(kept - 1, 0, -1):
+                    older = path.with_name(f"{path.name}.{index}")
+                    if older.exists():
+                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+                os.replace(path, path.with_name(f"{path.name}.1"))
+                out = open(path, "ab")  # noqa: SIM115
+    finally:
+        out.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
@@ -117,16 +118,29 @@ def home_unusable_message(home: str) -> str | None:
     )
 
 
-def _system_ca_args() -> list[str]:
-    """The pip that ensurepip ships verifies TLS with its own CA list, which lacks a corporate
-    TLS-inspecting proxy's CA; the system's OpenSSL bundle (what the ssl module reports) has it.
-    A CA the user set in the environment or in pip's config decides instead."""
+# The one decision about whom HTTPS trusts (tls.py and the package engine read it from here): a CA the
+# user names in any of these variables decides for every tool; without one, the system trust store,
+# where a corporate TLS-inspecting proxy's CA lives (pip, requests and uv each know only their own
+# CA list by default).
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")
+
+
+def ca_named_by_user(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name) for name in CA_VARIABLES)
+
+
+def system_ca_file() -> str | None:
+    """The system's OpenSSL bundle (what the ssl module reports), when there is one."""
     import ssl
 
-    if any(os.environ.get(name) for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")):
-        return []
     cafile = ssl.get_default_verify_paths().cafile
-    return ["--cert", cafile] if cafile and os.path.exists(cafile) else []
+    return cafile if cafile and os.path.exists(cafile) else None
+
+
+def _system_ca_args() -> list[str]:
+    """For the pip that ensurepip ships, which verifies TLS with its own CA list."""
+    cafile = None if ca_named_by_user(os.environ) else system_ca_file()
+    return ["--cert", cafile] if cafile else []
 
 
 def _create_runtime(runtime: str, argv: list[str]) -> None:
@@ -864,7 +878,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from dk_installer.actions.boundary import load_state
-from dk_installer.checks import Requirement, check_port
+from dk_installer.checks import Requirement, check_ports
 from dk_installer.copies import installer_command
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import deferred_signals, file_tail
@@ -886,7 +900,7 @@ def start_action(ctx: ActionContext) -> None:
     testgen.stop()  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        check_ports(testgen.ui_port, testgen.api_port, at_install=False),
     )
     run_steps(ctx, [StartApp()])
     ctx.console.say(f"TestGen {state.product_version} is running: {testgen.ui_url}")
@@ -917,7 +931,7 @@ def run_action(ctx: ActionContext) -> None:
     testgen.stop(through_service=False)  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        check_ports(testgen.ui_port, testgen.api_port, at_install=False),
     )
     interrupted = False
     try:
@@ -1030,7 +1044,7 @@ from dk_installer.checks import (
     check_disk,
     check_home_writable,
     check_index,
-    check_port,
+    check_ports,
     find_testgen_python,
     report_requirements,
 )
@@ -1191,8 +1205,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        check_port(testgen.ui_port, "--port", running),
-        check_port(testgen.api_port, "--api-port", running),
+        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running),
     ]
     if state:
         version = installed_version(paths.venv)
@@ -1801,6 +1814,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
@@ -1906,16 +1920,29 @@ def home_unusable_message(home: str) -> str | None:
     )
 
 
-def _system_ca_args() -> list[str]:
-    """The pip that ensurepip ships verifies TLS with its own CA list, which lacks a corporate
-    TLS-inspecting proxy's CA; the system's OpenSSL bundle (what the ssl module reports) has it.
-    A CA the user set in the environment or in pip's config decides instead."""
+# The one decision about whom HTTPS trusts (tls.py and the package engine read it from here): a CA the
+# user names in any of these variables decides for every tool; without one, the system trust store,
+# where a corporate TLS-inspecting proxy's CA lives (pip, requests and uv each know only their own
+# CA list by default).
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")
+
+
+def ca_named_by_user(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name) for name in CA_VARIABLES)
+
+
+def system_ca_file() -> str | None:
+    """The system's OpenSSL bundle (what the ssl module reports), when there is one."""
     import ssl
 
-    if any(os.environ.get(name) for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")):
-        return []
     cafile = ssl.get_default_verify_paths().cafile
-    return ["--cert", cafile] if cafile and os.path.exists(cafile) else []
+    return cafile if cafile and os.path.exists(cafile) else None
+
+
+def _system_ca_args() -> list[str]:
+    """For the pip that ensurepip ships, which verifies TLS with its own CA list."""
+    cafile = None if ca_named_by_user(os.environ) else system_ca_file()
+    return ["--cert", cafile] if cafile else []
 
 
 def _create_runtime(runtime: str, argv: list[str]) -> None:
@@ -2183,7 +2210,7 @@ from typing import TYPE_CHECKING
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
 from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.net import port_free
+from dk_installer.net import port_free, port_holder
 from dk_installer.testgen.config import PACKAGE, TESTGEN_MIN_PYTHON
 from dk_installer.tls import https_verify
 
@@ -2232,8 +2259,13 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
 
     candidates = [explicit] if explicit else ["python3.13", "python3.12", "python3.11", "python3"]
     too_old: list[str] = []
-    for candidate in candidates:
-        found = _probe_python(candidate)
+    # Probed side by side: a pyenv shim takes a good part of a second to answer, and most users'
+    # PATH has several (the first working one in this order still wins).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
+        probes = list(pool.map(_probe_python, candidates))
+    for candidate, found in zip(candidates, probes):
         if not found:
             continue
         if found[1][:2] >= TESTGEN_MIN_PYTHON:
@@ -2301,15 +2333,30 @@ def check_home_writable(paths: Paths) -> Requirement:
     return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home writable", ok, detail)
 
 
-def check_port(port: int, option: str, ours_running: bool) -> Requirement:
-    """`option` is the flag that changes this port (--port, --api-port)."""
-    title = f"{'UI' if option == '--port' else 'API'} port {port}"
-    if ours_running:
-        return Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen")
-    ok = port_free(port)
-    return Requirement(
-        ErrorCode.PORT_IN_USE, title, ok, "free" if ok else f"already in use; pick another with {option}"
-    )
+def check_ports(
+    ui_port: int, api_port: int, *, ours_running: bool = False, at_install: bool = True
+) -> list[Requirement]:
+    """The UI and API ports: free, or used by this TestGen (`ours_running`). A port someone else
+    holds is named with its holder, and the remedy is the one this command offers: other ports
+    at install (`at_install`), else stopping the holder."""
+    checks = []
+    for port, option, part in ((ui_port, "--port", "UI"), (api_port, "--api-port", "API")):
+        title = f"{part} port {port}"
+        if ours_running:
+            checks.append(Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen"))
+            continue
+        if port_free(port):
+            checks.append(Requirement(ErrorCode.PORT_IN_USE, title, True, "free"))
+            continue
+        holder = port_holder(port)
+        remedy = (
+            f"pick another with {option}"
+            if at_install
+            else f"stop what holds it (TestGen was installed to use port {port})"
+        )
+        detail = f"already in use{f' by {holder}' if holder else ''}; {remedy}"
+        checks.append(Requirement(ErrorCode.PORT_IN_USE, title, False, detail))
+    return checks
 
 
 def check_index(options: InstallOptions, settings: Settings) -> Requirement:
@@ -2846,7 +2893,7 @@ def analytics_preview(settings: Settings, action: str) -> None:
     from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
 
-    saved = SavedChoices(Paths.from_environment().settings)
+    saved = SavedChoices(Paths.from_environment().saved_choices)
     distinct_id = saved.get("anonymous_id")
     if not distinct_id:
         distinct_id = str(uuid.uuid4())
@@ -2952,6 +2999,7 @@ from pathlib import Path
 from typing import Any
 
 from dk_installer import __version__
+from dk_installer.bootstrap import ca_named_by_user
 from dk_installer.defaults import ALL_ADDRESSES, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import InstallerError, StateCorrupt
 
@@ -2968,8 +3016,6 @@ LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
 APP_LOG_KEPT = 5  # ... keeping this many older files (testgen-app.log.1 to .5)
 LAUNCHERS = ("install.sh", "direct", "package", "launcher")
-# Set by a user who trusts a CA of their own; without them the system trust store is used.
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
 CI_PROVIDERS = (
     ("GITHUB_ACTIONS", "github_actions"),
     ("GITLAB_CI", "gitlab"),
@@ -3044,7 +3090,7 @@ class Settings:
             ci_provider=provider,
             user_python=env.get("DK_INSTALLER_PYTHON") or None,
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
-            ca_from_environment=any(env.get(name) for name in CA_VARIABLES),
+            ca_from_environment=ca_named_by_user(env),
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
         )
@@ -4017,6 +4063,32 @@ def port_free(port: int) -> bool:
                 if exc.errno == errno.EADDRINUSE:
                     return False
     return True
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on `port`, as far as this user may see: "pid 4242 (alice): python3 -m
+    http.server 8501"; "a process this user cannot see" when the system hides it; None when no
+    listening socket is found."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for connection in connections:
+        if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
+            continue
+        if connection.pid is None:
+            return "a process this user cannot see (another user's)"
+        try:
+            process = psutil.Process(connection.pid)
+            with process.oneshot():
+                user = process.username()
+                command = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            return f"pid {connection.pid}"
+        return f"pid {connection.pid} ({user}): {command[:100]}"
+    return None
 ''',
     'dk_installer/paths.py': r'''
 """Paths: every file and folder the installer writes, under DK_INSTALLER_HOME or the user's config
@@ -5257,7 +5329,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dk_installer.checks import check_disk, check_home_writable, check_index, check_port, find_testgen_python
+from dk_installer.checks import check_disk, check_home_writable, check_index, check_ports, find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree, write_file_atomically
 from dk_installer.engine import UV_PYTHON, PackageEngine, _probe_python
 from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
@@ -5296,8 +5368,7 @@ class Preflight(Step):
             python,
             check_home_writable(ctx.paths),
             check_disk(ctx.paths, ctx.settings),
-            check_port(options.ui_port, "--port", False),
-            check_port(options.api_port, "--api-port", False),
+            *check_ports(options.ui_port, options.api_port),
         ]
         progress.update("contacting the package index")
         checks.append(check_index(options, ctx.settings))
@@ -6496,9 +6567,10 @@ probes the installer sends it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dk_installer.bootstrap import system_ca_file
 
 if TYPE_CHECKING:
     from dk_installer.config import Settings
@@ -6513,10 +6585,7 @@ def https_verify(settings: Settings) -> bool | str:
     try:
         import truststore
     except ImportError:
-        import ssl
-
-        cafile = ssl.get_default_verify_paths().cafile
-        return cafile if cafile and os.path.exists(cafile) else True
+        return system_ca_file() or True
     truststore.inject_into_ssl()
     return True
 
@@ -6612,8 +6681,8 @@ Usage: dk_installer.py [OPTIONS] COMMAND [ARGS]...
 
   Install, run and manage DataKitchen's DataOps TestGen.
 
-  Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements not
-  met, 130 interrupted.
+  Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements
+  not met, 130 interrupted.
 
 Options:
   --version       Show the version and exit.
@@ -6622,13 +6691,13 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these commands...
+  analytics  See and control the anonymous usage analytics (these...
   backup     Back up TestGen's data, keys and credentials (TestGen stops...
   doctor     Check every requirement and print a table; exit 3 if any fails.
   install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with secrets...
+  logs       Write a support zip (logs, state, doctor output) with...
   restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what a...
+  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
   service    Start TestGen at boot with the user's service manager...
   start      Start TestGen in the background and wait until it answers.
   status     Is TestGen installed and running? Version, URLs and health.
@@ -6641,8 +6710,8 @@ Usage: dk_installer.py [OPTIONS] COMMAND [ARGS]...
 
   Install, run and manage DataKitchen's DataOps TestGen.
 
-  Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements not
-  met, 130 interrupted.
+  Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements
+  not met, 130 interrupted.
 
 Options:
   --version       Show the version and exit.
@@ -6651,13 +6720,13 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these commands...
+  analytics  See and control the anonymous usage analytics (these...
   backup     Back up TestGen's data, keys and credentials (TestGen stops...
   doctor     Check every requirement and print a table; exit 3 if any fails.
   install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with secrets...
+  logs       Write a support zip (logs, state, doctor output) with...
   restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what a...
+  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
   service    Start TestGen at boot with the user's service manager...
   start      Start TestGen in the background and wait until it answers.
   status     Is TestGen installed and running? Version, URLs and health.
@@ -6678,7 +6747,7 @@ Commands:
   enable   Turn analytics on (environment opt-outs still win).
   preview  Print the exact JSON the next event would carry.
   show     The last 20 events attempted and those waiting, with their...
-  status   On or off, which rule decided, the anonymous id, unsent events,...
+  status   On or off, which rule decided, the anonymous id, unsent...
 ''',
     'analytics -h': r'''
 Usage: dk_installer.py analytics [OPTIONS] COMMAND [ARGS]...
@@ -6693,7 +6762,7 @@ Commands:
   enable   Turn analytics on (environment opt-outs still win).
   preview  Print the exact JSON the next event would carry.
   show     The last 20 events attempted and those waiting, with their...
-  status   On or off, which rule decided, the anonymous id, unsent events,...
+  status   On or off, which rule decided, the anonymous id, unsent...
 ''',
     'backup --help': r'''
 Usage: dk_installer.py backup [OPTIONS]
@@ -6748,8 +6817,10 @@ Usage: dk_installer.py install [OPTIONS]
   and log in.
 
 Options:
-  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501; 1<=x<=65535]
-  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530; 1<=x<=65535]
+  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501;
+                            1<=x<=65535]
+  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530;
+                            1<=x<=65535]
   --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
                             Default: newest 5.x.
   --index-url URL           Package index to install from (a mirror).
@@ -6758,9 +6829,9 @@ Options:
   --no-demo                 Do not load the demo data.
   --no-start                Install and configure, but do not start TestGen.
   --no-browser              Do not open the browser at the end.
-  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one address
-                            of this machine) shares it on your network.
-                            [default: 127.0.0.1]
+  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one
+                            address of this machine) shares it on your
+                            network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
   -y, --yes                 Answer yes to every question.
@@ -6776,8 +6847,10 @@ Usage: dk_installer.py install [OPTIONS]
   and log in.
 
 Options:
-  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501; 1<=x<=65535]
-  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530; 1<=x<=65535]
+  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501;
+                            1<=x<=65535]
+  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530;
+                            1<=x<=65535]
   --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
                             Default: newest 5.x.
   --index-url URL           Package index to install from (a mirror).
@@ -6786,9 +6859,9 @@ Options:
   --no-demo                 Do not load the demo data.
   --no-start                Install and configure, but do not start TestGen.
   --no-browser              Do not open the browser at the end.
-  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one address
-                            of this machine) shares it on your network.
-                            [default: 127.0.0.1]
+  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one
+                            address of this machine) shares it on your
+                            network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
   -y, --yes                 Answer yes to every question.
@@ -6982,37 +7055,40 @@ Options:
     'upgrade --help': r'''
 Usage: dk_installer.py upgrade [OPTIONS]
 
-  Upgrade TestGen and its database; restart it if it was running. Rolls back on
-  failure.
+  Upgrade TestGen and its database; restart it if it was running. Rolls back
+  on failure.
 
 Options:
   --version VERSION     Target version or specifier. Default: newest of the
                         installed major version.
   --index-url URL       Package index to install from (a mirror).
   --find-links DIR|URL  Wheels to install from (air-gapped installs).
-  --no-analytics        Send no analytics for this run (and turn TestGen's off).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
   -v, --verbose         Print debug output.
   -h, --help            Show this message and exit.
 ''',
     'upgrade -h': r'''
 Usage: dk_installer.py upgrade [OPTIONS]
 
-  Upgrade TestGen and its database; restart it if it was running. Rolls back on
-  failure.
+  Upgrade TestGen and its database; restart it if it was running. Rolls back
+  on failure.
 
 Options:
   --version VERSION     Target version or specifier. Default: newest of the
                         installed major version.
   --index-url URL       Package index to install from (a mirror).
   --find-links DIR|URL  Wheels to install from (air-gapped installs).
-  --no-analytics        Send no analytics for this run (and turn TestGen's off).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
   -v, --verbose         Print debug output.
   -h, --help            Show this message and exit.
 ''',
     'analytics disable --help': r'''
 Usage: dk_installer.py analytics disable [OPTIONS]
 
-  Turn analytics off; delete the anonymous id and unsent events. Sends nothing.
+  Turn analytics off; delete the anonymous id and unsent events. Sends
+  nothing.
 
 Options:
   -h, --help  Show this message and exit.
@@ -7020,7 +7096,8 @@ Options:
     'analytics disable -h': r'''
 Usage: dk_installer.py analytics disable [OPTIONS]
 
-  Turn analytics off; delete the anonymous id and unsent events. Sends nothing.
+  Turn analytics off; delete the anonymous id and unsent events. Sends
+  nothing.
 
 Options:
   -h, --help  Show this message and exit.
@@ -7042,10 +7119,10 @@ Options:
   -h, --help  Show this message and exit.
 ''',
     'analytics preview --help': r'''
-Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|stop|
-                                         status|uninstall|doctor|logs|service_en
-                                         able|service_disable|service_status|bac
-                                         kup|restore]]
+Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
+                                         p|status|uninstall|doctor|logs|servic
+                                         e_enable|service_disable|service_stat
+                                         us|backup|restore]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7054,10 +7131,10 @@ Options:
   -h, --help  Show this message and exit.
 ''',
     'analytics preview -h': r'''
-Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|stop|
-                                         status|uninstall|doctor|logs|service_en
-                                         able|service_disable|service_status|bac
-                                         kup|restore]]
+Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
+                                         p|status|uninstall|doctor|logs|servic
+                                         e_enable|service_disable|service_stat
+                                         us|backup|restore]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7126,7 +7203,8 @@ Options:
     'service enable --help': r'''
 Usage: dk_installer.py service enable [OPTIONS]
 
-  Install and start the service; TestGen then starts at boot and after a crash.
+  Install and start the service; TestGen then starts at boot and after a
+  crash.
 
 Options:
   --print         Show the unit (or launchd agent); write nothing.
@@ -7137,7 +7215,8 @@ Options:
     'service enable -h': r'''
 Usage: dk_installer.py service enable [OPTIONS]
 
-  Install and start the service; TestGen then starts at boot and after a crash.
+  Install and start the service; TestGen then starts at boot and after a
+  crash.
 
 Options:
   --print         Show the unit (or launchd agent); write nothing.
@@ -7168,7 +7247,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '14ca96e4118dfb99'
+BUILD_ID = 'e440cff875f08678'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -1,8 +1,10 @@
-"""Shared fixtures: stand-in TestGen wheels, a sandbox per test, and a leak check.
+"""Shared fixtures: stand-in TestGen wheels, a sandbox per test, and leak checks.
 
 Every test that runs the installer gets its own HOME, DK_INSTALLER_HOME, XDG_CONFIG_HOME and
-free ports. After the test, any process whose command line mentions the sandbox is reported as a
-leak (the test errors) and killed, so a leaking test can never pass silently.
+free ports. After a sandbox test, the installer's own `stop` runs (it must leave nothing), then any
+process whose command line or environment mentions the sandbox is a leak: the test fails and the
+process is killed. Every test, sandbox or not, is also checked for processes it left under pytest's
+temporary folder, so a leaking test never passes silently.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -77,9 +80,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Live processes whose command line or environment mentions `text` (a sandbox path): the
-    detached analytics sender names no path in its arguments, only in its environment."""
+def processes_mentioning(folder: str) -> list[tuple[int, str]]:
+    """Live processes whose command line or environment mentions `folder` (a sandbox path; the
+    detached analytics sender names no path in its arguments, only in its environment). Matched
+    as a folder, so that /tmp/pytest-5 never matches another session's /tmp/pytest-50."""
+    mention = re.compile(re.escape(folder.rstrip("/")) + r"(?=$|[/\s\0:])")
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -87,7 +92,8 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 environ = (entry / "environ").read_bytes().decode(errors="replace")
                 stat = (entry / "stat").read_text()
-                if (text in cmdline or text in environ) and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                alive = stat.rsplit(")", 1)[1].split()[0] != "Z"
+                if alive and (mention.search(cmdline) or mention.search(environ)):
                     found.append((int(entry.name), cmdline.strip()))
     return found
 
@@ -224,6 +230,24 @@ def kill_all(processes: list[tuple[int, str]]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test: nothing it started under this worker's temporary folder outlives it (open
+    sandboxes, outside that folder, have the sandbox check)."""
+    root = str(tmp_path_factory.getbasetemp())
+    before = {pid for pid, _ in processes_mentioning(root)}
+    yield
+    deadline = time.monotonic() + 12  # a detached analytics sender may be finishing its bounded life
+    while time.monotonic() < deadline:
+        leaked = [(pid, cmd) for pid, cmd in processes_mentioning(root) if pid not in before]
+        if not any("send-spool" in cmd for _, cmd in leaked):
+            break
+        time.sleep(0.2)
+    kill_all(leaked)
+    if leaked:
+        pytest.fail(f"test left processes running: {leaked}")
 
 
 @pytest.fixture

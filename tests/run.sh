@@ -28,5 +28,6 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt -e .
 
 "$venv/bin/ruff" check .
-"$venv/bin/ruff" format --check dk_installer.py tests bench
-exec "$venv/bin/python" -m pytest "$@"
+"$venv/bin/ruff" format --check src tests bench build.py
+# Independent tests in parallel: most of their time is spent waiting on the installer and TestGen.
+exec "$venv/bin/python" -m pytest -n 4 "$@"

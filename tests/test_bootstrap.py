@@ -14,6 +14,7 @@ import pytest
 from conftest import INSTALLER, ROOT, Sandbox, bare_python
 
 from dk_installer.bootstrap import (
+    CA_VARIABLES,
     RUNTIME_RECEIPT,
     RUNTIME_REQUIREMENTS,
     _package_source_args,
@@ -47,9 +48,6 @@ def test_package_source_flags_are_mirrored_for_the_runtime() -> None:
         "--find-links",
         "/wheels",
     ]
-
-
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")
 
 
 def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) -> None:

@@ -367,17 +367,29 @@ def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> Non
     assert sandbox.install("--no-demo", env=env).returncode == 0
     assert sandbox.run("stop").returncode == 0
     written = {p for p in set(sandbox.root.rglob("*")) - before}
-    # Exactly README's list: the two folders, plus the launcher (and a service unit, when asked for).
+    # Exactly README's list: the two folders (and in them only what README names), plus the launcher.
     launcher = sandbox.user_home / ".local/bin/dk-installer"
-    allowed = {launcher, launcher.parent, launcher.parent.parent}
+    settings = sandbox.config / "dk-installer"
+    allowed = {launcher, launcher.parent, launcher.parent.parent, sandbox.config}
     outside = [
         p
         for p in written
-        if not (str(p).startswith(str(sandbox.home)) or str(p).startswith(str(sandbox.config)))
+        if not (p == sandbox.home or sandbox.home in p.parents or p == settings or settings in p.parents)
         and p not in allowed
     ]
     assert outside == []
     assert launcher in written
+    readme_names = {"runtime", "testgen", "state.json", "credentials.txt", "logs", "cache", "journal.json"}
+    readme_names |= {"tmp", "backups", "pythons", "dk_installer.py", ".lock"}
+    assert {p.name for p in sandbox.home.iterdir()} <= readme_names
+    assert {p.name for p in (sandbox.home / "testgen").iterdir()} <= {
+        "venv",
+        "venvs",
+        "home",
+        "run",
+        "app.pid",
+    }
+    assert {p.name for p in settings.iterdir()} <= {"settings.json", "analytics"}
 
 
 def test_upgrade_after_the_password_was_changed_in_testgen_succeeds_and_says_so(sandbox: Sandbox) -> None:

@@ -108,7 +108,16 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
 
     killed = sandbox.popen(*args, env=env)
     wait_for_output(killed, "Configure TestGen", timeout=1200)
-    time.sleep(4)  # standalone-setup is starting its PostgreSQL
+    # Kill while standalone-setup really runs, once its PostgreSQL is up: the hardest moment.
+    deadline = time.monotonic() + 300
+    setup: list[tuple[int, str]] = []
+    while time.monotonic() < deadline and not (
+        setup and (sandbox.home / "testgen/home/pgdata/postmaster.pid").exists()
+    ):
+        setup = [(pid, cmd) for pid, cmd in sandbox.processes() if "standalone-setup" in cmd]
+        time.sleep(0.2)
+    assert setup, "standalone-setup never ran"
+    assert (sandbox.home / "testgen/home/pgdata/postmaster.pid").exists(), "its PostgreSQL never started"
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
     assert (sandbox.home / "journal.json").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
@@ -116,16 +117,29 @@ def home_unusable_message(home: str) -> str | None:
     )
 
 
-def _system_ca_args() -> list[str]:
-    """The pip that ensurepip ships verifies TLS with its own CA list, which lacks a corporate
-    TLS-inspecting proxy's CA; the system's OpenSSL bundle (what the ssl module reports) has it.
-    A CA the user set in the environment or in pip's config decides instead."""
+# The one decision about whom HTTPS trusts (tls.py and the package engine read it from here): a CA the
+# user names in any of these variables decides for every tool; without one, the system trust store,
+# where a corporate TLS-inspecting proxy's CA lives (pip, requests and uv each know only their own
+# CA list by default).
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "PIP_CERT")
+
+
+def ca_named_by_user(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name) for name in CA_VARIABLES)
+
+
+def system_ca_file() -> str | None:
+    """The system's OpenSSL bundle (what the ssl module reports), when there is one."""
     import ssl
 
-    if any(os.environ.get(name) for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")):
-        return []
     cafile = ssl.get_default_verify_paths().cafile
-    return ["--cert", cafile] if cafile and os.path.exists(cafile) else []
+    return cafile if cafile and os.path.exists(cafile) else None
+
+
+def _system_ca_args() -> list[str]:
+    """For the pip that ensurepip ships, which verifies TLS with its own CA list."""
+    cafile = None if ca_named_by_user(os.environ) else system_ca_file()
+    return ["--cert", cafile] if cafile else []
 
 
 def _create_runtime(runtime: str, argv: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
 from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.net import port_free
+from dk_installer.net import port_free, port_holder
 from dk_installer.testgen.config import PACKAGE, TESTGEN_MIN_PYTHON
 from dk_installer.tls import https_verify
 
@@ -62,8 +62,13 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
 
     candidates = [explicit] if explicit else ["python3.13", "python3.12", "python3.11", "python3"]
     too_old: list[str] = []
-    for candidate in candidates:
-        found = _probe_python(candidate)
+    # Probed side by side: a pyenv shim takes a good part of a second to answer, and most users'
+    # PATH has several (the first working one in this order still wins).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
+        probes = list(pool.map(_probe_python, candidates))
+    for candidate, found in zip(candidates, probes):
         if not found:
             continue
         if found[1][:2] >= TESTGEN_MIN_PYTHON:
@@ -131,15 +136,30 @@ def check_home_writable(paths: Paths) -> Requirement:
     return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home writable", ok, detail)
 
 
-def check_port(port: int, option: str, ours_running: bool) -> Requirement:
-    """`option` is the flag that changes this port (--port, --api-port)."""
-    title = f"{'UI' if option == '--port' else 'API'} port {port}"
-    if ours_running:
-        return Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen")
-    ok = port_free(port)
-    return Requirement(
-        ErrorCode.PORT_IN_USE, title, ok, "free" if ok else f"already in use; pick another with {option}"
-    )
+def check_ports(
+    ui_port: int, api_port: int, *, ours_running: bool = False, at_install: bool = True
+) -> list[Requirement]:
+    """The UI and API ports: free, or used by this TestGen (`ours_running`). A port someone else
+    holds is named with its holder, and the remedy is the one this command offers: other ports
+    at install (`at_install`), else stopping the holder."""
+    checks = []
+    for port, option, part in ((ui_port, "--port", "UI"), (api_port, "--api-port", "API")):
+        title = f"{part} port {port}"
+        if ours_running:
+            checks.append(Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen"))
+            continue
+        if port_free(port):
+            checks.append(Requirement(ErrorCode.PORT_IN_USE, title, True, "free"))
+            continue
+        holder = port_holder(port)
+        remedy = (
+            f"pick another with {option}"
+            if at_install
+            else f"stop what holds it (TestGen was installed to use port {port})"
+        )
+        detail = f"already in use{f' by {holder}' if holder else ''}; {remedy}"
+        checks.append(Requirement(ErrorCode.PORT_IN_USE, title, False, detail))
+    return checks
 
 
 def check_index(options: InstallOptions, settings: Settings) -> Requirement:

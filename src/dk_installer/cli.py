@@ -480,7 +480,7 @@ def analytics_preview(settings: Settings, action: str) -> None:
     from dk_installer.config import SavedChoices
     from dk_installer.paths import Paths
 
-    saved = SavedChoices(Paths.from_environment().settings)
+    saved = SavedChoices(Paths.from_environment().saved_choices)
     distinct_id = saved.get("anonymous_id")
     if not distinct_id:
         distinct_id = str(uuid.uuid4())

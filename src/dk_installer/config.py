@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dk_installer import __version__
+from dk_installer.bootstrap import ca_named_by_user
 from dk_installer.defaults import ALL_ADDRESSES, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import InstallerError, StateCorrupt
 
@@ -34,8 +35,6 @@ LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
 APP_LOG_KEPT = 5  # ... keeping this many older files (testgen-app.log.1 to .5)
 LAUNCHERS = ("install.sh", "direct", "package", "launcher")
-# Set by a user who trusts a CA of their own; without them the system trust store is used.
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE")
 CI_PROVIDERS = (
     ("GITHUB_ACTIONS", "github_actions"),
     ("GITLAB_CI", "gitlab"),
@@ -110,7 +109,7 @@ class Settings:
             ci_provider=provider,
             user_python=env.get("DK_INSTALLER_PYTHON") or None,
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
-            ca_from_environment=any(env.get(name) for name in CA_VARIABLES),
+            ca_from_environment=ca_named_by_user(env),
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
         )

@@ -84,3 +84,29 @@ def port_free(port: int) -> bool:
                 if exc.errno == errno.EADDRINUSE:
                     return False
     return True
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on `port`, as far as this user may see: "pid 4242 (alice): python3 -m
+    http.server 8501"; "a process this user cannot see" when the system hides it; None when no
+    listening socket is found."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for connection in connections:
+        if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
+            continue
+        if connection.pid is None:
+            return "a process this user cannot see (another user's)"
+        try:
+            process = psutil.Process(connection.pid)
+            with process.oneshot():
+                user = process.username()
+                command = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            return f"pid {connection.pid}"
+        return f"pid {connection.pid} ({user}): {command[:100]}"
+    return None

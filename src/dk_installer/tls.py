@@ -4,9 +4,10 @@ probes the installer sends it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dk_installer.bootstrap import system_ca_file
 
 if TYPE_CHECKING:
     from dk_installer.config import Settings
@@ -21,10 +22,7 @@ def https_verify(settings: Settings) -> bool | str:
     try:
         import truststore
     except ImportError:
-        import ssl
-
-        cafile = ssl.get_default_verify_paths().cafile
-        return cafile if cafile and os.path.exists(cafile) else True
+        return system_ca_file() or True
     truststore.inject_into_ssl()
     return True
 

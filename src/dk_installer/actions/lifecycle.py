@@ -7,7 +7,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from dk_installer.actions.boundary import load_state
-from dk_installer.checks import Requirement, check_port
+from dk_installer.checks import Requirement, check_ports
 from dk_installer.copies import installer_command
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import deferred_signals, file_tail
@@ -29,7 +29,7 @@ def start_action(ctx: ActionContext) -> None:
     testgen.stop()  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        check_ports(testgen.ui_port, testgen.api_port, at_install=False),
     )
     run_steps(ctx, [StartApp()])
     ctx.console.say(f"TestGen {state.product_version} is running: {testgen.ui_url}")
@@ -60,7 +60,7 @@ def run_action(ctx: ActionContext) -> None:
     testgen.stop(through_service=False)  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        check_ports(testgen.ui_port, testgen.api_port, at_install=False),
     )
     interrupted = False
     try:

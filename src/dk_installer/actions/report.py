@@ -19,7 +19,7 @@ from dk_installer.checks import (
     check_disk,
     check_home_writable,
     check_index,
-    check_port,
+    check_ports,
     find_testgen_python,
     report_requirements,
 )
@@ -180,8 +180,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        check_port(testgen.ui_port, "--port", running),
-        check_port(testgen.api_port, "--api-port", running),
+        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running),
     ]
     if state:
         version = installed_version(paths.venv)

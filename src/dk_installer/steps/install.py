@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dk_installer.checks import check_disk, check_home_writable, check_index, check_port, find_testgen_python
+from dk_installer.checks import check_disk, check_home_writable, check_index, check_ports, find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree, write_file_atomically
 from dk_installer.engine import UV_PYTHON, PackageEngine, _probe_python
 from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
@@ -50,8 +50,7 @@ class Preflight(Step):
             python,
             check_home_writable(ctx.paths),
             check_disk(ctx.paths, ctx.settings),
-            check_port(options.ui_port, "--port", False),
-            check_port(options.api_port, "--api-port", False),
+            *check_ports(options.ui_port, options.api_port),
         ]
         progress.update("contacting the package index")
         checks.append(check_index(options, ctx.settings))

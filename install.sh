@@ -19,9 +19,14 @@
 #   install_copy     copy the installer, downloaded or from a clone alike, to
 #                    DK_INSTALLER_HOME/dk_installer.py, so that `start`, `stop`, `status` and
 #                    `uninstall` stay one command away and never depend on a clone or a temp file.
-#   run_installer    run that copy: `<python> dk_installer.py install "$@"`, with
+#   run_installer    run that copy: `<python> -I dk_installer.py install "$@"`, with
 #                    DK_INSTALLER_LAUNCHED_BY=install.sh and stdin detached from the pipe unless it is
 #                    a terminal. Its exit code is this script's exit code.
+#
+# The current folder is never trusted: every Python this script starts is isolated (-I; the probe
+# of a candidate, which may be older than 3.4, uses -E -s), and all but the installer itself start
+# in a private empty folder. The installer runs in the current folder (relative paths in its
+# options mean what you typed), where -I keeps Python from importing anything.
 #
 # Environment: DK_PYTHON, DK_INSTALLER_BASE_URL, DK_INSTALLER_HOME (default
 # ${XDG_DATA_HOME:-$HOME/.local/share}/dk-installer), NO_COLOR. Analytics opt-outs (DO_NOT_TRACK,
@@ -108,9 +113,31 @@ python_install_hint() {
 
 # --- Python ---------------------------------------------------------------------------------------
 
+# in_private_dir COMMAND [ARG...]: run COMMAND from PRIVATE_DIR (an empty folder of ours), stdin
+# /dev/null, so that a Python it starts finds nothing of the current folder's to import.
+in_private_dir() {
+    (cd "$PRIVATE_DIR" && exec "$@") </dev/null
+}
+
+# absolute_command NAME: NAME as an absolute path (a bare name looked up on PATH), so that it
+# still names the same program from PRIVATE_DIR.
+absolute_command() {
+    case $1 in
+        /*) printf '%s\n' "$1" ;;
+        */*) printf '%s\n' "$(pwd -P)/$1" ;;
+        *)
+            ac_path=$(command -v "$1" 2>/dev/null) || return 1
+            case $ac_path in
+                /*) printf '%s\n' "$ac_path" ;;
+                *) printf '%s\n' "$(pwd -P)/$ac_path" ;; # a relative PATH entry
+            esac ;;
+    esac
+}
+
 # Prints "3.11.7" for a Python that actually runs (pyenv shims for absent versions exit 127).
+# $1 is absolute. -E -s rather than -I: this probe also meets Pythons older than 3.4.
 python_version() {
-    pv_out=$("$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' </dev/null 2>/dev/null) || return 1
+    pv_out=$(in_private_dir "$1" -E -s -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || return 1
     case $pv_out in
         [0-9]*.[0-9]*.[0-9]*) printf '%s\n' "$pv_out" ;;
         *) return 1 ;;
@@ -126,10 +153,12 @@ version_ok() {
     [ "$vo_major" -gt 3 ] || { [ "$vo_major" -eq 3 ] && [ "$vo_minor" -ge 9 ]; }
 }
 
-# Sets PYTHON (as the user would type it) and PYTHON_VERSION.
+# Sets PYTHON (as the user would type it), PYTHON_PATH (the absolute path this script runs) and
+# PYTHON_VERSION.
 find_python() {
     if [ -n "${DK_PYTHON:-}" ]; then
-        if ! PYTHON_VERSION=$(python_version "$DK_PYTHON"); then
+        if ! PYTHON_PATH=$(absolute_command "$DK_PYTHON") \
+            || ! PYTHON_VERSION=$(python_version "$PYTHON_PATH"); then
             err "DK_PYTHON=$DK_PYTHON does not run as a Python interpreter."
             python_install_hint
             return 1
@@ -144,10 +173,11 @@ find_python() {
     fi
     fp_too_old=""
     for fp_candidate in python3.13 python3.12 python3.11 python3.10 python3.9 python3; do
-        command -v "$fp_candidate" >/dev/null 2>&1 || continue
-        fp_version=$(python_version "$fp_candidate") || continue
+        fp_path=$(absolute_command "$fp_candidate") || continue
+        fp_version=$(python_version "$fp_path") || continue
         if version_ok "$fp_version"; then
             PYTHON=$fp_candidate
+            PYTHON_PATH=$fp_path
             PYTHON_VERSION=$fp_version
             return 0
         fi
@@ -166,8 +196,8 @@ find_python() {
 # (Debian and Ubuntu ship them separately). Not needed when the runtime's packages are already
 # importable or the runtime (DK_INSTALLER_HOME/runtime, see Paths.runtime) already exists.
 check_venv() {
-    if "$PYTHON" -c 'import venv, ensurepip' </dev/null >/dev/null 2>&1 \
-        || "$PYTHON" -c 'import click, requests, distro' </dev/null >/dev/null 2>&1 \
+    if in_private_dir "$PYTHON_PATH" -I -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || in_private_dir "$PYTHON_PATH" -I -c 'import click, requests, distro' >/dev/null 2>&1 \
         || [ -x "$1/runtime/bin/python" ]; then
         return 0
     fi
@@ -197,7 +227,7 @@ installer_home() {
     fi
     case $ih_home in
         /*) ;;
-        *) ih_home=$(pwd)/$ih_home ;;
+        *) ih_home=$(pwd -P)/$ih_home ;; # as the installer's os.path.abspath sees it
     esac
     printf '%s\n' "$ih_home"
 }
@@ -356,16 +386,17 @@ install_copy() {
 # --- Running it -----------------------------------------------------------------------------------
 
 # run_installer FILE [install options]: stdin stays a terminal (the installer may ask questions)
-# but never the pipe this script may be arriving through.
+# but never the pipe this script may be arriving through. It runs in the current folder, which its
+# options' relative paths refer to; -I keeps that folder (and PYTHONPATH) out of its imports.
 run_installer() {
     ri_file=$1
     shift
     DK_INSTALLER_LAUNCHED_BY=install.sh
     export DK_INSTALLER_LAUNCHED_BY
     if [ -t 0 ]; then
-        "$PYTHON" "$ri_file" install "$@"
+        "$PYTHON_PATH" -I "$ri_file" install "$@"
     else
-        "$PYTHON" "$ri_file" install "$@" </dev/null
+        "$PYTHON_PATH" -I "$ri_file" install "$@" </dev/null
     fi
 }
 
@@ -376,13 +407,19 @@ cleanup() {
 }
 
 main() {
-    TMP_DIR="" COPY_TMP=""
+    TMP_DIR="" COPY_TMP="" PRIVATE_DIR=""
     trap cleanup EXIT
     trap 'exit 129' HUP
     trap 'exit 130' INT
     trap 'exit 143' TERM
     setup_colours
     home=$(installer_home) || return 1
+    # Ours alone (mktemp -d makes it 0700): the downloads, and an empty folder for Python to start in.
+    if ! TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dk-installer.XXXXXX") || ! mkdir "$TMP_DIR/cwd"; then
+        err "Could not create a temporary directory."
+        return 1
+    fi
+    PRIVATE_DIR=$TMP_DIR/cwd
     find_python || return 1
     check_venv "$home" || return 1
     say "Using Python $PYTHON_VERSION ($PYTHON)."
@@ -390,10 +427,6 @@ main() {
     if source_file=$(local_installer); then
         say "Using $source_file (beside install.sh): nothing to download."
     else
-        TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dk-installer.XXXXXX") || {
-            err "Could not create a temporary directory."
-            return 1
-        }
         download_installer "$TMP_DIR" || return 1
         source_file=$TMP_DIR/dk_installer.py
     fi

@@ -17,6 +17,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,10 +147,19 @@ class Run:
         )
 
     def starts(self) -> list[dict]:
-        """Every start of the DK_PYTHON wrapper: its arguments, stdin and a few environment variables."""
+        """Every start of the DK_PYTHON wrapper: its interpreter options (`flags`, such as -I), the
+        rest of its arguments (`args`: a script or -c and what follows), stdin, working directory and
+        a few environment variables."""
         if not self.python_log.exists():
             return []
-        return [json.loads(line) for line in self.python_log.read_text().splitlines()]
+        starts = [json.loads(line) for line in self.python_log.read_text().splitlines()]
+        for start in starts:
+            argv = start.pop("argv")
+            flags = []
+            while argv and argv[0].startswith("-") and argv[0] != "-c":
+                flags.append(argv.pop(0))
+            start["flags"], start["args"] = flags, argv
+        return starts
 
     def installer_starts(self) -> list[dict]:
         return [s for s in self.starts() if s["args"][1:2] == ["install"]]
@@ -166,17 +176,18 @@ def user(sandbox: Sandbox, shell: list[str], tmp_path: Path) -> Run:
 
 
 def write_python_wrapper(path: Path, log: Path, real: str = sys.executable) -> Path:
-    """A Python that records each start (arguments, stdin, environment) and then runs the real one."""
+    """A Python that records each start (arguments, stdin, working directory, environment) and then
+    runs the real one. The recorder runs isolated (-I): a hostile current folder cannot touch it."""
     record = (
         "import json, os, sys; open(sys.argv[1], 'a').write(json.dumps("
-        "{'args': sys.argv[3:], 'stdin': sys.argv[2],"
+        "{'argv': sys.argv[3:], 'stdin': sys.argv[2], 'cwd': os.getcwd(),"
         " 'env': {k: os.environ.get(k) for k in ('DK_INSTALLER_LAUNCHED_BY', 'DO_NOT_TRACK',"
         " 'DK_INSTALLER_ANALYTICS')}}) + '\\n')"
     )
     path.write_text(
         "#!/bin/sh\n"
         f"stdin=$({need('readlink')} /proc/$$/fd/0)\n"
-        f'"{real}" -c "{record}" "{log}" "$stdin" "$@" </dev/null\n'
+        f'"{real}" -I -c "{record}" "{log}" "$stdin" "$@" </dev/null\n'
         f'exec "{real}" "$@"\n'
     )
     path.chmod(0o755)
@@ -335,7 +346,10 @@ def test_bad_checksum_runs_nothing(user: Run, server: HTTPServer, checksum: str 
 
 
 def test_interrupted_download_cleans_up(user: Run, server: HTTPServer) -> None:
+    downloading = threading.Event()
+
     def slow(_request: Request) -> Response:
+        downloading.set()
         time.sleep(1.5)
         return Response(INSTALLER_BYTES)
 
@@ -347,9 +361,7 @@ def test_interrupted_download_cleans_up(user: Run, server: HTTPServer) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while not list(user.tmpdir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert downloading.wait(20), "install.sh never started the download"
     assert list(user.tmpdir.iterdir()), "install.sh never made its temporary directory"
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
@@ -451,6 +463,94 @@ def test_exports_launched_by_and_passes_opt_outs_through(user: Run, server: HTTP
     }
 
 
+# --- The current folder is not trusted (issue 15, item 1) -----------------------------------------
+
+# What the Pythons install.sh starts would import from a current folder that is on their path: the
+# modules its probes ask for, and the ones Python imports on its own while it starts.
+HOSTILE_MODULES = ("venv", "ensurepip", "click", "requests", "distro", "sitecustomize", "usercustomize")
+# `encodings` is imported before open() exists: it leaves its marker with os.open, then runs the
+# real package so that the Python it got into keeps working.
+ENCODINGS_SHADOW = """\
+import os
+_fd = os.open(os.path.join({markers!r}, "encodings-%d" % os.getpid()), os.O_WRONLY | os.O_CREAT, 0o644)
+os.close(_fd)
+_real = os.path.join(os.path.dirname(os.__file__), "encodings")
+__path__[:] = [_real]
+__file__ = os.path.join(_real, "__init__.py")
+_fd = os.open(__file__, os.O_RDONLY)
+_source = b""
+while True:
+    _chunk = os.read(_fd, 65536)
+    if not _chunk:
+        break
+    _source += _chunk
+os.close(_fd)
+exec(compile(_source, __file__, "exec"))
+"""
+
+
+def hostile_folder(folder: Path, markers: Path) -> Path:
+    """A current folder whose Python files, if imported, leave a marker named after the module."""
+    folder.mkdir()
+    markers.mkdir()
+    for name in HOSTILE_MODULES:
+        (folder / f"{name}.py").write_text(
+            "import os, sys\n"
+            f"open(os.path.join({str(markers)!r}, '{name}-%d' % os.getpid()), 'w')"
+            ".write(repr(getattr(sys, 'argv', None)))\n"
+        )
+    (folder / "encodings").mkdir()
+    (folder / "encodings" / "__init__.py").write_text(ENCODINGS_SHADOW.format(markers=str(markers)))
+    return folder
+
+
+@pytest.mark.parametrize("how", ["install", "pythonpath-help"])
+def test_hostile_current_folder_is_never_imported(
+    user: Run, server: HTTPServer, tmp_path: Path, how: str
+) -> None:
+    """`sh install.sh` from a folder someone else filled: none of its files is imported, and the
+    install goes on. With `export PYTHONPATH=$PYTHONPATH:/opt/lib` run while PYTHONPATH was unset,
+    the empty entry puts the current folder first on every Python's path, before the standard
+    library (only `--help` there: the installer's own children are not install.sh's business)."""
+    box = user.sandbox
+    markers = tmp_path / "markers"
+    here = hostile_folder(tmp_path / "shared-folder", markers)
+    if how == "install":
+        args, extra = box.install_args("--no-demo", "--no-start")[1:], {}
+    else:
+        args, extra = ["--help"], {"PYTHONPATH": ":/nonexistent"}
+    result = user.run(*args, env=user.env(serve(server), **extra), cwd=here)
+    imported = {marker.name: marker.read_text() for marker in markers.iterdir()}
+    assert imported == {}, f"install.sh's Pythons imported from the current folder: {imported}"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(user.installer_starts()) == 1
+    if how == "install":
+        assert box.state()["ui_port"] == box.ui_port
+
+
+def test_every_python_start_is_isolated(user: Run, server: HTTPServer, tmp_path: Path) -> None:
+    """The probes start isolated in a private empty folder; the installer isolated (-I) in the
+    current folder, so that relative paths in its options keep their meaning."""
+    here = tmp_path / "here"
+    here.mkdir()
+    result = user.run("--help", env=user.env(serve(server)), cwd=here)
+    assert result.returncode == 0, result.stderr
+    starts = user.starts()
+    [installer] = user.installer_starts()
+    probes = [start for start in starts if start["args"][:1] == ["-c"]]
+    assert len(probes) + 1 == len(starts), starts
+    [version] = [probe for probe in probes if "version_info" in probe["args"][1]]
+    assert version["flags"] == ["-E", "-s"]  # the probe may meet a Python older than 3.4 (no -I)
+    assert any("ensurepip" in probe["args"][1] for probe in probes)
+    for probe in probes:
+        assert probe["flags"] in (["-I"], ["-E", "-s"]), probe
+        private = Path(probe["cwd"])
+        assert private.name == "cwd" and private.parent.parent == user.tmpdir, probe
+    assert installer["flags"] == ["-I"]
+    assert installer["cwd"] == str(here)
+    assert list(user.tmpdir.iterdir()) == []  # the private folder went with the downloads
+
+
 # --- From a clone ---------------------------------------------------------------------------------
 
 
@@ -539,7 +639,8 @@ def test_failing_candidates_are_skipped(user: Run, tmp_path: Path) -> None:
 def test_venv_missing_names_the_apt_package(shell: list[str], tmp_path: Path) -> None:
     python = write_fake_python(tmp_path / "python3.11", "3.11.4", venv_works=False)
     snippet = (
-        f'os_family() {{ echo apt; }}; PYTHON="{python}"; PYTHON_VERSION=3.11.4\n'
+        f'os_family() {{ echo apt; }}; PYTHON="{python}"; PYTHON_PATH="{python}"; PYTHON_VERSION=3.11.4\n'
+        f'PRIVATE_DIR="{tmp_path}"\n'
         f'check_venv "{tmp_path / "home"}"; echo "status=$?"'
     )
     result = call(shell, tmp_path, snippet)

@@ -9,8 +9,11 @@
 #   find_python      DK_PYTHON, else the first of python3.13 ... python3.9, python3 that actually runs
 #                    and is Python 3.9 or newer (TestGen's own Python is the installer's business).
 #   check_venv       the venv/ensurepip modules the installer needs once, to build its runtime.
-#   local_installer  beside a dk_installer.py (a clone, or both files saved by hand)? Use that file
-#                    as is: no download, no checksum, you already have the code.
+#   local_installer  beside a dk_installer.py (a clone, or both files saved by hand)? Use that file,
+#                    with no download, only if it can be trusted: a regular file that you own and
+#                    nobody else can write, in folders (up to /) owned by you or root that nobody
+#                    else can write (unless sticky, like /tmp), and matching the
+#                    dk_installer.py.sha256 beside it. Otherwise say why in one line and download.
 #   fetch            otherwise download dk_installer.py and dk_installer.py.sha256 from
 #                    DK_INSTALLER_BASE_URL with curl (or GNU wget): https only (plain http only for
 #                    127.0.0.1 and localhost), TLS 1.2 or newer, timeouts, 3 retries.
@@ -232,8 +235,92 @@ installer_home() {
     printf '%s\n' "$ih_home"
 }
 
-# The dk_installer.py beside this script when it runs from a file (sh install.sh). Piped into sh,
-# $0 is the shell's name (sh, /bin/sh, dash...), which never ends in .sh.
+# path_owner_mode PATH: sets PO_MODE (ls's mode string, drwxr-xr-x) and PO_UID, for PATH itself
+# (a symbolic link is not followed).
+path_owner_mode() {
+    po_line=$(ls -ldn "$1" 2>/dev/null) || return 1
+    read -r PO_MODE po_links PO_UID po_rest <<EOF
+$po_line
+EOF
+    case $PO_UID in "" | *[!0-9]*) return 1 ;; esac
+    [ -n "$po_links$po_rest" ]
+}
+
+# True when PO_MODE lets a user other than the owner write: group or other write permission. A
+# folder's sticky bit (/tmp) keeps others from renaming or deleting what they do not own, so a
+# sticky folder only counts if its owner is not trusted (checked by the caller).
+writable_by_others() {
+    case $PO_MODE in
+        d????????[tT]*) return 1 ;;
+        ?????w* | ????????w*) return 0 ;;
+    esac
+    return 1
+}
+
+# local_installer_problem DIR: prints why DIR/dk_installer.py cannot be trusted, or nothing (and
+# fails) when it can: a regular file (no symbolic link) owned by the invoking user and writable by
+# nobody else; DIR and each folder above it owned by that user or root and writable by nobody else
+# (or sticky), so no other user can swap the file between this check and its use; and a
+# dk_installer.py.sha256 beside it that it matches.
+local_installer_problem() {
+    lp_file=$1/dk_installer.py
+    if [ -L "$lp_file" ]; then
+        echo "it is a symbolic link"
+        return 0
+    fi
+    if [ ! -f "$lp_file" ]; then
+        echo "it is not a regular file"
+        return 0
+    fi
+    if ! lp_uid=$(id -u 2>/dev/null) || ! path_owner_mode "$lp_file"; then
+        echo "could not tell who owns it (id or ls failed)"
+        return 0
+    fi
+    if [ "$PO_UID" != "$lp_uid" ]; then
+        echo "it belongs to another user (uid $PO_UID), not to you (uid $lp_uid)"
+        return 0
+    fi
+    if writable_by_others; then
+        echo "other users can write to it (mode $PO_MODE)"
+        return 0
+    fi
+    lp_dir=$1
+    while :; do
+        if ! path_owner_mode "$lp_dir"; then
+            echo "could not tell who owns the folder $lp_dir"
+            return 0
+        fi
+        if [ "$PO_UID" != "$lp_uid" ] && [ "$PO_UID" != 0 ]; then
+            echo "its folder $lp_dir belongs to another user (uid $PO_UID), who could replace it"
+            return 0
+        fi
+        if writable_by_others; then
+            echo "other users can write to its folder $lp_dir (mode $PO_MODE) and replace it"
+            return 0
+        fi
+        [ "$lp_dir" = / ] && break
+        lp_dir=${lp_dir%/*}
+        lp_dir=${lp_dir:-/}
+    done
+    if [ ! -f "$1/dk_installer.py.sha256" ]; then
+        echo "there is no dk_installer.py.sha256 beside it to check it against"
+        return 0
+    fi
+    check_sha256 "$lp_file" "$1/dk_installer.py.sha256"
+    case $? in
+        0) return 1 ;;
+        2) echo "dk_installer.py.sha256 beside it is not a SHA-256 value" ;;
+        3) echo "dk_installer.py.sha256 beside it is for '$vc_name', not dk_installer.py" ;;
+        4) echo "no SHA-256 tool (sha256sum, shasum or openssl) was found to check it" ;;
+        *) echo "it does not match dk_installer.py.sha256 beside it (expected $vc_expected, got $vc_actual)" ;;
+    esac
+    return 0
+}
+
+# The dk_installer.py beside this script when it runs from a file (sh install.sh) and passes
+# local_installer_problem; prints its path. A file that is there but fails is named in one warning
+# line and not used: the installer is downloaded instead. Piped into sh, $0 is the shell's name
+# (sh, /bin/sh, dash...), which never ends in .sh.
 local_installer() {
     case $0 in *.sh) ;; *) return 1 ;; esac
     [ -f "$0" ] || return 1
@@ -241,8 +328,12 @@ local_installer() {
         */*) li_dir=${0%/*} ;;
         *) li_dir=. ;;
     esac
-    [ -f "$li_dir/dk_installer.py" ] || return 1
-    li_dir=$(cd "$li_dir" && pwd) || return 1
+    [ -e "$li_dir/dk_installer.py" ] || [ -L "$li_dir/dk_installer.py" ] || return 1
+    li_dir=$(cd "$li_dir" && pwd -P) || return 1
+    if li_problem=$(local_installer_problem "$li_dir"); then
+        warn "Not using $li_dir/dk_installer.py beside install.sh: $li_problem; downloading it instead."
+        return 1
+    fi
     printf '%s\n' "$li_dir/dk_installer.py"
 }
 
@@ -323,8 +414,11 @@ sha256_of() {
     printf '%s\n' "$so_out" | tr 'A-F' 'a-f'
 }
 
-# verify_checksum FILE CHECKSUM_FILE: "<hex>  dk_installer.py" (sha256sum's format) or a bare hex.
-verify_checksum() {
+# check_sha256 FILE CHECKSUM_FILE: CHECKSUM_FILE is "<hex>  dk_installer.py" (sha256sum's format)
+# or a bare hex. Returns 0 when FILE matches; 2 when CHECKSUM_FILE holds no SHA-256 value, 3 when it
+# names another file, 4 without a hashing tool, 5 on a mismatch. Sets vc_expected, vc_name, vc_actual.
+check_sha256() {
+    vc_actual=""
     vc_line=$(tr -d '\r' 2>/dev/null <"$2" | sed -n '/[^[:space:]]/{p;q;}')
     read -r vc_expected vc_name <<EOF
 $vc_line
@@ -332,23 +426,28 @@ EOF
     vc_expected=$(printf '%s' "$vc_expected" | tr 'A-F' 'a-f')
     vc_name=${vc_name:-dk_installer.py}
     if [ ${#vc_expected} -ne 64 ] || [ -n "$(printf '%s' "$vc_expected" | tr -d '0-9a-f')" ]; then
-        err "The published checksum is not a SHA-256 value; refusing to run the download."
-        return 1
+        return 2
     fi
     case $vc_name in
         dk_installer.py | "*dk_installer.py" | ./dk_installer.py) ;;
-        *) err "The published checksum is for '$vc_name', not dk_installer.py; refusing to run the download."
-           return 1 ;;
+        *) return 3 ;;
     esac
-    if ! vc_actual=$(sha256_of "$1"); then
-        err "No SHA-256 tool (sha256sum, shasum or openssl) was found to verify the download; refusing to run it."
-        return 1
-    fi
-    if [ "$vc_actual" != "$vc_expected" ]; then
-        err "Checksum mismatch for dk_installer.py (expected $vc_expected, got $vc_actual); refusing to run it."
-        hint "The download may be incomplete or tampered with. Nothing was installed; try again later."
-        return 1
-    fi
+    vc_actual=$(sha256_of "$1") || return 4
+    [ "$vc_actual" = "$vc_expected" ] || return 5
+}
+
+# verify_checksum FILE CHECKSUM_FILE: check_sha256 for a download, each failure explained.
+verify_checksum() {
+    check_sha256 "$1" "$2"
+    case $? in
+        0) return 0 ;;
+        2) err "The published checksum is not a SHA-256 value; refusing to run the download." ;;
+        3) err "The published checksum is for '$vc_name', not dk_installer.py; refusing to run the download." ;;
+        4) err "No SHA-256 tool (sha256sum, shasum or openssl) was found to verify the download; refusing to run it." ;;
+        *) err "Checksum mismatch for dk_installer.py (expected $vc_expected, got $vc_actual); refusing to run it."
+           hint "The download may be incomplete or tampered with. Nothing was installed; try again later." ;;
+    esac
+    return 1
 }
 
 # download_installer DIR: DIR/dk_installer.py, downloaded and verified.
@@ -425,7 +524,7 @@ main() {
     say "Using Python $PYTHON_VERSION ($PYTHON)."
 
     if source_file=$(local_installer); then
-        say "Using $source_file (beside install.sh): nothing to download."
+        say "Using $source_file (beside install.sh): its checksum matches, nothing to download."
     else
         download_installer "$TMP_DIR" || return 1
         source_file=$TMP_DIR/dk_installer.py

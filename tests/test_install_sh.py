@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import pty
+import pwd
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ INSTALL_SH = ROOT / "install.sh"
 SHELLS = {"dash": ("dash",), "bash": ("bash",), "busybox": ("busybox", "sh")}
 # What install.sh calls besides a Python and a downloader; a PATH of only these (symlinked) lets a
 # test take curl, wget or Python away.
-TOOLS = "uname sed tr cut mkdir cp chmod mv rm mktemp grep cat sha256sum timeout readlink"
+TOOLS = "uname sed tr cut mkdir cp chmod mv rm mktemp grep cat sha256sum timeout readlink id ls"
 INSTALLER_BYTES = INSTALLER.read_bytes()
 INSTALLER_SHA256 = hashlib.sha256(INSTALLER_BYTES).hexdigest()
 
@@ -584,6 +586,178 @@ def test_from_clone_when_home_is_not_writable_runs_the_clone_file(user: Run, tmp
     assert result.returncode == 3, result.stdout + result.stderr  # the installer's requirement failure
 
 
+# --- Beside install.sh: only a file nobody else could have changed (issue 15, item 2) --------------
+
+# A local copy that differs from the published file (and still runs): which of the two ran shows in
+# the installer home's copy.
+LOCAL_BYTES = INSTALLER_BYTES + b"\n# a local copy, not the published file\n"
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[pwd.struct_passwd]:
+    """A second local user, as the other person on a shared machine; removed afterwards."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available: no second local user to test with")
+    name = f"dkitest{os.getpid()}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder like /tmp (mode 1777, root's) that the second user can reach: pytest's own temp
+    root is 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="dk-installer-shared-"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def place_clone(
+    folder: Path, content: bytes = LOCAL_BYTES, checksum: str | None = "match", mode: int = 0o644
+) -> Path:
+    """install.sh with a dk_installer.py (mode `mode`) beside it, and its checksum file: `match`,
+    `wrong` or None (none)."""
+    folder.mkdir(exist_ok=True)
+    shutil.copy(INSTALL_SH, folder / "install.sh")
+    (folder / "dk_installer.py").write_bytes(content)
+    (folder / "dk_installer.py").chmod(mode)
+    if checksum is not None:
+        digest = hashlib.sha256(content if checksum == "match" else b"something else").hexdigest()
+        (folder / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
+    return folder / "install.sh"
+
+
+def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
+    """`cat > path`, run as that user."""
+    subprocess.run(
+        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
+        input=data,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        check=True,
+    )
+
+
+def untrusted_clone(case: str, tmp_path: Path, shared: Path, other: pwd.struct_passwd) -> Path:
+    """install.sh beside a dk_installer.py that must not be used; returns the script."""
+    clone = tmp_path / "clone"
+    if case == "owned-by-another-user":
+        # The shared-machine attack, for real: the other user drops a file and its matching checksum
+        # beside the install.sh you saved in a shared folder.
+        script = shared / "install.sh"
+        shutil.copy(INSTALL_SH, script)
+        write_as(other, shared / "dk_installer.py", LOCAL_BYTES)
+        write_as(
+            other, shared / "dk_installer.py.sha256", f"{hashlib.sha256(LOCAL_BYTES).hexdigest()}\n".encode()
+        )
+        return script
+    if case == "group-writable":
+        return place_clone(clone, mode=0o664)
+    if case == "world-writable":
+        return place_clone(clone, mode=0o646)
+    if case == "folder-writable":
+        script = place_clone(clone)
+        clone.chmod(0o777)  # anyone may rename another file over it
+        return script
+    if case == "folder-of-another-user":
+        script = place_clone(clone)
+        os.chown(clone, other.pw_uid, other.pw_gid)
+        return script
+    if case == "parent-folder-writable":
+        parent = tmp_path / "open"
+        parent.mkdir()
+        parent.chmod(0o777)  # anyone may move `clone` away and put another in its place
+        return place_clone(parent / "clone")
+    if case == "symlink":
+        script = place_clone(clone)
+        (tmp_path / "elsewhere.py").write_bytes(LOCAL_BYTES)
+        (clone / "dk_installer.py").unlink()
+        (clone / "dk_installer.py").symlink_to(tmp_path / "elsewhere.py")
+        return script
+    if case == "wrong-checksum":
+        return place_clone(clone, checksum="wrong")
+    assert case == "no-checksum"
+    return place_clone(clone, checksum=None)
+
+
+UNTRUSTED = {
+    "owned-by-another-user": "belongs to another user",
+    "group-writable": "other users can write to it (mode -rw-rw-r--)",
+    "world-writable": "other users can write to it (mode -rw-r--rw-)",
+    "folder-writable": "other users can write to its folder",
+    "folder-of-another-user": "its folder",
+    "parent-folder-writable": "/open (mode drwxrwxrwx)",
+    "symlink": "symbolic link",
+    "wrong-checksum": "does not match dk_installer.py.sha256",
+    "no-checksum": "no dk_installer.py.sha256",
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_untrusted_file_beside_install_sh_is_ignored(
+    user: Run,
+    server: HTTPServer,
+    tmp_path: Path,
+    other_user: pwd.struct_passwd,
+    shared_folder: Path,
+    case: str,
+) -> None:
+    script = untrusted_clone(case, tmp_path, shared_folder, other_user)
+    result = user.run("--help", env=user.env(serve(server)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The published installer was downloaded, and it is what ran.
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == INSTALLER_BYTES
+    assert requested(server) == ["/dk_installer.py", "/dk_installer.py.sha256"]
+    [start] = user.installer_starts()
+    assert start["args"][0] == str(user.sandbox.home / "dk_installer.py")
+    # Said once, on stderr, with the reason.
+    [warning] = [line for line in result.stderr.splitlines() if "beside install.sh" in line]
+    assert f"Not using {script.parent}/dk_installer.py beside install.sh" in warning
+    assert UNTRUSTED[case] in warning and "downloading it instead" in warning
+    assert "beside install.sh" not in result.stdout
+
+
+@pytest.mark.parametrize("where", ["own-folder", "sticky-shared-folder"])
+def test_trusted_file_beside_install_sh_is_used(
+    user: Run, server: HTTPServer, tmp_path: Path, shared_folder: Path, where: str
+) -> None:
+    """Yours, writable by you alone, in folders only you (or root) can change, and matching its
+    checksum: used, nothing downloaded. A sticky folder such as /tmp is fine: nobody else can
+    replace a file of yours there."""
+    script = place_clone(tmp_path / "clone" if where == "own-folder" else shared_folder)
+    result = user.run("--help", env=user.env(serve(server)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Using {script.parent}/dk_installer.py (beside install.sh): its checksum matches" in result.stdout
+    assert "Not using" not in result.stderr
+    assert requested(server) == []
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == LOCAL_BYTES
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o664], ids=["trusted", "group-writable"])
+def test_file_checks_with_busybox_tools(user: Run, server: HTTPServer, tmp_path: Path, mode: int) -> None:
+    """Alpine-like: `ls` and `id` are BusyBox applets."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS.split():
+        (bin_dir / tool).symlink_to(need("busybox"))
+    (bin_dir / "curl").symlink_to(need("curl"))
+    script = place_clone(tmp_path / "clone", mode=mode)
+    result = user.run("--help", env=user.env(serve(server), PATH=str(bin_dir)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = mode == 0o644
+    assert ("its checksum matches" in result.stdout) is used
+    assert ("other users can write to it" in result.stderr) is not used
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == (LOCAL_BYTES if used else INSTALLER_BYTES)
+
+
 # --- Python -----------------------------------------------------------------------------------
 
 
@@ -627,8 +801,8 @@ def test_failing_candidates_are_skipped(user: Run, tmp_path: Path) -> None:
     write_fake_python(bin_dir / "python3", "3.8.10")
     clone = tmp_path / "clone"
     clone.mkdir()
-    shutil.copy(INSTALL_SH, clone / "install.sh")
-    shutil.copy(INSTALLER, clone / "dk_installer.py")
+    for name in ("install.sh", "dk_installer.py", "dk_installer.py.sha256"):
+        shutil.copy(ROOT / name, clone / name)
     result = user.run("--help", env=user.env(DK_PYTHON=None, PATH=str(bin_dir)), script=clone / "install.sh")
     assert result.returncode == 0, result.stderr
     assert "(python3.12)" in result.stdout

@@ -24,7 +24,8 @@
 #                    `uninstall` stay one command away and never depend on a clone or a temp file.
 #   run_installer    run that copy: `<python> -I dk_installer.py install "$@"`, with
 #                    DK_INSTALLER_LAUNCHED_BY=install.sh and stdin detached from the pipe unless it is
-#                    a terminal. Its exit code is this script's exit code.
+#                    a terminal. Its exit code is this script's exit code. The closing hint names
+#                    `dk-installer` when the installer's launcher is what that command runs on PATH.
 #
 # The current folder is never trusted: every Python this script starts is isolated (-I; the probe
 # of a candidate, which may be older than 3.4, uses -E -s), and all but the installer itself start
@@ -499,6 +500,34 @@ run_installer() {
     fi
 }
 
+# our_launcher_on_path HOME: true when `dk-installer` on PATH is the launcher the installer wrote
+# for HOME, the installer's own rule for naming it in hints (our_launcher_on_path, launcher_is_ours):
+# it resolves to ${XDG_BIN_HOME:-$HOME/.local/bin}/dk-installer, whose first 512 characters hold
+# the launcher's marker and this HOME.
+our_launcher_on_path() {
+    if [ -n "${XDG_BIN_HOME:-}" ]; then
+        ol_launcher=$XDG_BIN_HOME/dk-installer
+    elif [ -n "${HOME:-}" ]; then
+        ol_launcher=$HOME/.local/bin/dk-installer
+    else
+        return 1
+    fi
+    ol_found=$(absolute_command dk-installer) || return 1
+    ol_launcher=$(absolute_command "$ol_launcher") || return 1
+    in_private_dir "$PYTHON_PATH" -I -c '
+import os, shlex, sys
+found, launcher, home = sys.argv[1:]
+try:
+    with open(launcher, errors="replace") as handle:
+        head = handle.read(512)
+except OSError:
+    sys.exit(1)
+ours = "# dk-installer launcher:" in head
+ours = ours and "export DK_INSTALLER_HOME=%s\n" % shlex.quote(os.path.abspath(home)) in head
+sys.exit(0 if ours and os.path.realpath(found) == os.path.realpath(launcher) else 1)
+' "$ol_found" "$ol_launcher" "$1" >/dev/null 2>&1
+}
+
 cleanup() {
     [ -n "${TMP_DIR:-}" ] && rm -rf "$TMP_DIR"
     [ -n "${COPY_TMP:-}" ] && rm -f "$COPY_TMP"
@@ -538,10 +567,22 @@ main() {
 
     run_installer "$installer" "$@"
     status=$?
-    if [ "$status" -eq 0 ] && [ "$installer" = "$home/dk_installer.py" ]; then
+    # The same form as the installer's own hints: `dk-installer` when that command is its launcher.
+    command_line=""
+    if [ "$status" -ne 0 ]; then
+        :
+    elif our_launcher_on_path "$home"; then
+        command_line=dk-installer
+    elif [ "$installer" = "$home/dk_installer.py" ]; then
         command_line="$(shell_quote "$PYTHON") $(shell_quote "$installer")"
+    fi
+    if [ -n "$command_line" ]; then
         say ""
-        say "dk-installer is saved in $(shell_quote "$home"). Manage TestGen with:"
+        if [ "$installer" = "$home/dk_installer.py" ]; then
+            say "dk-installer is saved in $(shell_quote "$home"). Manage TestGen with:"
+        else
+            say "Manage TestGen with:"
+        fi
         say "  ${BOLD}$command_line status${RESET}    (also: start, stop, upgrade, logs, doctor, uninstall)"
     fi
     exit "$status"

@@ -310,6 +310,62 @@ def test_download_verify_copy_and_install(user: Run, server: HTTPServer) -> None
     assert list(user.tmpdir.iterdir()) == []
 
 
+# --- The closing hint (issue 14, item 4) -----------------------------------------------------------
+
+
+def closing_hint(stdout: str) -> str:
+    """The command install.sh's last lines name: `<command> status    (also: ...)`."""
+    line = stdout.rsplit("Manage TestGen with:", 1)[1].strip().splitlines()[0]
+    return line.split(" status    (also:")[0].strip()
+
+
+def installer_hint(stdout: str) -> str:
+    """The command the installer's own summary names (`Stop:       <command> stop`)."""
+    [line] = [line for line in stdout.splitlines() if line.strip().startswith("Stop:")]
+    return line.split(":", 1)[1].strip().removesuffix(" stop")
+
+
+@pytest.mark.parametrize(
+    "where", ["local-bin", "xdg-bin-home", "symlink-on-path", "not-on-path", "another-first"]
+)
+def test_closing_hint_names_the_command_as_the_installer_does(
+    user: Run, server: HTTPServer, tmp_path: Path, where: str
+) -> None:
+    """`dk-installer status` when `dk-installer` on PATH is the launcher this install wrote (found
+    through a symlink too); the full `<python> <home>/dk_installer.py` otherwise, also when another
+    `dk-installer` comes first on PATH."""
+    box = user.sandbox
+    launcher_dir = box.user_home / ".local" / "bin"
+    extra: dict[str, str] = {}
+    path = [os.environ["PATH"]]
+    if where == "xdg-bin-home":
+        launcher_dir = tmp_path / "xdg-bin"
+        extra["XDG_BIN_HOME"] = str(launcher_dir)
+    if where in ("local-bin", "xdg-bin-home"):
+        path.insert(0, str(launcher_dir))
+    elif where == "symlink-on-path":
+        links = tmp_path / "links"
+        links.mkdir()
+        (links / "dk-installer").symlink_to(launcher_dir / "dk-installer")
+        path.insert(0, str(links))
+    elif where == "another-first":
+        other = tmp_path / "other-bin"
+        other.mkdir()
+        (other / "dk-installer").write_text("#!/bin/sh\n# dk-installer launcher: someone else's\nexit 1\n")
+        (other / "dk-installer").chmod(0o755)
+        path[:0] = [str(other), str(launcher_dir)]
+    env = user.env(serve(server), PATH=os.pathsep.join(path), **extra)
+    result = user.run(*box.install_args("--no-demo", "--no-start")[1:], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (launcher_dir / "dk-installer").is_file()
+    if where in ("local-bin", "xdg-bin-home", "symlink-on-path"):
+        assert closing_hint(result.stdout) == "dk-installer"
+        assert installer_hint(result.stdout) == "dk-installer"  # one form, in both places
+    else:
+        assert closing_hint(result.stdout) == f"{user.python} {box.home / 'dk_installer.py'}"
+        assert installer_hint(result.stdout) != "dk-installer"
+
+
 @pytest.mark.parametrize(
     "checksum",
     [

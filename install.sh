@@ -9,8 +9,11 @@
 #   find_python      DK_PYTHON, else the first of python3.13 ... python3.9, python3 that actually runs
 #                    and is Python 3.9 or newer (TestGen's own Python is the installer's business).
 #   check_venv       the venv/ensurepip modules the installer needs once, to build its runtime.
-#   local_installer  beside a dk_installer.py (a clone, or both files saved by hand)? Use that file
-#                    as is: no download, no checksum, you already have the code.
+#   local_installer  beside a dk_installer.py (a clone, or both files saved by hand)? Use that file,
+#                    with no download, only if it can be trusted: a regular file that you own and
+#                    nobody else can write, in folders (up to /) owned by you or root that nobody
+#                    else can write (unless sticky, like /tmp), and matching the
+#                    dk_installer.py.sha256 beside it. Otherwise say why in one line and download.
 #   fetch            otherwise download dk_installer.py and dk_installer.py.sha256 from
 #                    DK_INSTALLER_BASE_URL with curl (or GNU wget): https only (plain http only for
 #                    127.0.0.1 and localhost), TLS 1.2 or newer, timeouts, 3 retries.
@@ -19,9 +22,15 @@
 #   install_copy     copy the installer, downloaded or from a clone alike, to
 #                    DK_INSTALLER_HOME/dk_installer.py, so that `start`, `stop`, `status` and
 #                    `uninstall` stay one command away and never depend on a clone or a temp file.
-#   run_installer    run that copy: `<python> dk_installer.py install "$@"`, with
+#   run_installer    run that copy: `<python> -I dk_installer.py install "$@"`, with
 #                    DK_INSTALLER_LAUNCHED_BY=install.sh and stdin detached from the pipe unless it is
-#                    a terminal. Its exit code is this script's exit code.
+#                    a terminal. Its exit code is this script's exit code. The closing hint names
+#                    `dk-installer` when the installer's launcher is what that command runs on PATH.
+#
+# The current folder is never trusted: every Python this script starts is isolated (-I; the probe
+# of a candidate, which may be older than 3.4, uses -E -s), and all but the installer itself start
+# in a private empty folder. The installer runs in the current folder (relative paths in its
+# options mean what you typed), where -I keeps Python from importing anything.
 #
 # Environment: DK_PYTHON, DK_INSTALLER_BASE_URL, DK_INSTALLER_HOME (default
 # ${XDG_DATA_HOME:-$HOME/.local/share}/dk-installer), NO_COLOR. Analytics opt-outs (DO_NOT_TRACK,
@@ -108,9 +117,31 @@ python_install_hint() {
 
 # --- Python ---------------------------------------------------------------------------------------
 
+# in_private_dir COMMAND [ARG...]: run COMMAND from PRIVATE_DIR (an empty folder of ours), stdin
+# /dev/null, so that a Python it starts finds nothing of the current folder's to import.
+in_private_dir() {
+    (cd "$PRIVATE_DIR" && exec "$@") </dev/null
+}
+
+# absolute_command NAME: NAME as an absolute path (a bare name looked up on PATH), so that it
+# still names the same program from PRIVATE_DIR.
+absolute_command() {
+    case $1 in
+        /*) printf '%s\n' "$1" ;;
+        */*) printf '%s\n' "$(pwd -P)/$1" ;;
+        *)
+            ac_path=$(command -v "$1" 2>/dev/null) || return 1
+            case $ac_path in
+                /*) printf '%s\n' "$ac_path" ;;
+                *) printf '%s\n' "$(pwd -P)/$ac_path" ;; # a relative PATH entry
+            esac ;;
+    esac
+}
+
 # Prints "3.11.7" for a Python that actually runs (pyenv shims for absent versions exit 127).
+# $1 is absolute. -E -s rather than -I: this probe also meets Pythons older than 3.4.
 python_version() {
-    pv_out=$("$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' </dev/null 2>/dev/null) || return 1
+    pv_out=$(in_private_dir "$1" -E -s -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || return 1
     case $pv_out in
         [0-9]*.[0-9]*.[0-9]*) printf '%s\n' "$pv_out" ;;
         *) return 1 ;;
@@ -126,10 +157,12 @@ version_ok() {
     [ "$vo_major" -gt 3 ] || { [ "$vo_major" -eq 3 ] && [ "$vo_minor" -ge 9 ]; }
 }
 
-# Sets PYTHON (as the user would type it) and PYTHON_VERSION.
+# Sets PYTHON (as the user would type it), PYTHON_PATH (the absolute path this script runs) and
+# PYTHON_VERSION.
 find_python() {
     if [ -n "${DK_PYTHON:-}" ]; then
-        if ! PYTHON_VERSION=$(python_version "$DK_PYTHON"); then
+        if ! PYTHON_PATH=$(absolute_command "$DK_PYTHON") \
+            || ! PYTHON_VERSION=$(python_version "$PYTHON_PATH"); then
             err "DK_PYTHON=$DK_PYTHON does not run as a Python interpreter."
             python_install_hint
             return 1
@@ -144,10 +177,11 @@ find_python() {
     fi
     fp_too_old=""
     for fp_candidate in python3.13 python3.12 python3.11 python3.10 python3.9 python3; do
-        command -v "$fp_candidate" >/dev/null 2>&1 || continue
-        fp_version=$(python_version "$fp_candidate") || continue
+        fp_path=$(absolute_command "$fp_candidate") || continue
+        fp_version=$(python_version "$fp_path") || continue
         if version_ok "$fp_version"; then
             PYTHON=$fp_candidate
+            PYTHON_PATH=$fp_path
             PYTHON_VERSION=$fp_version
             return 0
         fi
@@ -166,8 +200,8 @@ find_python() {
 # (Debian and Ubuntu ship them separately). Not needed when the runtime's packages are already
 # importable or the runtime (DK_INSTALLER_HOME/runtime, see Paths.runtime) already exists.
 check_venv() {
-    if "$PYTHON" -c 'import venv, ensurepip' </dev/null >/dev/null 2>&1 \
-        || "$PYTHON" -c 'import click, requests, distro' </dev/null >/dev/null 2>&1 \
+    if in_private_dir "$PYTHON_PATH" -I -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || in_private_dir "$PYTHON_PATH" -I -c 'import click, requests, distro' >/dev/null 2>&1 \
         || [ -x "$1/runtime/bin/python" ]; then
         return 0
     fi
@@ -197,13 +231,97 @@ installer_home() {
     fi
     case $ih_home in
         /*) ;;
-        *) ih_home=$(pwd)/$ih_home ;;
+        *) ih_home=$(pwd -P)/$ih_home ;; # as the installer's os.path.abspath sees it
     esac
     printf '%s\n' "$ih_home"
 }
 
-# The dk_installer.py beside this script when it runs from a file (sh install.sh). Piped into sh,
-# $0 is the shell's name (sh, /bin/sh, dash...), which never ends in .sh.
+# path_owner_mode PATH: sets PO_MODE (ls's mode string, drwxr-xr-x) and PO_UID, for PATH itself
+# (a symbolic link is not followed).
+path_owner_mode() {
+    po_line=$(ls -ldn "$1" 2>/dev/null) || return 1
+    read -r PO_MODE po_links PO_UID po_rest <<EOF
+$po_line
+EOF
+    case $PO_UID in "" | *[!0-9]*) return 1 ;; esac
+    [ -n "$po_links$po_rest" ]
+}
+
+# True when PO_MODE lets a user other than the owner write: group or other write permission. A
+# folder's sticky bit (/tmp) keeps others from renaming or deleting what they do not own, so a
+# sticky folder only counts if its owner is not trusted (checked by the caller).
+writable_by_others() {
+    case $PO_MODE in
+        d????????[tT]*) return 1 ;;
+        ?????w* | ????????w*) return 0 ;;
+    esac
+    return 1
+}
+
+# local_installer_problem DIR: prints why DIR/dk_installer.py cannot be trusted, or nothing (and
+# fails) when it can: a regular file (no symbolic link) owned by the invoking user and writable by
+# nobody else; DIR and each folder above it owned by that user or root and writable by nobody else
+# (or sticky), so no other user can swap the file between this check and its use; and a
+# dk_installer.py.sha256 beside it that it matches.
+local_installer_problem() {
+    lp_file=$1/dk_installer.py
+    if [ -L "$lp_file" ]; then
+        echo "it is a symbolic link"
+        return 0
+    fi
+    if [ ! -f "$lp_file" ]; then
+        echo "it is not a regular file"
+        return 0
+    fi
+    if ! lp_uid=$(id -u 2>/dev/null) || ! path_owner_mode "$lp_file"; then
+        echo "could not tell who owns it (id or ls failed)"
+        return 0
+    fi
+    if [ "$PO_UID" != "$lp_uid" ]; then
+        echo "it belongs to another user (uid $PO_UID), not to you (uid $lp_uid)"
+        return 0
+    fi
+    if writable_by_others; then
+        echo "other users can write to it (mode $PO_MODE)"
+        return 0
+    fi
+    lp_dir=$1
+    while :; do
+        if ! path_owner_mode "$lp_dir"; then
+            echo "could not tell who owns the folder $lp_dir"
+            return 0
+        fi
+        if [ "$PO_UID" != "$lp_uid" ] && [ "$PO_UID" != 0 ]; then
+            echo "its folder $lp_dir belongs to another user (uid $PO_UID), who could replace it"
+            return 0
+        fi
+        if writable_by_others; then
+            echo "other users can write to its folder $lp_dir (mode $PO_MODE) and replace it"
+            return 0
+        fi
+        [ "$lp_dir" = / ] && break
+        lp_dir=${lp_dir%/*}
+        lp_dir=${lp_dir:-/}
+    done
+    if [ ! -f "$1/dk_installer.py.sha256" ]; then
+        echo "there is no dk_installer.py.sha256 beside it to check it against"
+        return 0
+    fi
+    check_sha256 "$lp_file" "$1/dk_installer.py.sha256"
+    case $? in
+        0) return 1 ;;
+        2) echo "dk_installer.py.sha256 beside it is not a SHA-256 value" ;;
+        3) echo "dk_installer.py.sha256 beside it is for '$vc_name', not dk_installer.py" ;;
+        4) echo "no SHA-256 tool (sha256sum, shasum or openssl) was found to check it" ;;
+        *) echo "it does not match dk_installer.py.sha256 beside it (expected $vc_expected, got $vc_actual)" ;;
+    esac
+    return 0
+}
+
+# The dk_installer.py beside this script when it runs from a file (sh install.sh) and passes
+# local_installer_problem; prints its path. A file that is there but fails is named in one warning
+# line and not used: the installer is downloaded instead. Piped into sh, $0 is the shell's name
+# (sh, /bin/sh, dash...), which never ends in .sh.
 local_installer() {
     case $0 in *.sh) ;; *) return 1 ;; esac
     [ -f "$0" ] || return 1
@@ -211,8 +329,12 @@ local_installer() {
         */*) li_dir=${0%/*} ;;
         *) li_dir=. ;;
     esac
-    [ -f "$li_dir/dk_installer.py" ] || return 1
-    li_dir=$(cd "$li_dir" && pwd) || return 1
+    [ -e "$li_dir/dk_installer.py" ] || [ -L "$li_dir/dk_installer.py" ] || return 1
+    li_dir=$(cd "$li_dir" && pwd -P) || return 1
+    if li_problem=$(local_installer_problem "$li_dir"); then
+        warn "Not using $li_dir/dk_installer.py beside install.sh: $li_problem; downloading it instead."
+        return 1
+    fi
     printf '%s\n' "$li_dir/dk_installer.py"
 }
 
@@ -293,8 +415,11 @@ sha256_of() {
     printf '%s\n' "$so_out" | tr 'A-F' 'a-f'
 }
 
-# verify_checksum FILE CHECKSUM_FILE: "<hex>  dk_installer.py" (sha256sum's format) or a bare hex.
-verify_checksum() {
+# check_sha256 FILE CHECKSUM_FILE: CHECKSUM_FILE is "<hex>  dk_installer.py" (sha256sum's format)
+# or a bare hex. Returns 0 when FILE matches; 2 when CHECKSUM_FILE holds no SHA-256 value, 3 when it
+# names another file, 4 without a hashing tool, 5 on a mismatch. Sets vc_expected, vc_name, vc_actual.
+check_sha256() {
+    vc_actual=""
     vc_line=$(tr -d '\r' 2>/dev/null <"$2" | sed -n '/[^[:space:]]/{p;q;}')
     read -r vc_expected vc_name <<EOF
 $vc_line
@@ -302,23 +427,28 @@ EOF
     vc_expected=$(printf '%s' "$vc_expected" | tr 'A-F' 'a-f')
     vc_name=${vc_name:-dk_installer.py}
     if [ ${#vc_expected} -ne 64 ] || [ -n "$(printf '%s' "$vc_expected" | tr -d '0-9a-f')" ]; then
-        err "The published checksum is not a SHA-256 value; refusing to run the download."
-        return 1
+        return 2
     fi
     case $vc_name in
         dk_installer.py | "*dk_installer.py" | ./dk_installer.py) ;;
-        *) err "The published checksum is for '$vc_name', not dk_installer.py; refusing to run the download."
-           return 1 ;;
+        *) return 3 ;;
     esac
-    if ! vc_actual=$(sha256_of "$1"); then
-        err "No SHA-256 tool (sha256sum, shasum or openssl) was found to verify the download; refusing to run it."
-        return 1
-    fi
-    if [ "$vc_actual" != "$vc_expected" ]; then
-        err "Checksum mismatch for dk_installer.py (expected $vc_expected, got $vc_actual); refusing to run it."
-        hint "The download may be incomplete or tampered with. Nothing was installed; try again later."
-        return 1
-    fi
+    vc_actual=$(sha256_of "$1") || return 4
+    [ "$vc_actual" = "$vc_expected" ] || return 5
+}
+
+# verify_checksum FILE CHECKSUM_FILE: check_sha256 for a download, each failure explained.
+verify_checksum() {
+    check_sha256 "$1" "$2"
+    case $? in
+        0) return 0 ;;
+        2) err "The published checksum is not a SHA-256 value; refusing to run the download." ;;
+        3) err "The published checksum is for '$vc_name', not dk_installer.py; refusing to run the download." ;;
+        4) err "No SHA-256 tool (sha256sum, shasum or openssl) was found to verify the download; refusing to run it." ;;
+        *) err "Checksum mismatch for dk_installer.py (expected $vc_expected, got $vc_actual); refusing to run it."
+           hint "The download may be incomplete or tampered with. Nothing was installed; try again later." ;;
+    esac
+    return 1
 }
 
 # download_installer DIR: DIR/dk_installer.py, downloaded and verified.
@@ -356,17 +486,46 @@ install_copy() {
 # --- Running it -----------------------------------------------------------------------------------
 
 # run_installer FILE [install options]: stdin stays a terminal (the installer may ask questions)
-# but never the pipe this script may be arriving through.
+# but never the pipe this script may be arriving through. It runs in the current folder, which its
+# options' relative paths refer to; -I keeps that folder (and PYTHONPATH) out of its imports.
 run_installer() {
     ri_file=$1
     shift
     DK_INSTALLER_LAUNCHED_BY=install.sh
     export DK_INSTALLER_LAUNCHED_BY
     if [ -t 0 ]; then
-        "$PYTHON" "$ri_file" install "$@"
+        "$PYTHON_PATH" -I "$ri_file" install "$@"
     else
-        "$PYTHON" "$ri_file" install "$@" </dev/null
+        "$PYTHON_PATH" -I "$ri_file" install "$@" </dev/null
     fi
+}
+
+# our_launcher_on_path HOME: true when `dk-installer` on PATH is the launcher the installer wrote
+# for HOME, the installer's own rule for naming it in hints (our_launcher_on_path, launcher_is_ours):
+# it resolves to ${XDG_BIN_HOME:-$HOME/.local/bin}/dk-installer, whose first 512 characters hold
+# the launcher's marker and this HOME.
+our_launcher_on_path() {
+    if [ -n "${XDG_BIN_HOME:-}" ]; then
+        ol_launcher=$XDG_BIN_HOME/dk-installer
+    elif [ -n "${HOME:-}" ]; then
+        ol_launcher=$HOME/.local/bin/dk-installer
+    else
+        return 1
+    fi
+    ol_found=$(absolute_command dk-installer) || return 1
+    ol_launcher=$(absolute_command "$ol_launcher") || return 1
+    in_private_dir "$PYTHON_PATH" -I -c '
+import os, shlex, sys
+found, launcher, home = sys.argv[1:]
+try:
+    with open(launcher, errors="replace") as handle:
+        head = handle.read(512)
+except OSError:
+    sys.exit(1)
+ours = "# dk-installer launcher:" in head
+ours = ours and "export DK_INSTALLER_HOME=%s\n" % shlex.quote(os.path.abspath(home)) in head
+sys.exit(0 if ours and os.path.realpath(found) == os.path.realpath(launcher) else 1)
+' "$ol_found" "$ol_launcher" "$1" >/dev/null 2>&1
 }
 
 cleanup() {
@@ -376,24 +535,26 @@ cleanup() {
 }
 
 main() {
-    TMP_DIR="" COPY_TMP=""
+    TMP_DIR="" COPY_TMP="" PRIVATE_DIR=""
     trap cleanup EXIT
     trap 'exit 129' HUP
     trap 'exit 130' INT
     trap 'exit 143' TERM
     setup_colours
     home=$(installer_home) || return 1
+    # Ours alone (mktemp -d makes it 0700): the downloads, and an empty folder for Python to start in.
+    if ! TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dk-installer.XXXXXX") || ! mkdir "$TMP_DIR/cwd"; then
+        err "Could not create a temporary directory."
+        return 1
+    fi
+    PRIVATE_DIR=$TMP_DIR/cwd
     find_python || return 1
     check_venv "$home" || return 1
     say "Using Python $PYTHON_VERSION ($PYTHON)."
 
     if source_file=$(local_installer); then
-        say "Using $source_file (beside install.sh): nothing to download."
+        say "Using $source_file (beside install.sh): its checksum matches, nothing to download."
     else
-        TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dk-installer.XXXXXX") || {
-            err "Could not create a temporary directory."
-            return 1
-        }
         download_installer "$TMP_DIR" || return 1
         source_file=$TMP_DIR/dk_installer.py
     fi
@@ -406,10 +567,22 @@ main() {
 
     run_installer "$installer" "$@"
     status=$?
-    if [ "$status" -eq 0 ] && [ "$installer" = "$home/dk_installer.py" ]; then
+    # The same form as the installer's own hints: `dk-installer` when that command is its launcher.
+    command_line=""
+    if [ "$status" -ne 0 ]; then
+        :
+    elif our_launcher_on_path "$home"; then
+        command_line=dk-installer
+    elif [ "$installer" = "$home/dk_installer.py" ]; then
         command_line="$(shell_quote "$PYTHON") $(shell_quote "$installer")"
+    fi
+    if [ -n "$command_line" ]; then
         say ""
-        say "dk-installer is saved in $(shell_quote "$home"). Manage TestGen with:"
+        if [ "$installer" = "$home/dk_installer.py" ]; then
+            say "dk-installer is saved in $(shell_quote "$home"). Manage TestGen with:"
+        else
+            say "Manage TestGen with:"
+        fi
         say "  ${BOLD}$command_line status${RESET}    (also: start, stop, upgrade, logs, doctor, uninstall)"
     fi
     exit "$status"

@@ -12,11 +12,14 @@ import hashlib
 import json
 import os
 import pty
+import pwd
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ INSTALL_SH = ROOT / "install.sh"
 SHELLS = {"dash": ("dash",), "bash": ("bash",), "busybox": ("busybox", "sh")}
 # What install.sh calls besides a Python and a downloader; a PATH of only these (symlinked) lets a
 # test take curl, wget or Python away.
-TOOLS = "uname sed tr cut mkdir cp chmod mv rm mktemp grep cat sha256sum timeout readlink"
+TOOLS = "uname sed tr cut mkdir cp chmod mv rm mktemp grep cat sha256sum timeout readlink id ls"
 INSTALLER_BYTES = INSTALLER.read_bytes()
 INSTALLER_SHA256 = hashlib.sha256(INSTALLER_BYTES).hexdigest()
 
@@ -146,10 +149,19 @@ class Run:
         )
 
     def starts(self) -> list[dict]:
-        """Every start of the DK_PYTHON wrapper: its arguments, stdin and a few environment variables."""
+        """Every start of the DK_PYTHON wrapper: its interpreter options (`flags`, such as -I), the
+        rest of its arguments (`args`: a script or -c and what follows), stdin, working directory and
+        a few environment variables."""
         if not self.python_log.exists():
             return []
-        return [json.loads(line) for line in self.python_log.read_text().splitlines()]
+        starts = [json.loads(line) for line in self.python_log.read_text().splitlines()]
+        for start in starts:
+            argv = start.pop("argv")
+            flags = []
+            while argv and argv[0].startswith("-") and argv[0] != "-c":
+                flags.append(argv.pop(0))
+            start["flags"], start["args"] = flags, argv
+        return starts
 
     def installer_starts(self) -> list[dict]:
         return [s for s in self.starts() if s["args"][1:2] == ["install"]]
@@ -166,17 +178,18 @@ def user(sandbox: Sandbox, shell: list[str], tmp_path: Path) -> Run:
 
 
 def write_python_wrapper(path: Path, log: Path, real: str = sys.executable) -> Path:
-    """A Python that records each start (arguments, stdin, environment) and then runs the real one."""
+    """A Python that records each start (arguments, stdin, working directory, environment) and then
+    runs the real one. The recorder runs isolated (-I): a hostile current folder cannot touch it."""
     record = (
         "import json, os, sys; open(sys.argv[1], 'a').write(json.dumps("
-        "{'args': sys.argv[3:], 'stdin': sys.argv[2],"
+        "{'argv': sys.argv[3:], 'stdin': sys.argv[2], 'cwd': os.getcwd(),"
         " 'env': {k: os.environ.get(k) for k in ('DK_INSTALLER_LAUNCHED_BY', 'DO_NOT_TRACK',"
         " 'DK_INSTALLER_ANALYTICS')}}) + '\\n')"
     )
     path.write_text(
         "#!/bin/sh\n"
         f"stdin=$({need('readlink')} /proc/$$/fd/0)\n"
-        f'"{real}" -c "{record}" "{log}" "$stdin" "$@" </dev/null\n'
+        f'"{real}" -I -c "{record}" "{log}" "$stdin" "$@" </dev/null\n'
         f'exec "{real}" "$@"\n'
     )
     path.chmod(0o755)
@@ -297,6 +310,62 @@ def test_download_verify_copy_and_install(user: Run, server: HTTPServer) -> None
     assert list(user.tmpdir.iterdir()) == []
 
 
+# --- The closing hint (issue 14, item 4) -----------------------------------------------------------
+
+
+def closing_hint(stdout: str) -> str:
+    """The command install.sh's last lines name: `<command> status    (also: ...)`."""
+    line = stdout.rsplit("Manage TestGen with:", 1)[1].strip().splitlines()[0]
+    return line.split(" status    (also:")[0].strip()
+
+
+def installer_hint(stdout: str) -> str:
+    """The command the installer's own summary names (`Stop:       <command> stop`)."""
+    [line] = [line for line in stdout.splitlines() if line.strip().startswith("Stop:")]
+    return line.split(":", 1)[1].strip().removesuffix(" stop")
+
+
+@pytest.mark.parametrize(
+    "where", ["local-bin", "xdg-bin-home", "symlink-on-path", "not-on-path", "another-first"]
+)
+def test_closing_hint_names_the_command_as_the_installer_does(
+    user: Run, server: HTTPServer, tmp_path: Path, where: str
+) -> None:
+    """`dk-installer status` when `dk-installer` on PATH is the launcher this install wrote (found
+    through a symlink too); the full `<python> <home>/dk_installer.py` otherwise, also when another
+    `dk-installer` comes first on PATH."""
+    box = user.sandbox
+    launcher_dir = box.user_home / ".local" / "bin"
+    extra: dict[str, str] = {}
+    path = [os.environ["PATH"]]
+    if where == "xdg-bin-home":
+        launcher_dir = tmp_path / "xdg-bin"
+        extra["XDG_BIN_HOME"] = str(launcher_dir)
+    if where in ("local-bin", "xdg-bin-home"):
+        path.insert(0, str(launcher_dir))
+    elif where == "symlink-on-path":
+        links = tmp_path / "links"
+        links.mkdir()
+        (links / "dk-installer").symlink_to(launcher_dir / "dk-installer")
+        path.insert(0, str(links))
+    elif where == "another-first":
+        other = tmp_path / "other-bin"
+        other.mkdir()
+        (other / "dk-installer").write_text("#!/bin/sh\n# dk-installer launcher: someone else's\nexit 1\n")
+        (other / "dk-installer").chmod(0o755)
+        path[:0] = [str(other), str(launcher_dir)]
+    env = user.env(serve(server), PATH=os.pathsep.join(path), **extra)
+    result = user.run(*box.install_args("--no-demo", "--no-start")[1:], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (launcher_dir / "dk-installer").is_file()
+    if where in ("local-bin", "xdg-bin-home", "symlink-on-path"):
+        assert closing_hint(result.stdout) == "dk-installer"
+        assert installer_hint(result.stdout) == "dk-installer"  # one form, in both places
+    else:
+        assert closing_hint(result.stdout) == f"{user.python} {box.home / 'dk_installer.py'}"
+        assert installer_hint(result.stdout) != "dk-installer"
+
+
 @pytest.mark.parametrize(
     "checksum",
     [
@@ -335,7 +404,10 @@ def test_bad_checksum_runs_nothing(user: Run, server: HTTPServer, checksum: str 
 
 
 def test_interrupted_download_cleans_up(user: Run, server: HTTPServer) -> None:
+    downloading = threading.Event()
+
     def slow(_request: Request) -> Response:
+        downloading.set()
         time.sleep(1.5)
         return Response(INSTALLER_BYTES)
 
@@ -347,9 +419,7 @@ def test_interrupted_download_cleans_up(user: Run, server: HTTPServer) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while not list(user.tmpdir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert downloading.wait(20), "install.sh never started the download"
     assert list(user.tmpdir.iterdir()), "install.sh never made its temporary directory"
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
@@ -451,6 +521,94 @@ def test_exports_launched_by_and_passes_opt_outs_through(user: Run, server: HTTP
     }
 
 
+# --- The current folder is not trusted (issue 15, item 1) -----------------------------------------
+
+# What the Pythons install.sh starts would import from a current folder that is on their path: the
+# modules its probes ask for, and the ones Python imports on its own while it starts.
+HOSTILE_MODULES = ("venv", "ensurepip", "click", "requests", "distro", "sitecustomize", "usercustomize")
+# `encodings` is imported before open() exists: it leaves its marker with os.open, then runs the
+# real package so that the Python it got into keeps working.
+ENCODINGS_SHADOW = """\
+import os
+_fd = os.open(os.path.join({markers!r}, "encodings-%d" % os.getpid()), os.O_WRONLY | os.O_CREAT, 0o644)
+os.close(_fd)
+_real = os.path.join(os.path.dirname(os.__file__), "encodings")
+__path__[:] = [_real]
+__file__ = os.path.join(_real, "__init__.py")
+_fd = os.open(__file__, os.O_RDONLY)
+_source = b""
+while True:
+    _chunk = os.read(_fd, 65536)
+    if not _chunk:
+        break
+    _source += _chunk
+os.close(_fd)
+exec(compile(_source, __file__, "exec"))
+"""
+
+
+def hostile_folder(folder: Path, markers: Path) -> Path:
+    """A current folder whose Python files, if imported, leave a marker named after the module."""
+    folder.mkdir()
+    markers.mkdir()
+    for name in HOSTILE_MODULES:
+        (folder / f"{name}.py").write_text(
+            "import os, sys\n"
+            f"open(os.path.join({str(markers)!r}, '{name}-%d' % os.getpid()), 'w')"
+            ".write(repr(getattr(sys, 'argv', None)))\n"
+        )
+    (folder / "encodings").mkdir()
+    (folder / "encodings" / "__init__.py").write_text(ENCODINGS_SHADOW.format(markers=str(markers)))
+    return folder
+
+
+@pytest.mark.parametrize("how", ["install", "pythonpath-help"])
+def test_hostile_current_folder_is_never_imported(
+    user: Run, server: HTTPServer, tmp_path: Path, how: str
+) -> None:
+    """`sh install.sh` from a folder someone else filled: none of its files is imported, and the
+    install goes on. With `export PYTHONPATH=$PYTHONPATH:/opt/lib` run while PYTHONPATH was unset,
+    the empty entry puts the current folder first on every Python's path, before the standard
+    library (only `--help` there: the installer's own children are not install.sh's business)."""
+    box = user.sandbox
+    markers = tmp_path / "markers"
+    here = hostile_folder(tmp_path / "shared-folder", markers)
+    if how == "install":
+        args, extra = box.install_args("--no-demo", "--no-start")[1:], {}
+    else:
+        args, extra = ["--help"], {"PYTHONPATH": ":/nonexistent"}
+    result = user.run(*args, env=user.env(serve(server), **extra), cwd=here)
+    imported = {marker.name: marker.read_text() for marker in markers.iterdir()}
+    assert imported == {}, f"install.sh's Pythons imported from the current folder: {imported}"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(user.installer_starts()) == 1
+    if how == "install":
+        assert box.state()["ui_port"] == box.ui_port
+
+
+def test_every_python_start_is_isolated(user: Run, server: HTTPServer, tmp_path: Path) -> None:
+    """The probes start isolated in a private empty folder; the installer isolated (-I) in the
+    current folder, so that relative paths in its options keep their meaning."""
+    here = tmp_path / "here"
+    here.mkdir()
+    result = user.run("--help", env=user.env(serve(server)), cwd=here)
+    assert result.returncode == 0, result.stderr
+    starts = user.starts()
+    [installer] = user.installer_starts()
+    probes = [start for start in starts if start["args"][:1] == ["-c"]]
+    assert len(probes) + 1 == len(starts), starts
+    [version] = [probe for probe in probes if "version_info" in probe["args"][1]]
+    assert version["flags"] == ["-E", "-s"]  # the probe may meet a Python older than 3.4 (no -I)
+    assert any("ensurepip" in probe["args"][1] for probe in probes)
+    for probe in probes:
+        assert probe["flags"] in (["-I"], ["-E", "-s"]), probe
+        private = Path(probe["cwd"])
+        assert private.name == "cwd" and private.parent.parent == user.tmpdir, probe
+    assert installer["flags"] == ["-I"]
+    assert installer["cwd"] == str(here)
+    assert list(user.tmpdir.iterdir()) == []  # the private folder went with the downloads
+
+
 # --- From a clone ---------------------------------------------------------------------------------
 
 
@@ -482,6 +640,178 @@ def test_from_clone_when_home_is_not_writable_runs_the_clone_file(user: Run, tmp
     [start] = user.installer_starts()
     assert start["args"][0] == str(INSTALLER)
     assert result.returncode == 3, result.stdout + result.stderr  # the installer's requirement failure
+
+
+# --- Beside install.sh: only a file nobody else could have changed (issue 15, item 2) --------------
+
+# A local copy that differs from the published file (and still runs): which of the two ran shows in
+# the installer home's copy.
+LOCAL_BYTES = INSTALLER_BYTES + b"\n# a local copy, not the published file\n"
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[pwd.struct_passwd]:
+    """A second local user, as the other person on a shared machine; removed afterwards."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available: no second local user to test with")
+    name = f"dkitest{os.getpid()}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder like /tmp (mode 1777, root's) that the second user can reach: pytest's own temp
+    root is 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="dk-installer-shared-"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def place_clone(
+    folder: Path, content: bytes = LOCAL_BYTES, checksum: str | None = "match", mode: int = 0o644
+) -> Path:
+    """install.sh with a dk_installer.py (mode `mode`) beside it, and its checksum file: `match`,
+    `wrong` or None (none)."""
+    folder.mkdir(exist_ok=True)
+    shutil.copy(INSTALL_SH, folder / "install.sh")
+    (folder / "dk_installer.py").write_bytes(content)
+    (folder / "dk_installer.py").chmod(mode)
+    if checksum is not None:
+        digest = hashlib.sha256(content if checksum == "match" else b"something else").hexdigest()
+        (folder / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
+    return folder / "install.sh"
+
+
+def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
+    """`cat > path`, run as that user."""
+    subprocess.run(
+        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
+        input=data,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        check=True,
+    )
+
+
+def untrusted_clone(case: str, tmp_path: Path, shared: Path, other: pwd.struct_passwd) -> Path:
+    """install.sh beside a dk_installer.py that must not be used; returns the script."""
+    clone = tmp_path / "clone"
+    if case == "owned-by-another-user":
+        # The shared-machine attack, for real: the other user drops a file and its matching checksum
+        # beside the install.sh you saved in a shared folder.
+        script = shared / "install.sh"
+        shutil.copy(INSTALL_SH, script)
+        write_as(other, shared / "dk_installer.py", LOCAL_BYTES)
+        write_as(
+            other, shared / "dk_installer.py.sha256", f"{hashlib.sha256(LOCAL_BYTES).hexdigest()}\n".encode()
+        )
+        return script
+    if case == "group-writable":
+        return place_clone(clone, mode=0o664)
+    if case == "world-writable":
+        return place_clone(clone, mode=0o646)
+    if case == "folder-writable":
+        script = place_clone(clone)
+        clone.chmod(0o777)  # anyone may rename another file over it
+        return script
+    if case == "folder-of-another-user":
+        script = place_clone(clone)
+        os.chown(clone, other.pw_uid, other.pw_gid)
+        return script
+    if case == "parent-folder-writable":
+        parent = tmp_path / "open"
+        parent.mkdir()
+        parent.chmod(0o777)  # anyone may move `clone` away and put another in its place
+        return place_clone(parent / "clone")
+    if case == "symlink":
+        script = place_clone(clone)
+        (tmp_path / "elsewhere.py").write_bytes(LOCAL_BYTES)
+        (clone / "dk_installer.py").unlink()
+        (clone / "dk_installer.py").symlink_to(tmp_path / "elsewhere.py")
+        return script
+    if case == "wrong-checksum":
+        return place_clone(clone, checksum="wrong")
+    assert case == "no-checksum"
+    return place_clone(clone, checksum=None)
+
+
+UNTRUSTED = {
+    "owned-by-another-user": "belongs to another user",
+    "group-writable": "other users can write to it (mode -rw-rw-r--)",
+    "world-writable": "other users can write to it (mode -rw-r--rw-)",
+    "folder-writable": "other users can write to its folder",
+    "folder-of-another-user": "its folder",
+    "parent-folder-writable": "/open (mode drwxrwxrwx)",
+    "symlink": "symbolic link",
+    "wrong-checksum": "does not match dk_installer.py.sha256",
+    "no-checksum": "no dk_installer.py.sha256",
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_untrusted_file_beside_install_sh_is_ignored(
+    user: Run,
+    server: HTTPServer,
+    tmp_path: Path,
+    other_user: pwd.struct_passwd,
+    shared_folder: Path,
+    case: str,
+) -> None:
+    script = untrusted_clone(case, tmp_path, shared_folder, other_user)
+    result = user.run("--help", env=user.env(serve(server)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The published installer was downloaded, and it is what ran.
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == INSTALLER_BYTES
+    assert requested(server) == ["/dk_installer.py", "/dk_installer.py.sha256"]
+    [start] = user.installer_starts()
+    assert start["args"][0] == str(user.sandbox.home / "dk_installer.py")
+    # Said once, on stderr, with the reason.
+    [warning] = [line for line in result.stderr.splitlines() if "beside install.sh" in line]
+    assert f"Not using {script.parent}/dk_installer.py beside install.sh" in warning
+    assert UNTRUSTED[case] in warning and "downloading it instead" in warning
+    assert "beside install.sh" not in result.stdout
+
+
+@pytest.mark.parametrize("where", ["own-folder", "sticky-shared-folder"])
+def test_trusted_file_beside_install_sh_is_used(
+    user: Run, server: HTTPServer, tmp_path: Path, shared_folder: Path, where: str
+) -> None:
+    """Yours, writable by you alone, in folders only you (or root) can change, and matching its
+    checksum: used, nothing downloaded. A sticky folder such as /tmp is fine: nobody else can
+    replace a file of yours there."""
+    script = place_clone(tmp_path / "clone" if where == "own-folder" else shared_folder)
+    result = user.run("--help", env=user.env(serve(server)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Using {script.parent}/dk_installer.py (beside install.sh): its checksum matches" in result.stdout
+    assert "Not using" not in result.stderr
+    assert requested(server) == []
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == LOCAL_BYTES
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o664], ids=["trusted", "group-writable"])
+def test_file_checks_with_busybox_tools(user: Run, server: HTTPServer, tmp_path: Path, mode: int) -> None:
+    """Alpine-like: `ls` and `id` are BusyBox applets."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS.split():
+        (bin_dir / tool).symlink_to(need("busybox"))
+    (bin_dir / "curl").symlink_to(need("curl"))
+    script = place_clone(tmp_path / "clone", mode=mode)
+    result = user.run("--help", env=user.env(serve(server), PATH=str(bin_dir)), script=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = mode == 0o644
+    assert ("its checksum matches" in result.stdout) is used
+    assert ("other users can write to it" in result.stderr) is not used
+    assert (user.sandbox.home / "dk_installer.py").read_bytes() == (LOCAL_BYTES if used else INSTALLER_BYTES)
 
 
 # --- Python -----------------------------------------------------------------------------------
@@ -527,8 +857,8 @@ def test_failing_candidates_are_skipped(user: Run, tmp_path: Path) -> None:
     write_fake_python(bin_dir / "python3", "3.8.10")
     clone = tmp_path / "clone"
     clone.mkdir()
-    shutil.copy(INSTALL_SH, clone / "install.sh")
-    shutil.copy(INSTALLER, clone / "dk_installer.py")
+    for name in ("install.sh", "dk_installer.py", "dk_installer.py.sha256"):
+        shutil.copy(ROOT / name, clone / name)
     result = user.run("--help", env=user.env(DK_PYTHON=None, PATH=str(bin_dir)), script=clone / "install.sh")
     assert result.returncode == 0, result.stderr
     assert "(python3.12)" in result.stdout
@@ -539,7 +869,8 @@ def test_failing_candidates_are_skipped(user: Run, tmp_path: Path) -> None:
 def test_venv_missing_names_the_apt_package(shell: list[str], tmp_path: Path) -> None:
     python = write_fake_python(tmp_path / "python3.11", "3.11.4", venv_works=False)
     snippet = (
-        f'os_family() {{ echo apt; }}; PYTHON="{python}"; PYTHON_VERSION=3.11.4\n'
+        f'os_family() {{ echo apt; }}; PYTHON="{python}"; PYTHON_PATH="{python}"; PYTHON_VERSION=3.11.4\n'
+        f'PRIVATE_DIR="{tmp_path}"\n'
         f'check_venv "{tmp_path / "home"}"; echo "status=$?"'
     )
     result = call(shell, tmp_path, snippet)

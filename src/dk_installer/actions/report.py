@@ -251,8 +251,7 @@ def doctor_action(ctx: ActionContext) -> None:
 def logs_action(ctx: ActionContext, output: Path | None) -> None:
     """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
     import io
-    import platform
-    import zipfile
+    import tempfile
 
     paths = ctx.paths
     known = read_credentials(paths)
@@ -266,11 +265,29 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
     doctor_text = io.StringIO()
     with contextlib.redirect_stdout(doctor_text):
         report_requirements(Console(no_color=True), doctor_checks(ctx))
+    # A new 0600 file beside the target, renamed over it: writing into an existing file would keep
+    # its mode, perhaps readable by everyone.
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        write_support_zip(fd, ctx, doctor_text.getvalue())
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    ctx.console.say(f"Support bundle written to {target}")
+    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
+
+
+def write_support_zip(fd: int, ctx: ActionContext, doctor_text: str) -> None:
+    import platform
+    import zipfile
+
+    paths = ctx.paths
 
     def tail(path: Path, lines: int = 2000) -> str:
         return file_tail(path, lines, max_bytes=8 * 1024 * 1024) + "\n"
 
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
         for log_file in sorted(paths.logs.glob("*.log")):
             bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
@@ -280,9 +297,7 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
             bundle.writestr("state.json", tail(paths.state))
         if paths.config_env.exists():
             bundle.writestr("testgen/config.env", tail(paths.config_env))
-        bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
+        bundle.writestr("doctor.txt", redact(doctor_text))
         bundle.writestr(
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
         )
-    ctx.console.say(f"Support bundle written to {target}")
-    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")

@@ -477,8 +477,13 @@ def perform(
     options: InstallOptions | None = None,
     quiet: bool = False,
     records_event: bool = True,
+    writes_nothing: bool = False,
 ) -> int:
+    """Run `body` as one action: lock, run log, repair of a killed command, analytics event and
+    the exit code. `writes_nothing` (an action that only shows something) skips all that writes."""
     paths = Paths.from_environment()
+    mutating = invocation.action in MUTATING_ACTIONS and not writes_nothing
+    records_event = records_event and not writes_nothing
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
@@ -493,10 +498,11 @@ def perform(
     outcome = "success"
     error: BaseException | None = None
     try:
-        if invocation.action in MUTATING_ACTIONS:
+        if mutating:
             lock.acquire()
-        start_run_log(paths, invocation.action, invocation.verbose)
-        if invocation.action in MUTATING_ACTIONS:
+        if not writes_nothing:
+            start_run_log(paths, invocation.action, invocation.verbose)
+        if mutating:
             recover_interrupted_action(ctx)
         body(ctx)
     except RequirementsNotMet as exc:
@@ -516,7 +522,7 @@ def perform(
             f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
         )
     finally:
-        if invocation.action in MUTATING_ACTIONS and lock.held:
+        if mutating and lock.held:
             remove_temporary_files(ctx)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
@@ -2741,7 +2747,9 @@ def service_enable(ctx: click.Context, print_only: bool, **_: Any) -> int:
     from dk_installer.actions.lifecycle import service_enable_action
 
     return perform(
-        invocation_of(ctx, "service_enable"), lambda action_ctx: service_enable_action(action_ctx, print_only)
+        invocation_of(ctx, "service_enable"),
+        lambda action_ctx: service_enable_action(action_ctx, print_only),
+        writes_nothing=print_only,
     )
 
 
@@ -6940,7 +6948,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '2aa488e147d46c1b'
+BUILD_ID = '59555a9f212f8884'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

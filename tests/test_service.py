@@ -64,6 +64,17 @@ def test_print_shows_a_unit_that_systemd_accepts_and_writes_nothing(sandbox: San
     assert broken.returncode != 0  # the control: verify does look at the unit
 
 
+def test_print_on_a_fresh_machine_writes_nothing_at_all(sandbox: Sandbox) -> None:
+    """Issue 15, item 7d: no run log, no lock, no home; with analytics on, no notice saved and no
+    event (either would write the settings folder)."""
+    analytics_on = {"DK_INSTALLER_ANALYTICS": None, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
+    printed = sandbox.run("service", "enable", "--print", env=analytics_on)
+    assert printed.returncode == 0, printed.stderr
+    assert "ExecStart=" in printed.stdout and "analytics debug" not in printed.stderr
+    assert not sandbox.home.exists() and not sandbox.config.exists()
+    assert os.listdir(sandbox.user_home) == []
+
+
 # What a path may hold that systemd would otherwise read as syntax: specifiers, variables in both
 # forms, quotes, a backslash, a lone semicolon (a command separator) and a trailing backslash.
 HOSTILE = "%h $HOME ${USER} \"dq\" 'sq' back\\slash ; end\\"

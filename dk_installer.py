@@ -867,7 +867,10 @@ def start_action(ctx: ActionContext) -> None:
     testgen.stop()  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        [
+            check_port(testgen.ui_port, "--port", False, installed=True),
+            check_port(testgen.api_port, "--api-port", False, installed=True),
+        ],
     )
     run_steps(ctx, [StartApp()])
     ctx.console.say(f"TestGen {state.product_version} is running: {testgen.ui_url}")
@@ -898,7 +901,10 @@ def run_action(ctx: ActionContext) -> None:
     testgen.stop(through_service=False)  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        [
+            check_port(testgen.ui_port, "--port", False, installed=True),
+            check_port(testgen.api_port, "--api-port", False, installed=True),
+        ],
     )
     interrupted = False
     try:
@@ -1197,8 +1203,8 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        check_port(testgen.ui_port, "--port", running),
-        check_port(testgen.api_port, "--api-port", running),
+        check_port(testgen.ui_port, "--port", running, installed=state is not None),
+        check_port(testgen.api_port, "--api-port", running, installed=state is not None),
     ]
     if state:
         version = installed_version(paths.venv)
@@ -2319,15 +2325,23 @@ def check_home_writable(paths: Paths) -> Requirement:
     return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home writable", ok, detail)
 
 
-def check_port(port: int, option: str, ours_running: bool) -> Requirement:
-    """`option` is the flag that changes this port (--port, --api-port)."""
+def check_port(port: int, option: str, ours_running: bool, *, installed: bool = False) -> Requirement:
+    """`option` is the install flag that chooses this port (--port, --api-port). `installed`: the
+    port is an installed TestGen's own (start, run, doctor), fixed at install, which no flag of
+    those commands changes."""
     title = f"{'UI' if option == '--port' else 'API'} port {port}"
     if ours_running:
         return Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen")
     ok = port_free(port)
-    return Requirement(
-        ErrorCode.PORT_IN_USE, title, ok, "free" if ok else f"already in use; pick another with {option}"
-    )
+    if ok:
+        detail = "free"
+    elif installed:
+        detail = (
+            "already in use by another program; stop it and try again (TestGen's ports are chosen at install)"
+        )
+    else:
+        detail = f"already in use; pick another with {option}"
+    return Requirement(ErrorCode.PORT_IN_USE, title, ok, detail)
 
 
 def check_index(options: InstallOptions, settings: Settings) -> Requirement:
@@ -6948,7 +6962,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '59555a9f212f8884'
+BUILD_ID = 'fc574738f571ff17'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -130,15 +130,23 @@ def check_home_writable(paths: Paths) -> Requirement:
     return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home writable", ok, detail)
 
 
-def check_port(port: int, option: str, ours_running: bool) -> Requirement:
-    """`option` is the flag that changes this port (--port, --api-port)."""
+def check_port(port: int, option: str, ours_running: bool, *, installed: bool = False) -> Requirement:
+    """`option` is the install flag that chooses this port (--port, --api-port). `installed`: the
+    port is an installed TestGen's own (start, run, doctor), fixed at install, which no flag of
+    those commands changes."""
     title = f"{'UI' if option == '--port' else 'API'} port {port}"
     if ours_running:
         return Requirement(ErrorCode.PORT_IN_USE, title, True, "used by this TestGen")
     ok = port_free(port)
-    return Requirement(
-        ErrorCode.PORT_IN_USE, title, ok, "free" if ok else f"already in use; pick another with {option}"
-    )
+    if ok:
+        detail = "free"
+    elif installed:
+        detail = (
+            "already in use by another program; stop it and try again (TestGen's ports are chosen at install)"
+        )
+    else:
+        detail = f"already in use; pick another with {option}"
+    return Requirement(ErrorCode.PORT_IN_USE, title, ok, detail)
 
 
 def check_index(options: InstallOptions, settings: Settings) -> Requirement:

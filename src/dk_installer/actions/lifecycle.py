@@ -29,7 +29,10 @@ def start_action(ctx: ActionContext) -> None:
     testgen.stop()  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        [
+            check_port(testgen.ui_port, "--port", False, installed=True),
+            check_port(testgen.api_port, "--api-port", False, installed=True),
+        ],
     )
     run_steps(ctx, [StartApp()])
     ctx.console.say(f"TestGen {state.product_version} is running: {testgen.ui_url}")
@@ -60,7 +63,10 @@ def run_action(ctx: ActionContext) -> None:
     testgen.stop(through_service=False)  # leftovers of a crashed run would hold the ports and the database
     require(
         ctx,
-        [check_port(testgen.ui_port, "--port", False), check_port(testgen.api_port, "--api-port", False)],
+        [
+            check_port(testgen.ui_port, "--port", False, installed=True),
+            check_port(testgen.api_port, "--api-port", False, installed=True),
+        ],
     )
     interrupted = False
     try:

@@ -205,8 +205,8 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        check_port(testgen.ui_port, "--port", running),
-        check_port(testgen.api_port, "--api-port", running),
+        check_port(testgen.ui_port, "--port", running, installed=state is not None),
+        check_port(testgen.api_port, "--api-port", running, installed=state is not None),
     ]
     if state:
         version = installed_version(paths.venv)

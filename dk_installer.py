@@ -1008,8 +1008,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from dk_installer import __version__
 from dk_installer.actions.boundary import load_state
 from dk_installer.checks import (
@@ -1023,7 +1021,7 @@ from dk_installer.checks import (
     report_requirements,
 )
 from dk_installer.config import InstallOptions, InstallState
-from dk_installer.console import Console
+from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import RemoveFiles, interrupted_action, remove_installer_files
@@ -1085,7 +1083,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
         ctx.console.say(
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
@@ -6962,7 +6960,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'fc574738f571ff17'
+BUILD_ID = '746c446fbfae8d85'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -492,8 +492,13 @@ def perform(
     options: InstallOptions | None = None,
     quiet: bool = False,
     records_event: bool = True,
+    writes_nothing: bool = False,
 ) -> int:
+    """Run `body` as one action: lock, run log, repair of a killed command, analytics event and
+    the exit code. `writes_nothing` (an action that only shows something) skips all that writes."""
     paths = Paths.from_environment()
+    mutating = invocation.action in MUTATING_ACTIONS and not writes_nothing
+    records_event = records_event and not writes_nothing
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
@@ -508,10 +513,11 @@ def perform(
     outcome = "success"
     error: BaseException | None = None
     try:
-        if invocation.action in MUTATING_ACTIONS:
+        if mutating:
             lock.acquire()
-        start_run_log(paths, invocation.action, invocation.verbose)
-        if invocation.action in MUTATING_ACTIONS:
+        if not writes_nothing:
+            start_run_log(paths, invocation.action, invocation.verbose)
+        if mutating:
             recover_interrupted_action(ctx)
         body(ctx)
     except RequirementsNotMet as exc:
@@ -531,7 +537,7 @@ def perform(
             f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
         )
     finally:
-        if invocation.action in MUTATING_ACTIONS and lock.held:
+        if mutating and lock.held:
             remove_temporary_files(ctx)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
@@ -1035,8 +1041,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from dk_installer import __version__
 from dk_installer.checks import (
     Requirement,
@@ -1049,7 +1053,7 @@ from dk_installer.checks import (
     report_requirements,
 )
 from dk_installer.config import InstallOptions, InstallState
-from dk_installer.console import Console
+from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
@@ -1109,7 +1113,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
         ctx.console.say(
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
@@ -1205,7 +1209,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running),
+        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running, at_install=state is None),
     ]
     if state:
         version = installed_version(paths.venv)
@@ -1250,8 +1254,7 @@ def doctor_action(ctx: ActionContext) -> None:
 def logs_action(ctx: ActionContext, output: Path | None) -> None:
     """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
     import io
-    import platform
-    import zipfile
+    import tempfile
 
     paths = ctx.paths
     known = read_credentials(paths)
@@ -1265,11 +1268,29 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
     doctor_text = io.StringIO()
     with contextlib.redirect_stdout(doctor_text):
         report_requirements(Console(no_color=True), doctor_checks(ctx))
+    # A new 0600 file beside the target, renamed over it: writing into an existing file would keep
+    # its mode, perhaps readable by everyone.
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        write_support_zip(fd, ctx, doctor_text.getvalue())
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    ctx.console.say(f"Support bundle written to {target}")
+    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
+
+
+def write_support_zip(fd: int, ctx: ActionContext, doctor_text: str) -> None:
+    import platform
+    import zipfile
+
+    paths = ctx.paths
 
     def tail(path: Path, lines: int = 2000) -> str:
         return file_tail(path, lines, max_bytes=8 * 1024 * 1024) + "\n"
 
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
         for log_file in sorted(paths.logs.glob("*.log")):
             bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
@@ -1279,12 +1300,10 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
             bundle.writestr("state.json", tail(paths.state))
         if paths.config_env.exists():
             bundle.writestr("testgen/config.env", tail(paths.config_env))
-        bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
+        bundle.writestr("doctor.txt", redact(doctor_text))
         bundle.writestr(
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
         )
-    ctx.console.say(f"Support bundle written to {target}")
-    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
 ''',
     'dk_installer/analytics.py': r'''
 """Anonymous usage analytics: the consent rules, the allow-listed event (EVENT_SCHEMA), the spool
@@ -2777,7 +2796,9 @@ def service_enable(ctx: click.Context, print_only: bool, **_: Any) -> int:
     from dk_installer.actions.lifecycle import service_enable_action
 
     return perform(
-        invocation_of(ctx, "service_enable"), lambda action_ctx: service_enable_action(action_ctx, print_only)
+        invocation_of(ctx, "service_enable"),
+        lambda action_ctx: service_enable_action(action_ctx, print_only),
+        writes_nothing=print_only,
     )
 
 
@@ -4612,7 +4633,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
-from dk_installer.errors import InstallerError
+from dk_installer.errors import ErrorCode, InstallerError
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -4622,6 +4643,27 @@ log = logging.getLogger("dk_installer")
 
 SERVICE_NAME = "dk-installer-testgen"
 LAUNCHD_LABEL = "com.datakitchen.dk-installer-testgen"
+
+
+def refuse_control_characters(value: str) -> None:
+    """A newline would end the unit's line and start another (an attacker's `ExecStartPre=`); systemd
+    rejects the other control characters, and XML (launchd's plist) cannot hold them."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise InstallerError(
+            f"{value!r} holds a control character (a newline, a tab…), which a service definition cannot "
+            "hold. Install to a folder without one (DK_INSTALLER_HOME) to run TestGen as a service.",
+            code=ErrorCode.SERVICE_UNAVAILABLE,
+        )
+
+
+def systemd_quote(word: str, *, dollars: bool = False) -> str:
+    """One word of a unit line in systemd's own syntax (systemd.syntax(7), not a shell's): in double
+    quotes, with C-style escapes for `\\` and `"`. `%` starts a specifier wherever it is, so it is
+    doubled; `$` starts a variable only in ExecStart's argv (`dollars`), and `$$` is a literal one."""
+    word = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if dollars:
+        word = word.replace("$", "$$")
+    return f'"{word}"'
 
 
 class ServiceManager:
@@ -4668,6 +4710,8 @@ class ServiceManager:
         """The unit (or launchd agent) that runs `command` and restarts it when it fails. The
         service does not see the shell's environment: the saved analytics setting governs it."""
         environment = {"DK_INSTALLER_HOME": str(paths.home), "XDG_CONFIG_HOME": str(paths.config.parent)}
+        for value in (*command, *environment.values()):
+            refuse_control_characters(value)
         if self.launchd:
             import plistlib
 
@@ -4683,8 +4727,22 @@ class ServiceManager:
                     "StandardErrorPath": str(paths.logs / "service.log"),
                 }
             ).decode()
-        import shlex
-
+        program, *arguments = command
+        if any(char in program for char in "\"'\\"):
+            raise InstallerError(
+                f"systemd cannot run {program!r}: a program's path may not hold a quote or a backslash. "
+                "Install with a Python, and to a folder (DK_INSTALLER_HOME), without one to run TestGen "
+                "as a service.",
+                code=ErrorCode.SERVICE_UNAVAILABLE,
+            )
+        # systemd runs the program's path as written but expands `$` in every argv word, argv[0]
+        # included (Python finds its venv through argv[0]): "@" gives argv[0] separately.
+        exec_start = " ".join(
+            [
+                systemd_quote("@" + program),
+                *(systemd_quote(word, dollars=True) for word in [program, *arguments]),
+            ]
+        )
         lines = [
             "[Unit]",
             "Description=DataOps TestGen (installed by dk-installer)",
@@ -4693,8 +4751,8 @@ class ServiceManager:
             "",
             "[Service]",
             "Type=simple",
-            "ExecStart=" + " ".join(shlex.quote(part) for part in command),
-            *(f'Environment="{key}={value}"' for key, value in environment.items()),
+            f"ExecStart={exec_start}",
+            *(f"Environment={systemd_quote(f'{key}={value}')}" for key, value in environment.items()),
             "Restart=on-failure",
             "RestartSec=5",
             # `run` stops TestGen and its PostgreSQL in order on SIGTERM; the rest of the group is
@@ -7247,7 +7305,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'e440cff875f08678'
+BUILD_ID = '7ab22c4b86653442'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -151,3 +151,31 @@ def test_deferred_signals_let_cleanup_finish_then_interrupt() -> None:
         time.sleep(0.1)
         finished.append(True)
     assert finished == [True]
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_reader_that_leaves_early_gets_no_broken_pipe_noise(sandbox: Sandbox, json_flag: list[str]) -> None:
+    """Issue 15, item 14b: `status | head -1`. Here the pipe is closed before status writes at all,
+    so that every write, and the flush at exit, meets the closed pipe."""
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, str(INSTALLER), "status", *json_flag],
+        env=sandbox.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 0, err
+    assert err == ""
+    shell = subprocess.run(
+        ["sh", "-c", f'"$0" "{INSTALLER}" status {" ".join(json_flag)} | head -1', sys.executable],
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.stdout.startswith(("TestGen", "{")) and shell.stderr == ""

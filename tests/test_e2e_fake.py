@@ -94,8 +94,28 @@ def test_port_in_use_is_named_and_nothing_installed(sandbox: Sandbox) -> None:
     assert result.returncode == 3
     assert f"UI port {sandbox.ui_port}" in result.stdout + result.stderr
     assert "--port" in result.stdout
+    assert f"already in use by pid {os.getpid()} (" in result.stdout
     assert not (sandbox.home / "testgen").exists()
     assert not (sandbox.home / "state.json").exists()
+
+
+def test_a_busy_port_at_start_says_what_helps_there(sandbox: Sandbox) -> None:
+    """Issue 15, item 14a: `start`, `run` and `doctor` have no --port; the port is the install's."""
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", sandbox.ui_port))
+        busy.listen()
+        outputs = [
+            sandbox.run("start"),
+            sandbox.run("run"),
+            sandbox.run("doctor", env={"UV_INDEX_URL": "http://127.0.0.1:9/simple"}),
+        ]
+    for result in outputs:
+        assert result.returncode == 3, result.stdout + result.stderr
+        line = next(line for line in (result.stdout + result.stderr).splitlines() if "UI port" in line)
+        assert "stop what holds it" in line and "--port" not in line, line
+        assert f"by pid {os.getpid()} (" in line, line  # who holds it: this test's own socket
+    assert sandbox.processes() == []
 
 
 def test_bad_port_values_are_usage_errors(sandbox: Sandbox) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def test_print_shows_a_unit_that_systemd_accepts_and_writes_nothing(sandbox: San
     assert not unit_path(sandbox).exists() and not (sandbox.config / "systemd").exists()
     text = printed.stdout.split("\n", 1)[1]
     assert "ExecStart=" in text and text.splitlines()[text.splitlines().index("[Service]") + 2].endswith(
-        " run"
+        ' "run"'
     )
     assert "Restart=on-failure" in text and f'Environment="DK_INSTALLER_HOME={sandbox.home}"' in text
     if not shutil.which("systemd-analyze"):
@@ -60,6 +62,97 @@ def test_print_shows_a_unit_that_systemd_accepts_and_writes_nothing(sandbox: San
     )
     broken = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert broken.returncode != 0  # the control: verify does look at the unit
+
+
+def test_print_on_a_fresh_machine_writes_nothing_at_all(sandbox: Sandbox) -> None:
+    """Issue 15, item 7d: no run log, no lock, no home; with analytics on, no notice saved and no
+    event (either would write the settings folder)."""
+    analytics_on = {"DK_INSTALLER_ANALYTICS": None, "DK_INSTALLER_ANALYTICS_DEBUG": "1"}
+    printed = sandbox.run("service", "enable", "--print", env=analytics_on)
+    assert printed.returncode == 0, printed.stderr
+    assert "ExecStart=" in printed.stdout and "analytics debug" not in printed.stderr
+    assert not sandbox.home.exists() and not sandbox.config.exists()
+    assert os.listdir(sandbox.user_home) == []
+
+
+# What a path may hold that systemd would otherwise read as syntax: specifiers, variables in both
+# forms, quotes, a backslash, a lone semicolon (a command separator) and a trailing backslash.
+HOSTILE = "%h $HOME ${USER} \"dq\" 'sq' back\\slash ; end\\"
+
+
+def systemd_parsed(unit: Path) -> tuple[list[str], dict[str, str]]:
+    """What systemd itself makes of `unit`: systemd-analyze verify, which fails unless the program's
+    path (taken literally) is an executable file, dumps the loaded unit at debug level. argv as the
+    process gets it (`$$` becomes `$` at exec time) and the Environment= assignments."""
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is missing: tests/run.sh installs Debian's systemd package")
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "debug", "SYSTEMD_LOG_TARGET": "console"},
+    )
+    assert verified.returncode == 0, verified.stderr[-3000:]
+    dump = (verified.stdout + verified.stderr).split(f"-> Unit {unit.name}:", 1)[1].split("-> Unit ", 1)[0]
+    environment = dict(
+        line.split("Environment: ", 1)[1].split("=", 1)
+        for line in dump.splitlines()
+        if line.strip().startswith("Environment: ")
+    )
+    # The dump quotes argv as a shell would: \" and \\ (which shlex reads) and \$ (which it keeps).
+    shown = next(line.split("Command Line: ", 1)[1] for line in dump.splitlines() if "Command Line: " in line)
+    argv = [word.replace("\\$", "$").replace("$$", "$") for word in shlex.split(shown)]
+    return argv, environment
+
+
+def test_the_unit_keeps_every_path_literal_for_systemd(tmp_path: Path) -> None:
+    """Issue 15, item 7a: systemd reads `%` and `$` in a unit, and has its own quoting."""
+    from dk_installer.paths import Paths
+    from dk_installer.service import ServiceManager
+
+    folder = tmp_path / HOSTILE
+    folder.mkdir()
+    bin_folder = tmp_path / "%h $HOME ${USER} ; %%"  # systemd refuses quotes and backslashes there
+    bin_folder.mkdir()
+    program = bin_folder / "python3"
+    program.symlink_to(sys.executable)
+    paths = Paths(home=folder / "dk-home", config=folder / "config" / "dk-installer")
+    manager = ServiceManager(paths)
+    manager.launchd = False
+    command = [str(program), str(paths.installer_copy), "run"]
+    unit = tmp_path / UNIT
+    unit.write_text(manager.definition(command, paths))
+    assert systemd_parsed(unit) == (
+        command,
+        {"DK_INSTALLER_HOME": str(paths.home), "XDG_CONFIG_HOME": str(folder / "config")},
+    )
+
+
+@pytest.mark.parametrize("character", ['"', "'", "\\"])
+def test_a_program_path_that_systemd_cannot_run_is_refused(tmp_path: Path, character: str) -> None:
+    from dk_installer.errors import InstallerError
+    from dk_installer.paths import Paths
+    from dk_installer.service import ServiceManager
+
+    paths = Paths(home=tmp_path / "dk-home", config=tmp_path / "config" / "dk-installer")
+    manager = ServiceManager(paths)
+    manager.launchd = False
+    with pytest.raises(InstallerError, match="quote or a backslash"):
+        manager.definition([f"/opt/py{character}/python3", "run"], paths)
+
+
+@pytest.mark.parametrize("character", ["\n", "\r", "\t", "\x7f"])
+def test_a_control_character_in_the_home_is_refused_before_anything_is_written(
+    sandbox: Sandbox, character: str
+) -> None:
+    """Issue 15, item 7a: a newline in DK_INSTALLER_HOME would add lines to the unit."""
+    home = sandbox.root / f"dk{character}ExecStartPre=/bin/touch {sandbox.root}/pwned"
+    env = with_systemctl(sandbox, DK_INSTALLER_HOME=str(home))
+    for args in (("service", "enable", "--print"), ("service", "enable")):
+        result = sandbox.run(*args, env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "control character" in result.stderr and "ExecStart" not in result.stdout
+    assert not (sandbox.config / "systemd").exists() and not (sandbox.root / "pwned").exists()
 
 
 @pytest.mark.parametrize("machine", ["systemctl-without-a-bus", "no-systemctl"])

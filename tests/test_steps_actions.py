@@ -4,6 +4,7 @@ interruption, and the command line."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -301,6 +302,22 @@ def test_logs_bundle_is_redacted(sandbox: Sandbox, tmp_path: Path) -> None:
     assert oct(bundle.stat().st_mode & 0o777) == "0o600"
     for log_file in (sandbox.home / "logs").glob("*.log"):
         assert password not in log_file.read_text()
+
+
+def test_logs_output_onto_an_existing_file_leaves_a_0600_zip(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 15, item 7c: the support zip holds logs; a world-readable file it replaces must not
+    pass its mode on."""
+    import zipfile
+
+    (tmp_path / "out").mkdir()
+    bundle = tmp_path / "out" / "support.zip"
+    bundle.write_text("an older file, readable and writable by everyone")
+    bundle.chmod(0o666)
+    result = sandbox.run("logs", "--output", str(bundle), env={"UV_INDEX_URL": "http://127.0.0.1:9/simple"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert oct(bundle.stat().st_mode & 0o777) == "0o600"
+    assert "doctor.txt" in zipfile.ZipFile(bundle).namelist()
+    assert os.listdir(tmp_path / "out") == ["support.zip"]  # no partial file left beside it
 
 
 def test_upgrade_of_a_stopped_install_keeps_it_stopped_and_keeps_its_receipt(sandbox: Sandbox) -> None:

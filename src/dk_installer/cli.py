@@ -364,7 +364,9 @@ def service_enable(ctx: click.Context, print_only: bool, **_: Any) -> int:
     from dk_installer.actions.lifecycle import service_enable_action
 
     return perform(
-        invocation_of(ctx, "service_enable"), lambda action_ctx: service_enable_action(action_ctx, print_only)
+        invocation_of(ctx, "service_enable"),
+        lambda action_ctx: service_enable_action(action_ctx, print_only),
+        writes_nothing=print_only,
     )
 
 

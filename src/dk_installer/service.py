@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
-from dk_installer.errors import InstallerError
+from dk_installer.errors import ErrorCode, InstallerError
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -23,6 +23,27 @@ log = logging.getLogger("dk_installer")
 
 SERVICE_NAME = "dk-installer-testgen"
 LAUNCHD_LABEL = "com.datakitchen.dk-installer-testgen"
+
+
+def refuse_control_characters(value: str) -> None:
+    """A newline would end the unit's line and start another (an attacker's `ExecStartPre=`); systemd
+    rejects the other control characters, and XML (launchd's plist) cannot hold them."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise InstallerError(
+            f"{value!r} holds a control character (a newline, a tab…), which a service definition cannot "
+            "hold. Install to a folder without one (DK_INSTALLER_HOME) to run TestGen as a service.",
+            code=ErrorCode.SERVICE_UNAVAILABLE,
+        )
+
+
+def systemd_quote(word: str, *, dollars: bool = False) -> str:
+    """One word of a unit line in systemd's own syntax (systemd.syntax(7), not a shell's): in double
+    quotes, with C-style escapes for `\\` and `"`. `%` starts a specifier wherever it is, so it is
+    doubled; `$` starts a variable only in ExecStart's argv (`dollars`), and `$$` is a literal one."""
+    word = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if dollars:
+        word = word.replace("$", "$$")
+    return f'"{word}"'
 
 
 class ServiceManager:
@@ -69,6 +90,8 @@ class ServiceManager:
         """The unit (or launchd agent) that runs `command` and restarts it when it fails. The
         service does not see the shell's environment: the saved analytics setting governs it."""
         environment = {"DK_INSTALLER_HOME": str(paths.home), "XDG_CONFIG_HOME": str(paths.config.parent)}
+        for value in (*command, *environment.values()):
+            refuse_control_characters(value)
         if self.launchd:
             import plistlib
 
@@ -84,8 +107,22 @@ class ServiceManager:
                     "StandardErrorPath": str(paths.logs / "service.log"),
                 }
             ).decode()
-        import shlex
-
+        program, *arguments = command
+        if any(char in program for char in "\"'\\"):
+            raise InstallerError(
+                f"systemd cannot run {program!r}: a program's path may not hold a quote or a backslash. "
+                "Install with a Python, and to a folder (DK_INSTALLER_HOME), without one to run TestGen "
+                "as a service.",
+                code=ErrorCode.SERVICE_UNAVAILABLE,
+            )
+        # systemd runs the program's path as written but expands `$` in every argv word, argv[0]
+        # included (Python finds its venv through argv[0]): "@" gives argv[0] separately.
+        exec_start = " ".join(
+            [
+                systemd_quote("@" + program),
+                *(systemd_quote(word, dollars=True) for word in [program, *arguments]),
+            ]
+        )
         lines = [
             "[Unit]",
             "Description=DataOps TestGen (installed by dk-installer)",
@@ -94,8 +131,8 @@ class ServiceManager:
             "",
             "[Service]",
             "Type=simple",
-            "ExecStart=" + " ".join(shlex.quote(part) for part in command),
-            *(f'Environment="{key}={value}"' for key, value in environment.items()),
+            f"ExecStart={exec_start}",
+            *(f"Environment={systemd_quote(f'{key}={value}')}" for key, value in environment.items()),
             "Restart=on-failure",
             "RestartSec=5",
             # `run` stops TestGen and its PostgreSQL in order on SIGTERM; the rest of the group is

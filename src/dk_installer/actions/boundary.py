@@ -73,8 +73,13 @@ def perform(
     options: InstallOptions | None = None,
     quiet: bool = False,
     records_event: bool = True,
+    writes_nothing: bool = False,
 ) -> int:
+    """Run `body` as one action: lock, run log, repair of a killed command, analytics event and
+    the exit code. `writes_nothing` (an action that only shows something) skips all that writes."""
     paths = Paths.from_environment()
+    mutating = invocation.action in MUTATING_ACTIONS and not writes_nothing
+    records_event = records_event and not writes_nothing
     settings = invocation.settings
     console = Console(quiet=quiet, no_color=settings.no_color)
     enabled, _rule = analytics_consent(paths, settings, invocation.no_analytics)
@@ -89,10 +94,11 @@ def perform(
     outcome = "success"
     error: BaseException | None = None
     try:
-        if invocation.action in MUTATING_ACTIONS:
+        if mutating:
             lock.acquire()
-        start_run_log(paths, invocation.action, invocation.verbose)
-        if invocation.action in MUTATING_ACTIONS:
+        if not writes_nothing:
+            start_run_log(paths, invocation.action, invocation.verbose)
+        if mutating:
             recover_interrupted_action(ctx)
         body(ctx)
     except RequirementsNotMet as exc:
@@ -112,7 +118,7 @@ def perform(
             f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
         )
     finally:
-        if invocation.action in MUTATING_ACTIONS and lock.held:
+        if mutating and lock.held:
             remove_temporary_files(ctx)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)

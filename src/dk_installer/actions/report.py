@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from dk_installer import __version__
 from dk_installer.checks import (
     Requirement,
@@ -24,7 +22,7 @@ from dk_installer.checks import (
     report_requirements,
 )
 from dk_installer.config import InstallOptions, InstallState
-from dk_installer.console import Console
+from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
@@ -84,7 +82,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
         ctx.console.say(
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
@@ -180,7 +178,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
     testgen = ctx.testgen
     running = testgen.running()
     checks += [
-        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running),
+        *check_ports(testgen.ui_port, testgen.api_port, ours_running=running, at_install=state is None),
     ]
     if state:
         version = installed_version(paths.venv)
@@ -225,8 +223,7 @@ def doctor_action(ctx: ActionContext) -> None:
 def logs_action(ctx: ActionContext, output: Path | None) -> None:
     """A support zip: installer logs, TestGen log tails, state, doctor output. Secrets redacted."""
     import io
-    import platform
-    import zipfile
+    import tempfile
 
     paths = ctx.paths
     known = read_credentials(paths)
@@ -240,11 +237,29 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
     doctor_text = io.StringIO()
     with contextlib.redirect_stdout(doctor_text):
         report_requirements(Console(no_color=True), doctor_checks(ctx))
+    # A new 0600 file beside the target, renamed over it: writing into an existing file would keep
+    # its mode, perhaps readable by everyone.
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        write_support_zip(fd, ctx, doctor_text.getvalue())
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    ctx.console.say(f"Support bundle written to {target}")
+    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")
+
+
+def write_support_zip(fd: int, ctx: ActionContext, doctor_text: str) -> None:
+    import platform
+    import zipfile
+
+    paths = ctx.paths
 
     def tail(path: Path, lines: int = 2000) -> str:
         return file_tail(path, lines, max_bytes=8 * 1024 * 1024) + "\n"
 
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as bundle:
         for log_file in sorted(paths.logs.glob("*.log")):
             bundle.writestr(f"logs/{log_file.name}", tail(log_file, 20000))
@@ -254,9 +269,7 @@ def logs_action(ctx: ActionContext, output: Path | None) -> None:
             bundle.writestr("state.json", tail(paths.state))
         if paths.config_env.exists():
             bundle.writestr("testgen/config.env", tail(paths.config_env))
-        bundle.writestr("doctor.txt", redact(doctor_text.getvalue()))
+        bundle.writestr("doctor.txt", redact(doctor_text))
         bundle.writestr(
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
         )
-    ctx.console.say(f"Support bundle written to {target}")
-    ctx.console.say("Passwords and keys are redacted; look inside before you share it.")

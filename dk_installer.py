@@ -630,6 +630,7 @@ import contextlib
 import os
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -642,8 +643,8 @@ from dk_installer.config import InstallState, now_iso
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.steps.backup import BackupData
-from dk_installer.steps.base import UpToDate, require, run_steps
+from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, read_backup
+from dk_installer.steps.base import Step, UpToDate, require, run_steps
 from dk_installer.steps.install import (
     CheckNewVersion,
     ChoosePackageEngine,
@@ -661,11 +662,12 @@ from dk_installer.steps.install import (
     SwapVenv,
     UpgradeDatabase,
     VerifyLogin,
+    downgrade_refused,
 )
 from dk_installer.steps.remove import RemoveFiles, remove_installer_files
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 from dk_installer.testgen.venvs import active_venv
-from dk_installer.versions import DEFAULT_VERSION_SPEC, spec_allows
+from dk_installer.versions import DEFAULT_VERSION_SPEC, is_newer, spec_allows
 
 if TYPE_CHECKING:
     from dk_installer.config import Settings
@@ -815,21 +817,42 @@ def open_browser(url: str, settings: Settings) -> None:
             webbrowser.open(url)
 
 
-def upgrade_action(ctx: ActionContext) -> None:
+def upgrade_action(ctx: ActionContext, from_backup: Path | None = None) -> None:
+    """Upgrade; or, with `from_backup`, go back to the older TestGen that made that backup, with
+    its data (the current data is kept aside until the older TestGen runs)."""
     state = load_state(ctx, required=True)
     assert state
+    backup_version: str | None = None
+    if from_backup is not None:
+        from_backup = from_backup.absolute()
+        manifest = read_backup(from_backup, state.product_version)
+        backup_version = str(manifest.get("testgen_version"))
+        ctx.options.version = ctx.options.version or f"=={backup_version}"
     if ctx.options.version is None:
         major = re.match(r"\d+", state.product_version)
         number = int(major.group()) if major else 5
         ctx.options.version = f">={number},<{number + 1}"
+    exact = re.fullmatch(r"==([^*,]+)", ctx.options.version)
+    if from_backup is None and exact and is_newer(state.product_version, exact.group(1)):
+        raise downgrade_refused(state.product_version, exact.group(1))  # before anything is built
     python = find_testgen_python(state.python or None)
     if not python.ok:
         python = find_testgen_python(None)  # the recorded interpreter is gone: find another
     require(ctx, [python])
     ctx.python, ctx.python_version = python.interpreter, python.version
-    ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    if from_backup is None:
+        ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    else:
+        ctx.console.say(
+            f"Going back from TestGen {state.product_version} to {backup_version} with {from_backup}\n"
+        )
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)
+    if from_backup is None:
+        data: list[Step] = [StopApp(), BackupData(), SwapVenv(build)]
+    else:
+        # The backup's data takes the current data's place (kept aside by SwapHome until it runs).
+        data = [UnpackBackup(from_backup), StopApp(), SwapVenv(build), SwapHome()]
     try:
         run_steps(
             ctx,
@@ -837,10 +860,8 @@ def upgrade_action(ctx: ActionContext) -> None:
                 ChoosePackageEngine(),
                 DownloadPython(),
                 build,
-                CheckNewVersion(),
-                StopApp(),
-                BackupData(),
-                SwapVenv(build),
+                CheckNewVersion(backup_version),
+                *data,
                 UpgradeDatabase(),
                 RestartApp(),
                 VerifyLogin(),
@@ -850,7 +871,8 @@ def upgrade_action(ctx: ActionContext) -> None:
     except UpToDate as done:
         ctx.console.say(str(done))
         return
-    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
+    verb = "upgraded" if from_backup is None else "taken back"
+    ctx.console.say(f"TestGen is {verb} from {state.product_version} to {ctx.installed_version}.")
 
 
 def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
@@ -2634,18 +2656,34 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@click.option(
+    "--from-backup",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Go back to the older TestGen that made this backup, with its data.",
+)
 @common_flags
 @click.pass_context
 def upgrade(
-    ctx: click.Context, version: str | None, index_url: str | None, find_links: str | None, **_: Any
+    ctx: click.Context,
+    version: str | None,
+    index_url: str | None,
+    find_links: str | None,
+    from_backup: Path | None,
+    **_: Any,
 ) -> int:
-    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure."""
+    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure.
+
+    An older version needs the data of that version: --from-backup FILE."""
     from dk_installer.actions.boundary import perform
     from dk_installer.actions.install import upgrade_action
     from dk_installer.config import InstallOptions
 
     options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
-    return perform(invocation_of(ctx, "upgrade"), upgrade_action, options=options)
+    return perform(
+        invocation_of(ctx, "upgrade"),
+        lambda action_ctx: upgrade_action(action_ctx, from_backup),
+        options=options,
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -5403,7 +5441,7 @@ from dk_installer.testgen.config import (
     write_credentials,
 )
 from dk_installer.testgen.venvs import active_venv, point_venv_at, remove_stale_venvs
-from dk_installer.versions import DEFAULT_VERSION_SPEC
+from dk_installer.versions import DEFAULT_VERSION_SPEC, is_newer
 
 if TYPE_CHECKING:
     from dk_installer.checks import Requirement
@@ -5530,20 +5568,44 @@ class InstallPackage(Step):
 
 
 class CheckNewVersion(Step):
-    """An upgrade that found nothing newer ends here, and the new venv is dropped."""
+    """An upgrade that found nothing newer ends here, and the new venv is dropped. An older
+    version is refused, unless the action goes back with the data of that version (a backup):
+    TestGen's database migrations only go forward."""
 
     name = "check_version"
     title = "Compare versions"
     side_effects = False
 
+    def __init__(self, backup_version: str | None = None) -> None:
+        self.backup_version = backup_version
+
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        assert ctx.state
-        if ctx.installed_version == ctx.state.product_version:
+        assert ctx.state and ctx.installed_version
+        installed, found = ctx.state.product_version, ctx.installed_version
+        if self.backup_version is not None:
+            if found != self.backup_version:
+                raise InstallerError(
+                    f"The backup holds TestGen {self.backup_version}'s data, but {ctx.options.version} "
+                    f"gave TestGen {found}. Pass --version {self.backup_version}.",
+                    code=ErrorCode.VERSION_CONFLICT,
+                )
+        elif found == installed:
             raise UpToDate(
-                f"TestGen {ctx.state.product_version} is already the newest version matching "
-                f"{ctx.options.version}."
+                f"TestGen {installed} is already the newest version matching {ctx.options.version}."
             )
-        progress.result = f"{ctx.state.product_version} -> {ctx.installed_version}"
+        elif is_newer(installed, found):
+            raise downgrade_refused(installed, found)
+        progress.result = f"{installed} -> {found}"
+
+
+def downgrade_refused(installed: str, older: str) -> InstallerError:
+    return InstallerError(
+        f"TestGen {older} is older than the installed {installed}. TestGen's database migrations only "
+        f"go forward, so {installed}'s data cannot run on {older}. To go back, use a backup made with "
+        f"{older}: `upgrade --version {older} --from-backup FILE` (its data replaces the current data, "
+        "which is kept until the older TestGen runs).",
+        code=ErrorCode.VERSION_CONFLICT,
+    )
 
 
 class Configure(Step):
@@ -7116,11 +7178,15 @@ Usage: dk_installer.py upgrade [OPTIONS]
   Upgrade TestGen and its database; restart it if it was running. Rolls back
   on failure.
 
+  An older version needs the data of that version: --from-backup FILE.
+
 Options:
   --version VERSION     Target version or specifier. Default: newest of the
                         installed major version.
   --index-url URL       Package index to install from (a mirror).
   --find-links DIR|URL  Wheels to install from (air-gapped installs).
+  --from-backup FILE    Go back to the older TestGen that made this backup,
+                        with its data.
   --no-analytics        Send no analytics for this run (and turn TestGen's
                         off).
   -v, --verbose         Print debug output.
@@ -7132,11 +7198,15 @@ Usage: dk_installer.py upgrade [OPTIONS]
   Upgrade TestGen and its database; restart it if it was running. Rolls back
   on failure.
 
+  An older version needs the data of that version: --from-backup FILE.
+
 Options:
   --version VERSION     Target version or specifier. Default: newest of the
                         installed major version.
   --index-url URL       Package index to install from (a mirror).
   --find-links DIR|URL  Wheels to install from (air-gapped installs).
+  --from-backup FILE    Go back to the older TestGen that made this backup,
+                        with its data.
   --no-analytics        Send no analytics for this run (and turn TestGen's
                         off).
   -v, --verbose         Print debug output.
@@ -7305,7 +7375,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '7ab22c4b86653442'
+BUILD_ID = 'a2dfb2611791a264'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -180,3 +180,28 @@ def test_sigkill_during_restore_then_a_plain_rerun_restores(sandbox: Sandbox, tm
     assert time.monotonic() - started < 120
     assert not marker(sandbox).exists()
     assert sandbox.status()["health"] == {"ui": True, "api": True}
+
+
+def test_an_older_version_is_refused_without_its_own_data(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 15, item 12: TestGen's migrations go one way; going back takes that version's backup."""
+    links = ("--find-links", str(sandbox.wheelhouse))
+    assert sandbox.install("--no-demo", "--version", "5.0.0").returncode == 0
+    older_data = tmp_path / "made-with-5.0.0.tar.gz"
+    assert sandbox.run("backup", "--output", str(older_data)).returncode == 0
+    assert sandbox.run("upgrade", *links).returncode == 0
+    venvs = sorted((sandbox.home / "testgen/venvs").iterdir())
+
+    for version in ("5.0.0", "<5.1"):  # exact: refused at once; a range: once it resolves
+        refused = sandbox.run("upgrade", "--version", version, *links)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "older than the installed 5.1.0" in refused.stderr and "--from-backup" in refused.stderr
+        assert sandbox.state()["product_version"] == "5.1.0"
+        assert sorted((sandbox.home / "testgen/venvs").iterdir()) == venvs
+        assert sandbox.status()["health"] == {"ui": True, "api": True}
+
+    back = sandbox.run("upgrade", "--from-backup", str(older_data), *links)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "taken back from 5.1.0 to 5.0.0" in back.stdout and "'admin' logged in" in back.stdout
+    assert sandbox.state()["product_version"] == "5.0.0"
+    assert (sandbox.home / "testgen/home/schema-version").read_text().strip() == "5.0.0"
+    assert not (sandbox.home / "testgen/home.backup").exists()

@@ -202,18 +202,34 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
+@click.option(
+    "--from-backup",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Go back to the older TestGen that made this backup, with its data.",
+)
 @common_flags
 @click.pass_context
 def upgrade(
-    ctx: click.Context, version: str | None, index_url: str | None, find_links: str | None, **_: Any
+    ctx: click.Context,
+    version: str | None,
+    index_url: str | None,
+    find_links: str | None,
+    from_backup: Path | None,
+    **_: Any,
 ) -> int:
-    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure."""
+    """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure.
+
+    An older version needs the data of that version: --from-backup FILE."""
     from dk_installer.actions.boundary import perform
     from dk_installer.actions.install import upgrade_action
     from dk_installer.config import InstallOptions
 
     options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
-    return perform(invocation_of(ctx, "upgrade"), upgrade_action, options=options)
+    return perform(
+        invocation_of(ctx, "upgrade"),
+        lambda action_ctx: upgrade_action(action_ctx, from_backup),
+        options=options,
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -19,8 +20,8 @@ from dk_installer.config import InstallState, now_iso
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.steps.backup import BackupData
-from dk_installer.steps.base import UpToDate, require, run_steps
+from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, read_backup
+from dk_installer.steps.base import Step, UpToDate, require, run_steps
 from dk_installer.steps.install import (
     CheckNewVersion,
     ChoosePackageEngine,
@@ -38,11 +39,12 @@ from dk_installer.steps.install import (
     SwapVenv,
     UpgradeDatabase,
     VerifyLogin,
+    downgrade_refused,
 )
 from dk_installer.steps.remove import RemoveFiles, remove_installer_files
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 from dk_installer.testgen.venvs import active_venv
-from dk_installer.versions import DEFAULT_VERSION_SPEC, spec_allows
+from dk_installer.versions import DEFAULT_VERSION_SPEC, is_newer, spec_allows
 
 if TYPE_CHECKING:
     from dk_installer.config import Settings
@@ -192,21 +194,42 @@ def open_browser(url: str, settings: Settings) -> None:
             webbrowser.open(url)
 
 
-def upgrade_action(ctx: ActionContext) -> None:
+def upgrade_action(ctx: ActionContext, from_backup: Path | None = None) -> None:
+    """Upgrade; or, with `from_backup`, go back to the older TestGen that made that backup, with
+    its data (the current data is kept aside until the older TestGen runs)."""
     state = load_state(ctx, required=True)
     assert state
+    backup_version: str | None = None
+    if from_backup is not None:
+        from_backup = from_backup.absolute()
+        manifest = read_backup(from_backup, state.product_version)
+        backup_version = str(manifest.get("testgen_version"))
+        ctx.options.version = ctx.options.version or f"=={backup_version}"
     if ctx.options.version is None:
         major = re.match(r"\d+", state.product_version)
         number = int(major.group()) if major else 5
         ctx.options.version = f">={number},<{number + 1}"
+    exact = re.fullmatch(r"==([^*,]+)", ctx.options.version)
+    if from_backup is None and exact and is_newer(state.product_version, exact.group(1)):
+        raise downgrade_refused(state.product_version, exact.group(1))  # before anything is built
     python = find_testgen_python(state.python or None)
     if not python.ok:
         python = find_testgen_python(None)  # the recorded interpreter is gone: find another
     require(ctx, [python])
     ctx.python, ctx.python_version = python.interpreter, python.version
-    ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    if from_backup is None:
+        ctx.console.say(f"Upgrading TestGen {state.product_version} to the newest {ctx.options.version}\n")
+    else:
+        ctx.console.say(
+            f"Going back from TestGen {state.product_version} to {backup_version} with {from_backup}\n"
+        )
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)
+    if from_backup is None:
+        data: list[Step] = [StopApp(), BackupData(), SwapVenv(build)]
+    else:
+        # The backup's data takes the current data's place (kept aside by SwapHome until it runs).
+        data = [UnpackBackup(from_backup), StopApp(), SwapVenv(build), SwapHome()]
     try:
         run_steps(
             ctx,
@@ -214,10 +237,8 @@ def upgrade_action(ctx: ActionContext) -> None:
                 ChoosePackageEngine(),
                 DownloadPython(),
                 build,
-                CheckNewVersion(),
-                StopApp(),
-                BackupData(),
-                SwapVenv(build),
+                CheckNewVersion(backup_version),
+                *data,
                 UpgradeDatabase(),
                 RestartApp(),
                 VerifyLogin(),
@@ -227,7 +248,8 @@ def upgrade_action(ctx: ActionContext) -> None:
     except UpToDate as done:
         ctx.console.say(str(done))
         return
-    ctx.console.say(f"TestGen is upgraded from {state.product_version} to {ctx.installed_version}.")
+    verb = "upgraded" if from_backup is None else "taken back"
+    ctx.console.say(f"TestGen is {verb} from {state.product_version} to {ctx.installed_version}.")
 
 
 def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:

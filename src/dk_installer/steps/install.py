@@ -27,7 +27,7 @@ from dk_installer.testgen.config import (
     write_credentials,
 )
 from dk_installer.testgen.venvs import active_venv, point_venv_at, remove_stale_venvs
-from dk_installer.versions import DEFAULT_VERSION_SPEC
+from dk_installer.versions import DEFAULT_VERSION_SPEC, is_newer
 
 if TYPE_CHECKING:
     from dk_installer.checks import Requirement
@@ -154,20 +154,44 @@ class InstallPackage(Step):
 
 
 class CheckNewVersion(Step):
-    """An upgrade that found nothing newer ends here, and the new venv is dropped."""
+    """An upgrade that found nothing newer ends here, and the new venv is dropped. An older
+    version is refused, unless the action goes back with the data of that version (a backup):
+    TestGen's database migrations only go forward."""
 
     name = "check_version"
     title = "Compare versions"
     side_effects = False
 
+    def __init__(self, backup_version: str | None = None) -> None:
+        self.backup_version = backup_version
+
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        assert ctx.state
-        if ctx.installed_version == ctx.state.product_version:
+        assert ctx.state and ctx.installed_version
+        installed, found = ctx.state.product_version, ctx.installed_version
+        if self.backup_version is not None:
+            if found != self.backup_version:
+                raise InstallerError(
+                    f"The backup holds TestGen {self.backup_version}'s data, but {ctx.options.version} "
+                    f"gave TestGen {found}. Pass --version {self.backup_version}.",
+                    code=ErrorCode.VERSION_CONFLICT,
+                )
+        elif found == installed:
             raise UpToDate(
-                f"TestGen {ctx.state.product_version} is already the newest version matching "
-                f"{ctx.options.version}."
+                f"TestGen {installed} is already the newest version matching {ctx.options.version}."
             )
-        progress.result = f"{ctx.state.product_version} -> {ctx.installed_version}"
+        elif is_newer(installed, found):
+            raise downgrade_refused(installed, found)
+        progress.result = f"{installed} -> {found}"
+
+
+def downgrade_refused(installed: str, older: str) -> InstallerError:
+    return InstallerError(
+        f"TestGen {older} is older than the installed {installed}. TestGen's database migrations only "
+        f"go forward, so {installed}'s data cannot run on {older}. To go back, use a backup made with "
+        f"{older}: `upgrade --version {older} --from-backup FILE` (its data replaces the current data, "
+        "which is kept until the older TestGen runs).",
+        code=ErrorCode.VERSION_CONFLICT,
+    )
 
 
 class Configure(Step):

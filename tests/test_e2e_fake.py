@@ -409,7 +409,8 @@ def test_nothing_is_written_outside_the_two_directories(sandbox: Sandbox) -> Non
         "run",
         "app.pid",
     }
-    assert {p.name for p in settings.iterdir()} <= {"settings.json", "analytics"}
+    if settings.exists():  # analytics are off in the sandbox: nothing may be there at all
+        assert {p.name for p in settings.iterdir()} <= {"settings.json", "analytics"}
 
 
 def test_upgrade_after_the_password_was_changed_in_testgen_succeeds_and_says_so(sandbox: Sandbox) -> None:

@@ -423,7 +423,9 @@ into an exit code and one analytics event built from what the action learned."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import shutil
 import time
 from typing import Callable
 
@@ -524,18 +526,26 @@ def perform(
         outcome, error, exit_code = "aborted", exc, exc.exit_code
         console.error(exc.message)
     except InstallerError as exc:
+        if exc.code is ErrorCode.DISK_FULL:
+            exc.message += " " + free_space_note(paths, settings)
         outcome, error, exit_code = "failure", exc, exc.exit_code
         show_failure(console, exc)
     except KeyboardInterrupt as exc:
         outcome, error, exit_code = "interrupted", exc, EXIT_INTERRUPTED
         console.error("\nInterrupted. What this command had started was undone.")
+    except OSError as exc:
+        # A full disk under the installer's own writes: said as such, not as a bug.
+        error = disk_full(exc, paths, settings)
+        log.exception("disk full" if error is not exc else "unexpected error")
+        outcome, exit_code = "failure", EXIT_FAILED
+        if isinstance(error, InstallerError):
+            show_failure(console, error)
+        else:
+            show_unexpected(console, ctx, exc)
     except Exception as exc:
         log.exception("unexpected error")
         outcome, error, exit_code = "failure", exc, EXIT_FAILED
-        console.error(
-            f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
-            f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
-        )
+        show_unexpected(console, ctx, exc)
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
@@ -545,6 +555,36 @@ def perform(
         if records_event:
             record_event(result, paths, settings, invocation.no_analytics)
     return exit_code
+
+
+def free_space_note(paths: Paths, settings: Settings) -> str:
+    """Where the disk is full and by how much, for a disk-full headline."""
+    folder = paths.home if paths.home.exists() else paths.home.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return (
+        f"{free / 1024**2:.0f} MB are free under {folder}; an install needs about "
+        f"{settings.min_free_bytes / 1024**3:.0f} GB. What this command had written was removed."
+    )
+
+
+def disk_full(exc: OSError, paths: Paths, settings: Settings) -> BaseException:
+    """An InstallerError for ENOSPC, else the error itself."""
+    if exc.errno != errno.ENOSPC:
+        return exc
+    return InstallerError(
+        f"The disk is full: {exc.strerror} ({exc.filename}). {free_space_note(paths, settings)}",
+        code=ErrorCode.DISK_FULL,
+    )
+
+
+def show_unexpected(console: Console, ctx: ActionContext, exc: BaseException) -> None:
+    console.error(
+        f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
+        f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
+    )
 
 
 def show_failure(console: Console, exc: InstallerError) -> None:
@@ -2423,7 +2463,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"{type(exc).__name__}. {unreachable_index_hint(index)}",
+            f"{type(exc).__name__}. {unreachable_index_hint(index, settings)}",
             blocking=False,
         )
     if response.status_code == 404:
@@ -2439,7 +2479,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"HTTP {response.status_code}. {unreachable_index_hint(index)}",
+            f"HTTP {response.status_code}. {unreachable_index_hint(index, settings)}",
             blocking=False,
         )
     return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)
@@ -3122,6 +3162,7 @@ class Settings:
     user_python: str | None = None
     user_script: str | None = None
     ca_from_environment: bool = False
+    https_proxy: str | None = None  # masked: a proxy URL may carry a password
     failpoint: str | None = None
     app_log_max_bytes: int = APP_LOG_MAX_BYTES
 
@@ -3150,6 +3191,7 @@ class Settings:
             user_python=env.get("DK_INSTALLER_PYTHON") or None,
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
             ca_from_environment=ca_named_by_user(env),
+            https_proxy=mask_userinfo(env.get("HTTPS_PROXY") or env.get("https_proxy") or "") or None,
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
         )
@@ -3353,6 +3395,11 @@ def remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
+
+
+def mask_userinfo(url: str) -> str:
+    """`https://user:token@host/…` -> `https://***@host/…`: shown, never with its secret."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
 ''',
     'dk_installer/console.py': r'''
 """What the user sees: steps with OK / SKIPPED / FAILED, live progress on a terminal, plain lines
@@ -3605,11 +3652,14 @@ def index_url_of(options: InstallOptions, settings: Settings) -> str:
     return options.index_url or settings.index_url or DEFAULT_INDEX_URL
 
 
-def unreachable_index_hint(index: str) -> str:
-    return (
-        f"Could not reach the package index {index}. Behind a proxy? Set HTTPS_PROXY (and HTTP_PROXY). "
-        "Using a mirror? Pass --index-url URL. Offline? Pass --find-links DIR with the wheels."
+def unreachable_index_hint(index: str, settings: Settings) -> str:
+    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has."""
+    proxy = (
+        f"The proxy in HTTPS_PROXY ({settings.https_proxy}) is used: check it."
+        if settings.https_proxy
+        else "Behind a proxy? Set HTTPS_PROXY (and HTTP_PROXY)."
     )
+    return f"{proxy} Using a mirror? Pass --index-url URL. Offline? Pass --find-links DIR with the wheels."
 
 
 @dataclasses.dataclass
@@ -3636,6 +3686,10 @@ class PackageEngine:
         env["TMPDIR"] = str(self.paths.tmp)
         if not self.settings.ca_from_environment:
             env["UV_SYSTEM_CERTS"] = "1"  # a TLS-inspecting proxy's CA is in the system store
+        # An index that stops answering costs at most about 2 x 20 s per request, not uv's 4 x 30 s
+        # (unless the user chose otherwise): the first request that fails ends the install.
+        env.setdefault("UV_HTTP_TIMEOUT", "20")
+        env.setdefault("UV_HTTP_RETRIES", "1")
         env.pop("VIRTUAL_ENV", None)
         return env
 
@@ -3690,47 +3744,105 @@ class PackageEngine:
             raise classify_install_failure(exc, requirement, options, settings) from None
 
 
+CUT_SHORT = (
+    "failed to read from zip file",  # a wheel cut short reads as a broken zip
+    "connection closed before message completed",
+    "unexpected end of file",
+    "error decoding response body",
+    "incomplete message",
+    "end of file before message length reached",
+    "connection reset",
+)
+NOT_FOUND = (
+    "not found in the package registry",
+    "no solution found",
+    "could not find a version",
+    "no matching distribution",
+    "was not found in the provided package locations",
+)
+NETWORK = (
+    "failed to fetch",
+    "error sending request",
+    "dns error",
+    "connection refused",
+    "failed to establish a new connection",
+    "max retries exceeded",
+    "timed out",
+    "tls",
+    "could not connect",
+    "network",
+)
+
+
+def uv_entries(details: str) -> list[str]:
+    """uv's `error:`, `cause:` and `hint:` entries, each unwrapped onto one line (uv wraps long
+    ones onto indented continuation lines)."""
+    entries: list[str] = []
+    for line in details.splitlines():
+        text = line.strip()
+        if text.startswith(("error:", "cause:", "hint:")) or not entries:
+            entries.append(text)
+        elif text and line[:1].isspace():
+            entries[-1] += " " + text
+    return entries
+
+
+def uv_causes(details: str) -> tuple[str | None, str | None]:
+    """(the URL uv failed to fetch, the innermost cause it gives), from its `cause:` entries."""
+    url = cause = None
+    for entry in uv_entries(details):
+        if entry.startswith("cause: Failed to fetch:") and url is None:
+            url = entry.split("Failed to fetch:", 1)[1].strip().strip("`")
+        elif entry.startswith("cause:"):
+            cause = entry.removeprefix("cause:").strip()
+    return url, cause
+
+
 def classify_install_failure(
     exc: CommandFailed, requirement: str, options: InstallOptions, settings: Settings
 ) -> InstallerError:
+    """What went wrong, in words that say what to do, with the engine's own cause in the
+    headline: a dead proxy, a download cut short, an index that stopped answering, a version
+    that is not there, or an index that cannot be reached."""
+    if exc.code is ErrorCode.DISK_FULL:
+        return exc
     text = exc.details.lower()
     if options.find_links and not options.index_url:
         index = options.find_links
     else:
         index = index_url_of(options, settings)
-    network = (
-        "failed to fetch",
-        "error sending request",
-        "dns error",
-        "connection refused",
-        "failed to establish a new connection",
-        "max retries exceeded",
-        "timed out",
-        "tls",
-        "could not connect",
-        "network",
-    )
-    not_found = (
-        "not found in the package registry",
-        "no solution found",
-        "could not find a version",
-        "no matching distribution",
-        "was not found in the provided package locations",
-    )
-    if any(marker in text for marker in not_found):
-        return InstallerError(
+    url, cause = uv_causes(exc.details)
+    because = f" ({cause}{f', fetching {url}' if url else ''})" if cause else ""
+
+    def failed(message: str, code: ErrorCode = ErrorCode.INDEX_UNREACHABLE) -> InstallerError:
+        return InstallerError(message, code=code, details=exc.details)
+
+    hint = unreachable_index_hint(index, settings)
+    proxy = settings.https_proxy
+    if "tunnel error" in text or (proxy and "proxy" in text):
+        return failed(
+            f"Could not reach the package index through the proxy {proxy or 'in HTTPS_PROXY'}{because}. "
+            "Check that the proxy runs and lets the index through, or unset HTTPS_PROXY."
+        )
+    if any(marker in " ".join(uv_entries(text)) for marker in CUT_SHORT):
+        hints = [
+            entry.removeprefix("hint:").strip()
+            for entry in uv_entries(exc.details)
+            if entry.startswith("hint:")
+        ]
+        why = f" ({hints[-1]})" if hints else because
+        return failed(f"A download from {index} was cut short or damaged{why}. Run the same command again.")
+    if "timed out" in text:
+        return failed(f"The package index {index} stopped answering{because}. {hint}")
+    if any(marker in text for marker in NOT_FOUND):
+        return failed(
             f"{requirement} is not available from {index}. Check --version, or point --index-url / "
             "--find-links at a source that has it.",
-            code=ErrorCode.PACKAGE_NOT_FOUND,
-            details=exc.details,
+            ErrorCode.PACKAGE_NOT_FOUND,
         )
-    if any(marker in text for marker in network):
-        return InstallerError(
-            unreachable_index_hint(index), code=ErrorCode.INDEX_UNREACHABLE, details=exc.details
-        )
-    return InstallerError(
-        f"Installing {requirement} failed.", code=ErrorCode.PACKAGE_INSTALL_FAILED, details=exc.details
-    )
+    if any(marker in text for marker in NETWORK):
+        return failed(f"Could not reach the package index {index}{because}. {hint}")
+    return failed(f"Installing {requirement} failed{because}.", ErrorCode.PACKAGE_INSTALL_FAILED)
 ''',
     'dk_installer/errors.py': r'''
 """What can go wrong, as the user and analytics see it: the ErrorCode enum, InstallerError (a
@@ -4467,7 +4579,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
 from dk_installer.config import LOG_FILES_KEPT
-from dk_installer.errors import CommandFailed
+from dk_installer.errors import CommandFailed, ErrorCode
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
@@ -4625,10 +4737,15 @@ def run_command(
         reader.join(5)
     log.info("exit code %s", returncode)
     if returncode != 0:
+        details = redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:]))
+        if any("no space left on device" in line.lower() for line in [*stderr_tail, *stdout_lines[-50:]]):
+            raise CommandFailed(
+                f"{what or Path(cmd[0]).name} failed: no space left on device.",
+                code=ErrorCode.DISK_FULL,
+                details=details,
+            )
         raise CommandFailed(
-            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).",
-            code=error_code,
-            details=redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:])),
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).", code=error_code, details=details
         )
     return "\n".join(stdout_lines)
 
@@ -5513,12 +5630,15 @@ class InstallPackage(Step):
         self.staging: Path | None = None
         self.previous: Path | None = None
         self.swapped = False
+        self.new_caches: list[Path] = []
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         import secrets
 
         assert ctx.engine and ctx.python
         remove_stale_venvs(ctx.paths)
+        # A failed install (a full disk above all) must not leave a new cache behind on that disk.
+        self.new_caches = [cache for cache in (ctx.paths.cache,) if not cache.exists()]
         ctx.paths.venvs.mkdir(parents=True, exist_ok=True)
         self.previous = active_venv(ctx.paths)
         self.staging = ctx.paths.venvs / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -5546,8 +5666,15 @@ class InstallPackage(Step):
         if self.staging and self.staging != self.previous:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self.previous is None:
+            # A first install that failed leaves nothing of TestGen's behind (its run folder too).
             with contextlib.suppress(OSError):
                 ctx.paths.venvs.rmdir()
+            if not ctx.paths.testgen_home.exists():
+                remove_tree(ctx.paths.run_dir)
+                with contextlib.suppress(OSError):
+                    ctx.paths.testgen.rmdir()
+        for cache in self.new_caches:
+            remove_tree(cache)
 
     def commit(self, ctx: ActionContext) -> None:
         if self.previous and self.previous != self.staging:
@@ -7375,7 +7502,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'a2dfb2611791a264'
+BUILD_ID = 'd7d843f4faa66cb5'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -185,7 +185,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"{type(exc).__name__}. {unreachable_index_hint(index)}",
+            f"{type(exc).__name__}. {unreachable_index_hint(index, settings)}",
             blocking=False,
         )
     if response.status_code == 404:
@@ -201,7 +201,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"HTTP {response.status_code}. {unreachable_index_hint(index)}",
+            f"HTTP {response.status_code}. {unreachable_index_hint(index, settings)}",
             blocking=False,
         )
     return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)

@@ -82,6 +82,7 @@ class Settings:
     user_python: str | None = None
     user_script: str | None = None
     ca_from_environment: bool = False
+    https_proxy: str | None = None  # masked: a proxy URL may carry a password
     failpoint: str | None = None
     app_log_max_bytes: int = APP_LOG_MAX_BYTES
 
@@ -110,6 +111,7 @@ class Settings:
             user_python=env.get("DK_INSTALLER_PYTHON") or None,
             user_script=env.get("DK_INSTALLER_SCRIPT") or None,
             ca_from_environment=ca_named_by_user(env),
+            https_proxy=mask_userinfo(env.get("HTTPS_PROXY") or env.get("https_proxy") or "") or None,
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
         )
@@ -313,3 +315,8 @@ def remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
+
+
+def mask_userinfo(url: str) -> str:
+    """`https://user:token@host/…` -> `https://***@host/…`: shown, never with its secret."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)

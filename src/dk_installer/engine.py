@@ -60,11 +60,14 @@ def index_url_of(options: InstallOptions, settings: Settings) -> str:
     return options.index_url or settings.index_url or DEFAULT_INDEX_URL
 
 
-def unreachable_index_hint(index: str) -> str:
-    return (
-        f"Could not reach the package index {index}. Behind a proxy? Set HTTPS_PROXY (and HTTP_PROXY). "
-        "Using a mirror? Pass --index-url URL. Offline? Pass --find-links DIR with the wheels."
+def unreachable_index_hint(index: str, settings: Settings) -> str:
+    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has."""
+    proxy = (
+        f"The proxy in HTTPS_PROXY ({settings.https_proxy}) is used: check it."
+        if settings.https_proxy
+        else "Behind a proxy? Set HTTPS_PROXY (and HTTP_PROXY)."
     )
+    return f"{proxy} Using a mirror? Pass --index-url URL. Offline? Pass --find-links DIR with the wheels."
 
 
 @dataclasses.dataclass
@@ -91,6 +94,10 @@ class PackageEngine:
         env["TMPDIR"] = str(self.paths.tmp)
         if not self.settings.ca_from_environment:
             env["UV_SYSTEM_CERTS"] = "1"  # a TLS-inspecting proxy's CA is in the system store
+        # An index that stops answering costs at most about 2 x 20 s per request, not uv's 4 x 30 s
+        # (unless the user chose otherwise): the first request that fails ends the install.
+        env.setdefault("UV_HTTP_TIMEOUT", "20")
+        env.setdefault("UV_HTTP_RETRIES", "1")
         env.pop("VIRTUAL_ENV", None)
         return env
 
@@ -145,44 +152,102 @@ class PackageEngine:
             raise classify_install_failure(exc, requirement, options, settings) from None
 
 
+CUT_SHORT = (
+    "failed to read from zip file",  # a wheel cut short reads as a broken zip
+    "connection closed before message completed",
+    "unexpected end of file",
+    "error decoding response body",
+    "incomplete message",
+    "end of file before message length reached",
+    "connection reset",
+)
+NOT_FOUND = (
+    "not found in the package registry",
+    "no solution found",
+    "could not find a version",
+    "no matching distribution",
+    "was not found in the provided package locations",
+)
+NETWORK = (
+    "failed to fetch",
+    "error sending request",
+    "dns error",
+    "connection refused",
+    "failed to establish a new connection",
+    "max retries exceeded",
+    "timed out",
+    "tls",
+    "could not connect",
+    "network",
+)
+
+
+def uv_entries(details: str) -> list[str]:
+    """uv's `error:`, `cause:` and `hint:` entries, each unwrapped onto one line (uv wraps long
+    ones onto indented continuation lines)."""
+    entries: list[str] = []
+    for line in details.splitlines():
+        text = line.strip()
+        if text.startswith(("error:", "cause:", "hint:")) or not entries:
+            entries.append(text)
+        elif text and line[:1].isspace():
+            entries[-1] += " " + text
+    return entries
+
+
+def uv_causes(details: str) -> tuple[str | None, str | None]:
+    """(the URL uv failed to fetch, the innermost cause it gives), from its `cause:` entries."""
+    url = cause = None
+    for entry in uv_entries(details):
+        if entry.startswith("cause: Failed to fetch:") and url is None:
+            url = entry.split("Failed to fetch:", 1)[1].strip().strip("`")
+        elif entry.startswith("cause:"):
+            cause = entry.removeprefix("cause:").strip()
+    return url, cause
+
+
 def classify_install_failure(
     exc: CommandFailed, requirement: str, options: InstallOptions, settings: Settings
 ) -> InstallerError:
+    """What went wrong, in words that say what to do, with the engine's own cause in the
+    headline: a dead proxy, a download cut short, an index that stopped answering, a version
+    that is not there, or an index that cannot be reached."""
+    if exc.code is ErrorCode.DISK_FULL:
+        return exc
     text = exc.details.lower()
     if options.find_links and not options.index_url:
         index = options.find_links
     else:
         index = index_url_of(options, settings)
-    network = (
-        "failed to fetch",
-        "error sending request",
-        "dns error",
-        "connection refused",
-        "failed to establish a new connection",
-        "max retries exceeded",
-        "timed out",
-        "tls",
-        "could not connect",
-        "network",
-    )
-    not_found = (
-        "not found in the package registry",
-        "no solution found",
-        "could not find a version",
-        "no matching distribution",
-        "was not found in the provided package locations",
-    )
-    if any(marker in text for marker in not_found):
-        return InstallerError(
+    url, cause = uv_causes(exc.details)
+    because = f" ({cause}{f', fetching {url}' if url else ''})" if cause else ""
+
+    def failed(message: str, code: ErrorCode = ErrorCode.INDEX_UNREACHABLE) -> InstallerError:
+        return InstallerError(message, code=code, details=exc.details)
+
+    hint = unreachable_index_hint(index, settings)
+    proxy = settings.https_proxy
+    if "tunnel error" in text or (proxy and "proxy" in text):
+        return failed(
+            f"Could not reach the package index through the proxy {proxy or 'in HTTPS_PROXY'}{because}. "
+            "Check that the proxy runs and lets the index through, or unset HTTPS_PROXY."
+        )
+    if any(marker in " ".join(uv_entries(text)) for marker in CUT_SHORT):
+        hints = [
+            entry.removeprefix("hint:").strip()
+            for entry in uv_entries(exc.details)
+            if entry.startswith("hint:")
+        ]
+        why = f" ({hints[-1]})" if hints else because
+        return failed(f"A download from {index} was cut short or damaged{why}. Run the same command again.")
+    if "timed out" in text:
+        return failed(f"The package index {index} stopped answering{because}. {hint}")
+    if any(marker in text for marker in NOT_FOUND):
+        return failed(
             f"{requirement} is not available from {index}. Check --version, or point --index-url / "
             "--find-links at a source that has it.",
-            code=ErrorCode.PACKAGE_NOT_FOUND,
-            details=exc.details,
+            ErrorCode.PACKAGE_NOT_FOUND,
         )
-    if any(marker in text for marker in network):
-        return InstallerError(
-            unreachable_index_hint(index), code=ErrorCode.INDEX_UNREACHABLE, details=exc.details
-        )
-    return InstallerError(
-        f"Installing {requirement} failed.", code=ErrorCode.PACKAGE_INSTALL_FAILED, details=exc.details
-    )
+    if any(marker in text for marker in NETWORK):
+        return failed(f"Could not reach the package index {index}{because}. {hint}")
+    return failed(f"Installing {requirement} failed{because}.", ErrorCode.PACKAGE_INSTALL_FAILED)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
 from dk_installer.config import LOG_FILES_KEPT
-from dk_installer.errors import CommandFailed
+from dk_installer.errors import CommandFailed, ErrorCode
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
@@ -177,10 +177,15 @@ def run_command(
         reader.join(5)
     log.info("exit code %s", returncode)
     if returncode != 0:
+        details = redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:]))
+        if any("no space left on device" in line.lower() for line in [*stderr_tail, *stdout_lines[-50:]]):
+            raise CommandFailed(
+                f"{what or Path(cmd[0]).name} failed: no space left on device.",
+                code=ErrorCode.DISK_FULL,
+                details=details,
+            )
         raise CommandFailed(
-            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).",
-            code=error_code,
-            details=redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:])),
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).", code=error_code, details=details
         )
     return "\n".join(stdout_lines)
 

@@ -4,7 +4,9 @@ into an exit code and one analytics event built from what the action learned."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import shutil
 import time
 from typing import Callable
 
@@ -105,18 +107,26 @@ def perform(
         outcome, error, exit_code = "aborted", exc, exc.exit_code
         console.error(exc.message)
     except InstallerError as exc:
+        if exc.code is ErrorCode.DISK_FULL:
+            exc.message += " " + free_space_note(paths, settings)
         outcome, error, exit_code = "failure", exc, exc.exit_code
         show_failure(console, exc)
     except KeyboardInterrupt as exc:
         outcome, error, exit_code = "interrupted", exc, EXIT_INTERRUPTED
         console.error("\nInterrupted. What this command had started was undone.")
+    except OSError as exc:
+        # A full disk under the installer's own writes: said as such, not as a bug.
+        error = disk_full(exc, paths, settings)
+        log.exception("disk full" if error is not exc else "unexpected error")
+        outcome, exit_code = "failure", EXIT_FAILED
+        if isinstance(error, InstallerError):
+            show_failure(console, error)
+        else:
+            show_unexpected(console, ctx, exc)
     except Exception as exc:
         log.exception("unexpected error")
         outcome, error, exit_code = "failure", exc, EXIT_FAILED
-        console.error(
-            f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
-            f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
-        )
+        show_unexpected(console, ctx, exc)
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
@@ -126,6 +136,36 @@ def perform(
         if records_event:
             record_event(result, paths, settings, invocation.no_analytics)
     return exit_code
+
+
+def free_space_note(paths: Paths, settings: Settings) -> str:
+    """Where the disk is full and by how much, for a disk-full headline."""
+    folder = paths.home if paths.home.exists() else paths.home.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return (
+        f"{free / 1024**2:.0f} MB are free under {folder}; an install needs about "
+        f"{settings.min_free_bytes / 1024**3:.0f} GB. What this command had written was removed."
+    )
+
+
+def disk_full(exc: OSError, paths: Paths, settings: Settings) -> BaseException:
+    """An InstallerError for ENOSPC, else the error itself."""
+    if exc.errno != errno.ENOSPC:
+        return exc
+    return InstallerError(
+        f"The disk is full: {exc.strerror} ({exc.filename}). {free_space_note(paths, settings)}",
+        code=ErrorCode.DISK_FULL,
+    )
+
+
+def show_unexpected(console: Console, ctx: ActionContext, exc: BaseException) -> None:
+    console.error(
+        f"Unexpected error: {type(exc).__name__}: {redact(str(exc))}\n"
+        f"Full log: {current_log_path()}. Please report it with `{ctx.self_command()} logs`."
+    )
 
 
 def show_failure(console: Console, exc: InstallerError) -> None:

@@ -99,12 +99,15 @@ class InstallPackage(Step):
         self.staging: Path | None = None
         self.previous: Path | None = None
         self.swapped = False
+        self.new_caches: list[Path] = []
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         import secrets
 
         assert ctx.engine and ctx.python
         remove_stale_venvs(ctx.paths)
+        # A failed install (a full disk above all) must not leave a new cache behind on that disk.
+        self.new_caches = [cache for cache in (ctx.paths.cache,) if not cache.exists()]
         ctx.paths.venvs.mkdir(parents=True, exist_ok=True)
         self.previous = active_venv(ctx.paths)
         self.staging = ctx.paths.venvs / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -132,8 +135,15 @@ class InstallPackage(Step):
         if self.staging and self.staging != self.previous:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self.previous is None:
+            # A first install that failed leaves nothing of TestGen's behind (its run folder too).
             with contextlib.suppress(OSError):
                 ctx.paths.venvs.rmdir()
+            if not ctx.paths.testgen_home.exists():
+                remove_tree(ctx.paths.run_dir)
+                with contextlib.suppress(OSError):
+                    ctx.paths.testgen.rmdir()
+        for cache in self.new_caches:
+            remove_tree(cache)
 
     def commit(self, ctx: ActionContext) -> None:
         if self.previous and self.previous != self.staging:

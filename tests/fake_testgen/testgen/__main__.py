@@ -150,6 +150,20 @@ def setup() -> int:
     CONFIG.write_text("\n".join(lines) + "\n")
     PGDATA.mkdir(exist_ok=True)
     (PGDATA / "PG_VERSION").write_text("16\n")
+    # initdb writes tens of MB; on a full disk PostgreSQL's error ends the setup.
+    initdb_bytes = int(os.environ.get("FAKE_TESTGEN_INITDB_MB", "0")) * 1024 * 1024
+    if initdb_bytes:
+        try:
+            with open(PGDATA / "base.dat", "wb") as data:
+                for _ in range(initdb_bytes // 65536):
+                    data.write(b"\0" * 65536)
+        except OSError as exc:
+            print(
+                f'initdb: error: could not write file "{PGDATA / "base.dat"}": {exc.strerror}',
+                file=sys.stderr,
+            )
+            print("UserWarning: the database was not initialized", file=sys.stderr)
+            return 1
     start_postgres()
     print("Initializing database...", flush=True)
     fault("standalone-setup")

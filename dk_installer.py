@@ -3729,7 +3729,18 @@ class PackageEngine:
                 sources.append("--no-index")
         python = venv_bin(venv, "python")
         if self.uv:
-            cmd = [self.uv, "pip", "install", "--python", python, "--compile-bytecode", *sources, requirement]
+            # -v: uv says nothing on a pipe until it is done; its debug lines show what it does.
+            cmd = [
+                self.uv,
+                "pip",
+                "install",
+                "-v",
+                "--python",
+                python,
+                "--compile-bytecode",
+                *sources,
+                requirement,
+            ]
         else:
             cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *sources, requirement]
         try:
@@ -3739,6 +3750,7 @@ class PackageEngine:
                 progress=progress,
                 error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
                 what=f"{self.name} install",
+                chatter="DEBUG " if self.uv else None,
             )
         except CommandFailed as exc:
             raise classify_install_failure(exc, requirement, options, settings) from None
@@ -4686,9 +4698,12 @@ def run_command(
     timeout: float | None = None,
     error_code: str = "subprocess_failed",
     what: str | None = None,
+    chatter: str | None = None,
 ) -> str:
     """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
-    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines."""
+    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines. Lines that
+    start with `chatter` (a verbose tool's debug lines) show what it is doing and go to the log,
+    but never crowd the tool's own error out of those last lines."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -4707,9 +4722,11 @@ def run_command(
         for line in stream:
             line = line.rstrip("\n")
             log.debug("%s| %s", label, line)
-            sink(line)
+            is_chatter = chatter is not None and line.startswith(chatter)
+            if not is_chatter:
+                sink(line)
             if progress and line.strip():
-                progress.update(redact(line)[:120])
+                progress.update(redact(line.removeprefix(chatter) if is_chatter and chatter else line)[:120])
 
     readers = [
         threading.Thread(target=pump, args=(process.stdout, stdout_lines.append, "out"), daemon=True),
@@ -7502,7 +7519,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'd7d843f4faa66cb5'
+BUILD_ID = '77b095a143c2612f'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -96,6 +96,33 @@ def test_failing_command_raises_with_its_last_stderr_lines() -> None:
     assert failed.value.details.splitlines() == [f"err {i}" for i in range(20, 30)]
 
 
+class Recorder:
+    """Stands in for Progress: remembers every activity it is shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def update(self, activity: str) -> None:
+        self.seen.append(activity)
+
+
+def test_a_verbose_tools_chatter_shows_progress_but_never_hides_its_error() -> None:
+    """Issue 15, item 14c: uv -v says what it does (shown as progress, logged); its error stays the
+    failure's details even after many debug lines."""
+    script = (
+        "import sys\n"
+        "for i in range(40): print(f'DEBUG Selecting: package-{i}', file=sys.stderr)\n"
+        "print('error: the real error', file=sys.stderr)\n"
+        "print('DEBUG Released lock', file=sys.stderr)\n"
+        "sys.exit(2)"
+    )
+    progress = Recorder()
+    with pytest.raises(CommandFailed) as failed:
+        run_command([sys.executable, "-c", script], progress=progress, chatter="DEBUG ")  # type: ignore[arg-type]
+    assert failed.value.details == "error: the real error"
+    assert "Selecting: package-39" in progress.seen
+
+
 def test_command_output_is_logged_redacted_and_stdin_is_fed(tmp_path: Path) -> None:
     handler = logging.FileHandler(tmp_path / "run.log")
     handler.setFormatter(RedactingFormatter("%(message)s"))

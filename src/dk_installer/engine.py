@@ -137,7 +137,18 @@ class PackageEngine:
                 sources.append("--no-index")
         python = venv_bin(venv, "python")
         if self.uv:
-            cmd = [self.uv, "pip", "install", "--python", python, "--compile-bytecode", *sources, requirement]
+            # -v: uv says nothing on a pipe until it is done; its debug lines show what it does.
+            cmd = [
+                self.uv,
+                "pip",
+                "install",
+                "-v",
+                "--python",
+                python,
+                "--compile-bytecode",
+                *sources,
+                requirement,
+            ]
         else:
             cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *sources, requirement]
         try:
@@ -147,6 +158,7 @@ class PackageEngine:
                 progress=progress,
                 error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
                 what=f"{self.name} install",
+                chatter="DEBUG " if self.uv else None,
             )
         except CommandFailed as exc:
             raise classify_install_failure(exc, requirement, options, settings) from None

@@ -126,9 +126,12 @@ def run_command(
     timeout: float | None = None,
     error_code: str = "subprocess_failed",
     what: str | None = None,
+    chatter: str | None = None,
 ) -> str:
     """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
-    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines."""
+    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines. Lines that
+    start with `chatter` (a verbose tool's debug lines) show what it is doing and go to the log,
+    but never crowd the tool's own error out of those last lines."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -147,9 +150,11 @@ def run_command(
         for line in stream:
             line = line.rstrip("\n")
             log.debug("%s| %s", label, line)
-            sink(line)
+            is_chatter = chatter is not None and line.startswith(chatter)
+            if not is_chatter:
+                sink(line)
             if progress and line.strip():
-                progress.update(redact(line)[:120])
+                progress.update(redact(line.removeprefix(chatter) if is_chatter and chatter else line)[:120])
 
     readers = [
         threading.Thread(target=pump, args=(process.stdout, stdout_lines.append, "out"), daemon=True),

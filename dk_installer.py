@@ -612,6 +612,155 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
         ctx.use_receipt(state)
     return state
 ''',
+    'dk_installer/actions/configure.py': r'''
+"""Changing an install: `configure` (ports, listen address, HTTPS: checked first, applied with one
+restart, rolled back on failure), and what `install` says when its options differ from the
+receipt."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer.actions.boundary import load_state
+from dk_installer.certificates import HOW_TO_GET_HTTPS, SHARING_NEEDS_HTTPS
+from dk_installer.checks import Requirement, check_ports
+from dk_installer.errors import ErrorCode
+from dk_installer.net import is_loopback
+from dk_installer.steps.base import require, run_steps
+from dk_installer.steps.configure import ApplySettings, Setup
+from dk_installer.steps.install import RestartApp, StopApp, VerifyLogin
+
+if TYPE_CHECKING:
+    from dk_installer.config import InstallState
+    from dk_installer.steps.base import ActionContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Wanted:
+    """What the command line asks to change; None keeps what the receipt says."""
+
+    ui_port: int | None = None
+    api_port: int | None = None
+    listen: str | None = None
+    ssl_cert: Path | None = None
+    ssl_key: Path | None = None
+    no_ssl: bool = False
+
+    def target(self, state: InstallState) -> Setup:
+        return Setup(
+            ui_port=state.ui_port if self.ui_port is None else self.ui_port,
+            api_port=state.api_port if self.api_port is None else self.api_port,
+            listen=state.listen if self.listen is None else self.listen,
+            tls=False if self.no_ssl else (self.ssl_cert is not None or state.tls),
+        )
+
+
+def usage_problem(state: InstallState, wanted: Wanted) -> str | None:
+    """Why the configuration asked for cannot be, as a usage error, or None. A receipt that already
+    shares over plain HTTP may keep doing so (a team is never cut off), but nothing new may."""
+    target = wanted.target(state)
+    if target.ui_port == target.api_port:
+        return f"the UI and the API need different ports (both would be {target.ui_port})"
+    now = Setup.of(state)
+    if (
+        not is_loopback(target.listen)
+        and not target.tls
+        and (target.listen, target.tls) != (now.listen, now.tls)
+    ):
+        return sharing_refusal(target.listen)
+    return None
+
+
+def sharing_refusal(listen: str) -> str:
+    return (
+        f"sharing TestGen on the network (--listen {listen}) needs HTTPS: {SHARING_NEEDS_HTTPS}. "
+        f"To share it, {HOW_TO_GET_HTTPS}; or keep it on this machine with --listen 127.0.0.1"
+    )
+
+
+def same_certificate(installed: Path, given: Path) -> bool:
+    try:
+        return installed.read_bytes() == given.read_bytes()
+    except OSError:
+        return False
+
+
+def receipt_differences(
+    state: InstallState, installed_cert: Path, options_set: set[str], wanted: Wanted
+) -> list[tuple[str, str]]:
+    """What `install` was asked for that the install does not have, only among the options the
+    user set: (what differs, the configure option that changes it)."""
+    found: list[tuple[str, str]] = []
+    if "port" in options_set and wanted.ui_port != state.ui_port:
+        found.append((f"UI port {state.ui_port}, not {wanted.ui_port}", f"--port {wanted.ui_port}"))
+    if "api_port" in options_set and wanted.api_port != state.api_port:
+        found.append((f"API port {state.api_port}, not {wanted.api_port}", f"--api-port {wanted.api_port}"))
+    if "listen" in options_set and wanted.listen != state.listen:
+        found.append((f"listens on {state.listen}, not {wanted.listen}", f"--listen {wanted.listen}"))
+    if wanted.ssl_cert is not None and wanted.ssl_key is not None:
+        if not state.tls:
+            found.append(
+                ("serves plain HTTP", f"--ssl-cert-file {wanted.ssl_cert} --ssl-key-file {wanted.ssl_key}")
+            )
+        elif not same_certificate(installed_cert, wanted.ssl_cert):
+            found.append(
+                (
+                    "has another HTTPS certificate",
+                    f"--ssl-cert-file {wanted.ssl_cert} --ssl-key-file {wanted.ssl_key}",
+                )
+            )
+    return found
+
+
+def configure_action(ctx: ActionContext, wanted: Wanted) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    target = wanted.target(state)
+    if target == Setup.of(state) and wanted.ssl_cert is None:
+        ctx.console.say(f"Nothing to change: TestGen is already set up that way ({ctx.testgen.ui_url}).")
+        return
+    testgen = ctx.testgen
+    running = testgen.running()
+    # Every check before anything stops: a port this TestGen holds now is free once it stops.
+    ours = {state.ui_port, state.api_port} if running else set()
+    checks: list[Requirement] = []
+    for port, check in zip((target.ui_port, target.api_port), check_ports(target.ui_port, target.api_port)):
+        if port in ours:
+            check = Requirement(ErrorCode.PORT_IN_USE, check.title, True, "used by this TestGen")
+        checks.append(check)
+    require(ctx, checks)
+    ctx.console.say("Changing how TestGen is reached\n")
+    run_steps(
+        ctx,
+        [
+            StopApp(),
+            ApplySettings(state, target, wanted.ssl_cert, wanted.ssl_key),
+            RestartApp(),
+            VerifyLogin(),
+        ],
+    )
+    testgen = ctx.testgen
+    ctx.console.say("")
+    ctx.console.say(f"  UI:           {testgen.ui_url}")
+    ctx.console.say(f"  API docs:     {testgen.api_docs_url}")
+    ctx.console.say(f"  MCP server:   {testgen.mcp_url}")
+    where = (
+        f"listening on {testgen.listen}: reachable from other machines"
+        if testgen.shared
+        else "this machine only"
+    )
+    ctx.console.say(f"  Reachable:    {where}")
+    for warning in testgen.sharing_warnings(ctx.self_command()):
+        ctx.console.warn(f"  Warning: {warning}")
+    if ctx.was_running:
+        ctx.console.say("TestGen runs with the new settings.")
+    else:
+        ctx.console.say(
+            f"TestGen was not running; the new settings apply when it starts (`{ctx.self_command()} start`)."
+        )
+''',
     'dk_installer/actions/data.py': r'''
 """backup and restore."""
 
@@ -835,10 +984,13 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
     console.say(f"  Logs:         {ctx.paths.app_log}")
     if testgen.shared:
         console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
+        for warning in testgen.sharing_warnings(cmd):
+            console.warn(f"  Warning: {warning}")
     else:
         console.say(
-            "  Reachable from this machine only. To share it on your network, install with "
-            "--listen 0.0.0.0 (or one address of this machine)."
+            "  Reachable from this machine only. To share it on your network, run "
+            f"`{cmd} configure --listen 0.0.0.0 --ssl-cert-file CERT --ssl-key-file KEY` (HTTPS: "
+            "other machines' API clients and MCP assistants need it to log in)."
         )
     console.say("")
     console.say(f"  Stop:       {cmd} stop")
@@ -1141,6 +1293,9 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "mcp_url": None,
         "listen": None,
         "https": None,
+        "certificate_expires": None,
+        "certificate_days_left": None,
+        "warnings": [],
         "service": ServiceManager(paths).installed(),
         "home": str(paths.home),
         "state": "missing",
@@ -1165,7 +1320,14 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         mcp_url=testgen.mcp_url,
         listen=testgen.listen,
         https=testgen.tls,
+        warnings=testgen.sharing_warnings(ctx.self_command()),
     )
+    certificate = testgen.certificate()
+    if certificate is not None:
+        status.update(
+            certificate_expires=certificate.not_after.date().isoformat(),
+            certificate_days_left=certificate.days_left(),
+        )
     app = testgen.app_process()
     if app is not None:
         status.update(running=True, pid=app.pid, health=testgen.health())
@@ -1196,6 +1358,13 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         ctx.console.say(f"  MCP       {status['mcp_url']}")
         shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
         ctx.console.say(f"  Listening on {shared}")
+        if status["certificate_expires"]:
+            ctx.console.say(
+                f"  HTTPS certificate expires on {status['certificate_expires']} "
+                f"({status['certificate_days_left']} days left)"
+            )
+        for warning in status["warnings"]:
+            ctx.console.warn(f"Warning: {warning}")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -1288,6 +1457,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
                 ),
             )
         )
+        checks += https_checks(ctx)
         if running:
             health = testgen.health()
             checks.append(
@@ -1300,6 +1470,32 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             )
     checks.append(check_index(InstallOptions(), ctx.settings))
     return checks
+
+
+def https_checks(ctx: ActionContext) -> list[Requirement]:
+    """How TestGen is shared and its certificate: failing but not blocking, since TestGen runs
+    (a team sharing over plain HTTP keeps its browsers; an expiring certificate still serves)."""
+    testgen = ctx.testgen
+    warnings = testgen.sharing_warnings(ctx.self_command())
+    certificate = testgen.certificate()
+    if testgen.shared or certificate is not None:
+        if certificate is not None:
+            fine = (
+                f"{testgen.host} covered, expires {certificate.not_after.date().isoformat()} "
+                f"({certificate.days_left()} days left)"
+            )
+        else:
+            fine = "HTTPS"
+        return [
+            Requirement(
+                ErrorCode.HTTPS_WARNING,
+                "HTTPS",
+                not warnings,
+                " ".join(warnings) or fine,
+                blocking=False,
+            )
+        ]
+    return []
 
 
 def doctor_action(ctx: ActionContext) -> None:
@@ -2275,6 +2471,104 @@ def run_single_file(
     # -I: the user's PYTHONPATH and current directory cannot shadow the runtime's modules.
     os.execv(python, [python, "-I", "-m", "dk_installer", *argv])
 ''',
+    'dk_installer/certificates.py': r'''
+"""The HTTPS certificate TestGen serves: whether a certificate and key are a usable pair, when the
+certificate expires, and which host names and addresses it covers. Standard library only: the
+installer's runtime has no `cryptography`, and `openssl` is not on every machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+
+# From this many days before its end, status and doctor warn that the certificate expires.
+EXPIRY_WARNING_DAYS = 14
+
+# Why sharing needs HTTPS, shown where a shared plain-HTTP setup is refused or warned about.
+SHARING_NEEDS_HTTPS = (
+    "TestGen's OAuth server (authlib) refuses plain HTTP except for localhost and 127.0.0.1, so API "
+    "clients and MCP assistants on other machines could not log in"
+)
+HOW_TO_GET_HTTPS = (
+    "give it a certificate with --ssl-cert-file and --ssl-key-file (for example one from your "
+    "team's CA, or from Let's Encrypt with certbot)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """The facts of a PEM certificate (the first one of a chain file: the server's own)."""
+
+    not_after: datetime.datetime
+    dns_names: tuple[str, ...]
+    addresses: tuple[str, ...]
+
+    def days_left(self, now: datetime.datetime | None = None) -> int:
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        return (self.not_after - now).days
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.dns_names + self.addresses
+
+    def covers(self, host: str) -> bool:
+        """Would a client that checks names accept this certificate for `host`? (RFC 6125: the
+        subjectAltName alone; a wildcard stands for exactly one leftmost label.)"""
+        import ipaddress
+
+        try:
+            wanted = ipaddress.ip_address(host)
+        except ValueError:
+            host = host.lower().rstrip(".")
+            for name in self.dns_names:
+                name = name.lower().rstrip(".")
+                if name == host:
+                    return True
+                if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+                    return True
+            return False
+        return any(ipaddress.ip_address(address) == wanted for address in self.addresses)
+
+
+def read_certificate(path: Path) -> Certificate | None:
+    """The certificate in `path`, or None when it cannot be read as one.
+
+    `ssl._ssl._test_decode_cert` is CPython's own decoder (what `SSLSocket.getpeercert()` returns,
+    for a file): private by name, but present and unchanged in every Python 3 the installer runs
+    on. It is wrapped here, in one place, so that a change would be met in one function."""
+    import ssl
+
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+        not_after = datetime.datetime.fromtimestamp(
+            ssl.cert_time_to_seconds(decoded["notAfter"]), datetime.timezone.utc
+        )
+    except (OSError, ValueError, KeyError, ssl.SSLError):
+        return None
+    alt_names = decoded.get("subjectAltName", ())
+    return Certificate(
+        not_after=not_after,
+        dns_names=tuple(value for kind, value in alt_names if kind == "DNS"),
+        addresses=tuple(value.strip() for kind, value in alt_names if kind == "IP Address"),
+    )
+
+
+def pair_problem(cert: Path, key: Path) -> str | None:
+    """Why `cert` and `key` cannot serve HTTPS (TestGen would fail at start-up), or None."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError:
+        return f"{cert} and {key} are not a matching certificate and unencrypted private key (PEM)"
+    facts = read_certificate(cert)
+    if facts is None:
+        return f"{cert} is not a certificate this installer can read (PEM)"
+    if facts.days_left() < 0:
+        return f"the certificate in {cert} expired on {facts.not_after.date().isoformat()}"
+    return None
+''',
     'dk_installer/checks.py': r'''
 """Requirements, as preflight and doctor check them: Python for TestGen, a writable home, free disk,
 free ports, a reachable package index; and how failed checks are reported."""
@@ -2515,7 +2809,7 @@ from dk_installer.errors import raise_keyboard_interrupt
 
 if TYPE_CHECKING:
     from dk_installer.actions.boundary import Invocation
-    from dk_installer.config import Settings
+    from dk_installer.config import InstallOptions, Settings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PORT = click.IntRange(1, 65535)
@@ -2624,13 +2918,17 @@ def install(
 ) -> int:
     """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
     from dk_installer.actions.boundary import perform
+    from dk_installer.actions.configure import sharing_refusal
     from dk_installer.actions.install import install_action
     from dk_installer.config import InstallOptions
+    from dk_installer.net import is_loopback
 
     if port == api_port:
         raise click.BadParameter("the UI and the API need different ports", param_hint="--api-port")
     check_listen_address(listen)
     check_certificate_pair(ssl_cert_file, ssl_key_file)
+    if not is_loopback(listen) and ssl_cert_file is None:
+        raise click.UsageError(sharing_refusal(listen))
     options = InstallOptions(
         ui_port=port,
         api_port=api_port,
@@ -2646,7 +2944,47 @@ def install(
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
     )
+    refuse_changes_to_an_install(ctx, options)
     return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) -> None:
+    """`install` on an existing install changes nothing: options the user set that differ from
+    the receipt are a usage error pointing to `configure`, never a silent "already installed"."""
+    from click.core import ParameterSource
+
+    from dk_installer.actions.configure import Wanted, receipt_differences
+    from dk_installer.config import InstallState, Settings
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.launcher import self_command
+    from dk_installer.paths import Paths
+    from dk_installer.recovery import interrupted_action
+
+    paths = Paths.from_environment()
+    if interrupted_action(paths) is not None:
+        return  # the receipt may be half-changed: install repairs first, then says what is there
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        return  # install rebuilds it
+    if state is None:
+        return
+    options_set = {
+        name
+        for name in ("port", "api_port", "listen")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    wanted = Wanted(options.ui_port, options.api_port, options.listen, options.ssl_cert, options.ssl_key)
+    differences = receipt_differences(state, paths.tls_cert, options_set, wanted)
+    if differences:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            "TestGen is already installed, and install changes nothing: it "
+            + "; it ".join(what for what, _ in differences)
+            + f". Change it with: {command} configure "
+            + " ".join(option for _, option in differences)
+        )
 
 
 def check_listen_address(listen: str) -> None:
@@ -2665,8 +3003,9 @@ def check_listen_address(listen: str) -> None:
 
 
 def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
-    """Both or neither, readable, and a matching pair: TestGen would otherwise fail at start-up."""
-    import ssl
+    """Both or neither, readable, a matching pair and not expired: TestGen would otherwise fail at
+    start-up, or serve what every client refuses."""
+    from dk_installer.certificates import pair_problem
 
     if (cert is None) != (key is None):
         raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
@@ -2677,13 +3016,63 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
             path.read_bytes()
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
-    except ssl.SSLError:
-        raise click.BadParameter(
-            f"{cert} and {key} are not a matching certificate and unencrypted private key (PEM).",
-            param_hint="--ssl-cert-file / --ssl-key-file",
-        ) from None
+    problem = pair_problem(cert, key)
+    if problem:
+        raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--port", type=PORT, help="New port of TestGen's UI.")
+@click.option("--api-port", type=PORT, help="New port of TestGen's API.")
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    help="New listen address: 127.0.0.1 (this machine only), 0.0.0.0 or one address of this machine "
+    "(shared: needs HTTPS).",
+)
+@click.option(
+    "--ssl-cert-file",
+    type=click.Path(path_type=Path),
+    help="HTTPS certificate (PEM; with the key): turns HTTPS on, or swaps a renewed certificate in.",
+)
+@click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option("--no-ssl", is_flag=True, help="Serve plain HTTP again (only on this machine).")
+@common_flags
+@click.pass_context
+def configure(
+    ctx: click.Context,
+    port: int | None,
+    api_port: int | None,
+    listen: str | None,
+    ssl_cert_file: Path | None,
+    ssl_key_file: Path | None,
+    no_ssl: bool,
+    **_: Any,
+) -> int:
+    """Change the ports, listen address or HTTPS of the installed TestGen: checked first, one restart,
+    rolled back on failure."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.configure import Wanted, configure_action, usage_problem
+    from dk_installer.config import InstallState
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.paths import Paths
+
+    if port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl:
+        raise click.UsageError(
+            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file or --no-ssl"
+        )
+    if no_ssl and ssl_cert_file is not None:
+        raise click.UsageError("--no-ssl and --ssl-cert-file contradict each other; pass one of them")
+    if listen is not None:
+        check_listen_address(listen)
+    check_certificate_pair(ssl_cert_file, ssl_key_file)
+    wanted = Wanted(port, api_port, listen, ssl_cert_file, ssl_key_file, no_ssl)
+    with contextlib.suppress(StateCorrupt):  # configure itself says the receipt is damaged
+        state = InstallState.load(Paths.from_environment().state)
+        problem = usage_problem(state, wanted) if state else None
+        if problem:
+            raise click.UsageError(problem)
+    return perform(invocation_of(ctx, "configure"), lambda action_ctx: configure_action(action_ctx, wanted))
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -3587,6 +3976,7 @@ ACTIONS = (
     "service_status",
     "backup",
     "restore",
+    "configure",
 )
 ''',
     'dk_installer/engine.py': r'''
@@ -3882,6 +4272,7 @@ class ErrorCode(str, enum.Enum):
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DISK_FULL = "disk_full"
     HOME_NOT_WRITABLE = "home_not_writable"
+    HTTPS_WARNING = "https_warning"
     INDEX_UNREACHABLE = "index_unreachable"
     INTERRUPTED = "interrupted"
     LOGIN_FAILED = "login_failed"
@@ -4422,6 +4813,12 @@ class Paths:
         return self.testgen / "home.snapshot"
 
     @property
+    def settings_before(self) -> Path:
+        """What `configure` puts back on failure: config.env, the HTTPS files, the receipt and
+        the credentials as they were (complete once renamed to this name)."""
+        return self.testgen / "settings.before"
+
+    @property
     def restore_staging(self) -> Path:
         """Where `restore` unpacks a backup before it takes the current home's place."""
         return self.testgen / "home.restoring"
@@ -4485,6 +4882,7 @@ from typing import TYPE_CHECKING
 
 # Each step module registers its steps in Step.by_name when imported: recovery needs them all.
 import dk_installer.steps.backup
+import dk_installer.steps.configure
 import dk_installer.steps.install
 import dk_installer.steps.remove  # noqa: F401
 from dk_installer.config import InstallerLock, InstallState
@@ -4555,7 +4953,7 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
         else:
             progress.result = f"put back what was there before the {action}"
         journal.clear()
-    restarts = action in ("upgrade", "restore", "backup")
+    restarts = action in ("upgrade", "restore", "backup", "configure")
     if entry.was_running and restarts and ctx.action not in ("stop", "uninstall"):
         state = InstallState.load(paths.state)
         if state is not None:
@@ -5543,7 +5941,169 @@ MUTATING_ACTIONS = (
     "service_disable",
     "backup",
     "restore",
+    "configure",
 )
+''',
+    'dk_installer/steps/configure.py': r'''
+"""The step of `configure` that changes files: TestGen's ports, listen address and HTTPS in
+config.env, the certificate files, the receipt and the credentials' URL, with what was there kept
+aside until the new settings run (the stop, restart and login check are install's steps)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer.config import InstallState, now_iso, remove_tree, write_file_atomically
+from dk_installer.steps.base import Step
+from dk_installer.testgen.config import parse_credentials, write_credentials
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
+    from dk_installer.steps.base import ActionContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How TestGen is reached: what `configure` changes."""
+
+    ui_port: int
+    api_port: int
+    listen: str
+    tls: bool
+
+    @classmethod
+    def of(cls, state: InstallState) -> Setup:
+        return cls(state.ui_port, state.api_port, state.listen, state.tls)
+
+
+def _kept_files(paths: Paths) -> list[tuple[Path, str]]:
+    """The files configure changes, each with its name in the kept copy."""
+    return [
+        (paths.config_env, "config.env"),
+        (paths.state, "state.json"),
+        (paths.credentials, "credentials.txt"),
+    ]
+
+
+def _partial(paths: Paths) -> Path:
+    return paths.settings_before.with_name(f".{paths.settings_before.name}.partial")
+
+
+def keep_settings(paths: Paths) -> None:
+    """Copy what configure changes aside, complete before it gets its final name (a kill while
+    copying leaves only the partial copy, and nothing changed yet)."""
+    partial = _partial(paths)
+    remove_tree(partial)
+    remove_tree(paths.settings_before)
+    partial.mkdir(mode=0o700, parents=True)
+    for path, name in _kept_files(paths):
+        if path.exists():
+            shutil.copy2(path, partial / name)
+    tls = paths.tls_cert.parent
+    if tls.exists():
+        shutil.copytree(tls, partial / "tls", symlinks=True)
+    os.rename(partial, paths.settings_before)
+
+
+def put_back_settings(paths: Paths) -> None:
+    """The kept settings go back in place. Copied, not moved, so that a kill half-way through
+    is repaired by doing it again; the copy goes only at the end."""
+    kept = paths.settings_before
+    if kept.is_dir():
+        for path, name in _kept_files(paths):
+            if (kept / name).exists():
+                temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                shutil.copy2(kept / name, temporary)
+                os.replace(temporary, path)
+        tls = paths.tls_cert.parent
+        remove_tree(tls)
+        if (kept / "tls").exists():
+            shutil.copytree(kept / "tls", tls, symlinks=True)
+    drop_kept_settings(paths)
+
+
+def drop_kept_settings(paths: Paths) -> None:
+    remove_tree(_partial(paths))
+    remove_tree(paths.settings_before)
+
+
+class ApplySettings(Step):
+    """Write the new ports, listen address and HTTPS: the certificate files (installed, swapped or
+    removed), config.env, the receipt and the URL in the credentials file."""
+
+    name = "apply_settings"
+    title = "Write the new settings"
+
+    def __init__(self, previous: InstallState, target: Setup, cert: Path | None, key: Path | None) -> None:
+        self.previous = previous
+        self.target = target
+        self.cert = cert
+        self.key = key
+        self.kept = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths = ctx.paths
+        target = self.target
+        progress.update("keeping the current settings aside")
+        keep_settings(paths)
+        self.kept = True
+        config = ctx.testgen.config
+        if self.cert is not None and self.key is not None:
+            paths.tls_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_file_atomically(paths.tls_cert, self.cert.read_text())
+            write_file_atomically(paths.tls_key, self.key.read_text(), mode=0o600)
+            config.update(
+                SSL_CERT_FILE=str(paths.tls_cert),
+                SSL_KEY_FILE=str(paths.tls_key),
+                TG_UI_TLS_ENABLED="yes",
+                TG_API_TLS_ENABLED="yes",
+            )
+        elif not target.tls:
+            config.update(
+                SSL_CERT_FILE=None, SSL_KEY_FILE=None, TG_UI_TLS_ENABLED=None, TG_API_TLS_ENABLED=None
+            )
+            remove_tree(paths.tls_cert.parent)
+        # TestGen's setup wrote the ports into config.env; the installer's environment wins when
+        # it starts TestGen, but a `testgen` run by hand reads them from here.
+        config.update(TG_UI_PORT=str(target.ui_port), TG_API_PORT=str(target.api_port))
+        state = dataclasses.replace(
+            self.previous,
+            ui_port=target.ui_port,
+            api_port=target.api_port,
+            listen=target.listen,
+            tls=target.tls,
+            updated_at=now_iso(),
+        )
+        state.save(paths.state)
+        ctx.use_receipt(state)  # from here on, ctx.testgen is the TestGen of the new settings
+        known = parse_credentials(paths.credentials)
+        if known:
+            write_credentials(paths, known[0], known[1], ctx.testgen.ui_url)
+        progress.result = f"UI {ctx.testgen.ui_url}, API {ctx.testgen.api_url}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.kept:
+            put_back_settings(ctx.paths)
+            ctx.use_receipt(self.previous)
+        else:
+            drop_kept_settings(ctx.paths)
+
+    def commit(self, ctx: ActionContext) -> None:
+        drop_kept_settings(ctx.paths)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_settings(paths)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        drop_kept_settings(paths)
 ''',
     'dk_installer/steps/install.py': r'''
 """The steps of install and upgrade: preflight, the package engine and Python, the venv, TestGen's
@@ -5930,7 +6490,7 @@ class VerifyLogin(Step):
         if ctx.login_success is None:
             raise StepSkipped("this TestGen version has no login endpoint to check")
         if not ctx.login_success:
-            if ctx.kept_data or ctx.action in ("upgrade", "restore"):
+            if ctx.kept_data or ctx.action in ("upgrade", "restore", "configure"):
                 # TestGen asks people to change the generated password: expected, not a failure.
                 raise StepSkipped(
                     f"the password saved in {ctx.paths.credentials} no longer works (expected after a "
@@ -6176,6 +6736,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
+from dk_installer.certificates import (
+    EXPIRY_WARNING_DAYS,
+    HOW_TO_GET_HTTPS,
+    SHARING_NEEDS_HTTPS,
+    Certificate,
+    read_certificate,
+)
 from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
@@ -6238,10 +6805,14 @@ class TestGen:
     def scheme(self) -> str:
         return "https" if self.tls else "http"
 
+    @property
+    def host(self) -> str:
+        """The host name in every URL the installer prints: this host's name when shared."""
+        return shared_host_names(self.listen)[0] if self.shared else "localhost"
+
     def url(self, port: int) -> str:
         """How people reach a port: this host's name when shared, else localhost."""
-        host = shared_host_names(self.listen)[0] if self.shared else "localhost"
-        return f"{self.scheme}://{host}:{port}"
+        return f"{self.scheme}://{self.host}:{port}"
 
     @property
     def ui_url(self) -> str:
@@ -6265,6 +6836,45 @@ class TestGen:
         host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
         host = f"[{host}]" if ":" in host else host
         return f"{self.scheme}://{host}:{port}"
+
+    def certificate(self) -> Certificate | None:
+        """The installed certificate's facts, when TestGen serves HTTPS."""
+        return read_certificate(self.paths.tls_cert) if self.tls else None
+
+    def sharing_warnings(self, command: str) -> list[str]:
+        """What is wrong with how TestGen is shared (nothing, when it is fine): plain HTTP on the
+        network (kept working for installs made that way, never cut off), a certificate that does
+        not name the host in the printed URLs, or one that expires soon. `command` is how the user
+        runs the installer, for the remedy."""
+        fix = f"`{command} configure --ssl-cert-file CERT --ssl-key-file KEY`"
+        if self.shared and not self.tls:
+            return [
+                f"TestGen is shared over plain HTTP: browsers work, but {SHARING_NEEDS_HTTPS}. "
+                f"To fix it, {HOW_TO_GET_HTTPS}: {fix}."
+            ]
+        certificate = self.certificate()
+        if certificate is None:
+            return []
+        warnings = []
+        if not certificate.covers(self.host):
+            names = ", ".join(certificate.names) or "no names"
+            warnings.append(
+                f"The HTTPS certificate does not cover {self.host}, the host in TestGen's URLs (it "
+                f"names {names}): browsers and clients that check it will refuse {self.ui_url}. Use a "
+                f"certificate for {self.host}: {fix}."
+            )
+        days = certificate.days_left()
+        if days < 0:
+            warnings.append(
+                f"The HTTPS certificate expired on {certificate.not_after.date().isoformat()}: "
+                f"clients refuse it. Renew it and install the new one with {fix}."
+            )
+        elif days <= EXPIRY_WARNING_DAYS:
+            warnings.append(
+                f"The HTTPS certificate expires on {certificate.not_after.date().isoformat()} "
+                f"({days} days left). Renew it and install the new one with {fix}."
+            )
+        return warnings
 
     def tls_context(self) -> Any:
         return tls_verifying_context(self.paths.tls_cert) if self.tls else None
@@ -6957,6 +7567,7 @@ Options:
 Commands:
   analytics  See and control the anonymous usage analytics (these...
   backup     Back up TestGen's data, keys and credentials (TestGen stops...
+  configure  Change the ports, listen address or HTTPS of the installed...
   doctor     Check every requirement and print a table; exit 3 if any fails.
   install    Check requirements, install TestGen, configure it, load demo...
   logs       Write a support zip (logs, state, doctor output) with...
@@ -6986,6 +7597,7 @@ Options:
 Commands:
   analytics  See and control the anonymous usage analytics (these...
   backup     Back up TestGen's data, keys and credentials (TestGen stops...
+  configure  Change the ports, listen address or HTTPS of the installed...
   doctor     Check every requirement and print a table; exit 3 if any fails.
   install    Check requirements, install TestGen, configure it, load demo...
   logs       Write a support zip (logs, state, doctor output) with...
@@ -7053,6 +7665,48 @@ Options:
   --no-analytics     Send no analytics for this run (and turn TestGen's off).
   -v, --verbose      Print debug output.
   -h, --help         Show this message and exit.
+''',
+    'configure --help': r'''
+Usage: dk_installer.py configure [OPTIONS]
+
+  Change the ports, listen address or HTTPS of the installed TestGen: checked
+  first, one restart, rolled back on failure.
+
+Options:
+  --port INTEGER RANGE      New port of TestGen's UI.  [1<=x<=65535]
+  --api-port INTEGER RANGE  New port of TestGen's API.  [1<=x<=65535]
+  --listen ADDRESS          New listen address: 127.0.0.1 (this machine only),
+                            0.0.0.0 or one address of this machine (shared:
+                            needs HTTPS).
+  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key): turns HTTPS
+                            on, or swaps a renewed certificate in.
+  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --no-ssl                  Serve plain HTTP again (only on this machine).
+  --no-analytics            Send no analytics for this run (and turn TestGen's
+                            off).
+  -v, --verbose             Print debug output.
+  -h, --help                Show this message and exit.
+''',
+    'configure -h': r'''
+Usage: dk_installer.py configure [OPTIONS]
+
+  Change the ports, listen address or HTTPS of the installed TestGen: checked
+  first, one restart, rolled back on failure.
+
+Options:
+  --port INTEGER RANGE      New port of TestGen's UI.  [1<=x<=65535]
+  --api-port INTEGER RANGE  New port of TestGen's API.  [1<=x<=65535]
+  --listen ADDRESS          New listen address: 127.0.0.1 (this machine only),
+                            0.0.0.0 or one address of this machine (shared:
+                            needs HTTPS).
+  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key): turns HTTPS
+                            on, or swaps a renewed certificate in.
+  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --no-ssl                  Serve plain HTTP again (only on this machine).
+  --no-analytics            Send no analytics for this run (and turn TestGen's
+                            off).
+  -v, --verbose             Print debug output.
+  -h, --help                Show this message and exit.
 ''',
     'doctor --help': r'''
 Usage: dk_installer.py doctor [OPTIONS]
@@ -7394,7 +8048,7 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore]]
+                                         us|backup|restore|configure]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7406,7 +8060,7 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore]]
+                                         us|backup|restore|configure]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7519,7 +8173,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '77b095a143c2612f'
+BUILD_ID = 'dd6f6dc6c4774c73'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

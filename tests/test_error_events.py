@@ -50,6 +50,14 @@ def damaged_receipt(box: Sandbox) -> None:
     (box.home / "state.json").write_text("{not json")
 
 
+def shared_over_http(box: Sandbox) -> None:
+    """A receipt from before sharing required HTTPS: every address, plain HTTP."""
+    installed("--no-start")(box)
+    state = json.loads((box.home / "state.json").read_text())
+    state["listen"] = "0.0.0.0"
+    (box.home / "state.json").write_text(json.dumps(state))
+
+
 def broken_venv(box: Sandbox) -> None:
     installed("--no-start")(box)
     shutil.rmtree((box.home / "testgen/venv").resolve())
@@ -81,6 +89,15 @@ CASES: dict[str, Case] = {
         "preflight",
         ["disk_full"],
         env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)},
+    ),
+    "https_warning": Case(
+        "https_warning",
+        3,
+        "aborted",
+        None,
+        ["https_warning"],
+        args=lambda box: ["doctor"],
+        prepare=shared_over_http,
     ),
     "home_not_writable": Case("home_not_writable", 3, "aborted", "preflight", ["home_not_writable"]),
     "index_unreachable": Case(
@@ -187,7 +204,8 @@ def events(stderr: str) -> list[dict]:
 def test_the_table_covers_every_error_code_and_exit_code() -> None:
     assert {c.code for c in CASES.values() if c.code} | set(NOT_PROVOKED) == set(ERROR_CODES)
     readme = (ROOT / "README.md").read_text()
-    documented_exits = set(re.findall(r"^\| (\d+) \|", readme.split("### Exit codes", 1)[1], re.M))
+    exit_table = readme.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    documented_exits = set(re.findall(r"^\| (\d+) \|", exit_table, re.M))
     assert documented_exits == {str(c.exit_code) for c in CASES.values()}
     table = readme.split("| `error_code` | when |", 1)[1].split("\n\n", 1)[0]
     for code, reason in NOT_PROVOKED.items():

@@ -1,8 +1,8 @@
-"""Faults as a matrix: every step of install, upgrade, start, stop and uninstall x every way to
-die, then a plain re-run of the same command, which must succeed and leave nothing behind (no
-stray process, staging venv, safety copy, journal or half-written file). Steps are stopped inside
-with the installer's failpoint hook (DK_INSTALLER_FAILPOINT); TestGen's own commands are stopped
-mid-way with the stand-in's FAKE_TESTGEN_HANG."""
+"""Faults as a matrix: every step of install, upgrade, start, stop, uninstall, backup, restore and
+configure x every way to die, then a plain re-run of the same command, which must succeed and
+leave nothing behind (no stray process, staging venv, safety copy, journal or half-written file).
+Steps are stopped inside with the installer's failpoint hook (DK_INSTALLER_FAILPOINT); TestGen's own
+commands are stopped mid-way with the stand-in's FAKE_TESTGEN_HANG."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import INSTALLER, Sandbox, bare_python, wait_for_line
+from conftest import INSTALLER, Sandbox, bare_python, free_port, wait_for_line
 
 import dk_installer.recovery  # noqa: F401 (every step registered in Step.by_name)
 from dk_installer.steps.base import Step
@@ -58,6 +58,7 @@ STEPS = {
     "uninstall": ("stop", "remove_files"),
     "backup": ("stop", "snapshot_data", "restart", "write_backup"),
     "restore": ("unpack_backup", "stop", "swap_home", "upgrade_database", "restart", "verify_login"),
+    "configure": ("stop", "apply_settings", "restart", "verify_login"),
 }
 DEATHS = {
     "SIGKILL": signal.SIGKILL,
@@ -149,6 +150,10 @@ def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
         return Run(["uninstall", "--yes"])
     if action == "backup":
         return Run(["backup", "--output", str(sandbox.root / "backup.tar.gz")])
+    if action == "configure":
+        # New ports for the UI and the API: the re-run must end with TestGen serving on them.
+        sandbox.ui_port, sandbox.api_port = free_port(), free_port()
+        return Run(["configure", "--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port)])
     if action == "restore":
         archive = sandbox.root / "restore-from.tar.gz"
         assert sandbox.run("backup", "--output", str(archive)).returncode == 0
@@ -177,6 +182,8 @@ def assert_clean(sandbox: Sandbox) -> None:
     assert not (home / "testgen/home.backup").exists()
     assert not (home / "testgen/home.restoring").exists()
     assert not (home / "testgen/home.snapshot").exists()
+    assert not (home / "testgen/settings.before").exists()
+    assert not (home / "testgen/.settings.before.partial").exists()
     assert not list(home.rglob(".*.tmp")), "a half-written file was left"
     assert not list(sandbox.root.glob(".*.tmp")), "a half-written backup was left"
     venvs = home / "testgen/venvs"
@@ -195,6 +202,13 @@ def assert_outcome(sandbox: Sandbox, action: str, rerun: subprocess.CompletedPro
         assert sandbox.state()["product_version"] == expected
         if action == "upgrade":
             assert (sandbox.home / "testgen/home/schema-version").read_text().strip() == expected
+    elif action == "configure":
+        assert "'admin' logged in" in rerun.stdout, output
+        state = sandbox.state()
+        assert (state["ui_port"], state["api_port"]) == (sandbox.ui_port, sandbox.api_port)
+        assert sandbox.status()["health"] == {"ui": True, "api": True}
+        config = (sandbox.home / "testgen/home/config.env").read_text()
+        assert f"TG_UI_PORT={sandbox.ui_port}" in config
     elif action in ("start", "backup"):
         assert sandbox.status()["running"]
         if action == "backup":
@@ -233,7 +247,12 @@ def step_line(output: str, step: str) -> str:
 @pytest.mark.parametrize(
     "action, step",
     [(action, step) for action, steps in STEPS.items() for step in steps if (action, step) in SCENARIOS]
-    + [("install", "launcher"), ("backup", "write_backup"), ("restore", "swap_home")],
+    + [
+        ("install", "launcher"),
+        ("backup", "write_backup"),
+        ("restore", "swap_home"),
+        ("configure", "restart"),
+    ],
 )
 def test_each_case_kills_a_step_with_work_to_do(sandbox: Sandbox, action: str, step: str) -> None:
     """The matrix claims to interrupt every step: in each case's setup, the step really runs (it

@@ -96,8 +96,13 @@ def test_new_installs_listen_on_loopback_and_say_how_to_share(sandbox: Sandbox) 
     assert "API docs" in text and "MCP" in text and "Listening on 127.0.0.1" in text
 
 
-def test_listen_on_all_addresses_shares_it_with_working_links(sandbox: Sandbox) -> None:
-    result = sandbox.install("--no-demo", "--listen", "0.0.0.0")
+def test_listen_on_all_addresses_shares_it_with_working_links(
+    sandbox: Sandbox, certificate: tuple[Path, Path, trustme.CA]
+) -> None:
+    cert, key, _ = certificate  # sharing is HTTPS or refused (test_configure.py)
+    result = sandbox.install(
+        "--no-demo", "--listen", "0.0.0.0", "--ssl-cert-file", str(cert), "--ssl-key-file", str(key)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "'admin' logged in" in result.stdout
     assert listening_addresses(sandbox) == {sandbox.ui_port: {"0.0.0.0"}, sandbox.api_port: {"0.0.0.0"}}

@@ -21,7 +21,7 @@ from dk_installer.errors import raise_keyboard_interrupt
 
 if TYPE_CHECKING:
     from dk_installer.actions.boundary import Invocation
-    from dk_installer.config import Settings
+    from dk_installer.config import InstallOptions, Settings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PORT = click.IntRange(1, 65535)
@@ -130,13 +130,17 @@ def install(
 ) -> int:
     """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
     from dk_installer.actions.boundary import perform
+    from dk_installer.actions.configure import sharing_refusal
     from dk_installer.actions.install import install_action
     from dk_installer.config import InstallOptions
+    from dk_installer.net import is_loopback
 
     if port == api_port:
         raise click.BadParameter("the UI and the API need different ports", param_hint="--api-port")
     check_listen_address(listen)
     check_certificate_pair(ssl_cert_file, ssl_key_file)
+    if not is_loopback(listen) and ssl_cert_file is None:
+        raise click.UsageError(sharing_refusal(listen))
     options = InstallOptions(
         ui_port=port,
         api_port=api_port,
@@ -152,7 +156,47 @@ def install(
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
     )
+    refuse_changes_to_an_install(ctx, options)
     return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) -> None:
+    """`install` on an existing install changes nothing: options the user set that differ from
+    the receipt are a usage error pointing to `configure`, never a silent "already installed"."""
+    from click.core import ParameterSource
+
+    from dk_installer.actions.configure import Wanted, receipt_differences
+    from dk_installer.config import InstallState, Settings
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.launcher import self_command
+    from dk_installer.paths import Paths
+    from dk_installer.recovery import interrupted_action
+
+    paths = Paths.from_environment()
+    if interrupted_action(paths) is not None:
+        return  # the receipt may be half-changed: install repairs first, then says what is there
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        return  # install rebuilds it
+    if state is None:
+        return
+    options_set = {
+        name
+        for name in ("port", "api_port", "listen")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    wanted = Wanted(options.ui_port, options.api_port, options.listen, options.ssl_cert, options.ssl_key)
+    differences = receipt_differences(state, paths.tls_cert, options_set, wanted)
+    if differences:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            "TestGen is already installed, and install changes nothing: it "
+            + "; it ".join(what for what, _ in differences)
+            + f". Change it with: {command} configure "
+            + " ".join(option for _, option in differences)
+        )
 
 
 def check_listen_address(listen: str) -> None:
@@ -171,8 +215,9 @@ def check_listen_address(listen: str) -> None:
 
 
 def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
-    """Both or neither, readable, and a matching pair: TestGen would otherwise fail at start-up."""
-    import ssl
+    """Both or neither, readable, a matching pair and not expired: TestGen would otherwise fail at
+    start-up, or serve what every client refuses."""
+    from dk_installer.certificates import pair_problem
 
     if (cert is None) != (key is None):
         raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
@@ -183,13 +228,63 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
             path.read_bytes()
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
-    except ssl.SSLError:
-        raise click.BadParameter(
-            f"{cert} and {key} are not a matching certificate and unencrypted private key (PEM).",
-            param_hint="--ssl-cert-file / --ssl-key-file",
-        ) from None
+    problem = pair_problem(cert, key)
+    if problem:
+        raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--port", type=PORT, help="New port of TestGen's UI.")
+@click.option("--api-port", type=PORT, help="New port of TestGen's API.")
+@click.option(
+    "--listen",
+    metavar="ADDRESS",
+    help="New listen address: 127.0.0.1 (this machine only), 0.0.0.0 or one address of this machine "
+    "(shared: needs HTTPS).",
+)
+@click.option(
+    "--ssl-cert-file",
+    type=click.Path(path_type=Path),
+    help="HTTPS certificate (PEM; with the key): turns HTTPS on, or swaps a renewed certificate in.",
+)
+@click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option("--no-ssl", is_flag=True, help="Serve plain HTTP again (only on this machine).")
+@common_flags
+@click.pass_context
+def configure(
+    ctx: click.Context,
+    port: int | None,
+    api_port: int | None,
+    listen: str | None,
+    ssl_cert_file: Path | None,
+    ssl_key_file: Path | None,
+    no_ssl: bool,
+    **_: Any,
+) -> int:
+    """Change the ports, listen address or HTTPS of the installed TestGen: checked first, one restart,
+    rolled back on failure."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.configure import Wanted, configure_action, usage_problem
+    from dk_installer.config import InstallState
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.paths import Paths
+
+    if port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl:
+        raise click.UsageError(
+            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file or --no-ssl"
+        )
+    if no_ssl and ssl_cert_file is not None:
+        raise click.UsageError("--no-ssl and --ssl-cert-file contradict each other; pass one of them")
+    if listen is not None:
+        check_listen_address(listen)
+    check_certificate_pair(ssl_cert_file, ssl_key_file)
+    wanted = Wanted(port, api_port, listen, ssl_cert_file, ssl_key_file, no_ssl)
+    with contextlib.suppress(StateCorrupt):  # configure itself says the receipt is damaged
+        state = InstallState.load(Paths.from_environment().state)
+        problem = usage_problem(state, wanted) if state else None
+        if problem:
+            raise click.UsageError(problem)
+    return perform(invocation_of(ctx, "configure"), lambda action_ctx: configure_action(action_ctx, wanted))
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -23,6 +23,7 @@ class ErrorCode(str, enum.Enum):
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DISK_FULL = "disk_full"
     HOME_NOT_WRITABLE = "home_not_writable"
+    HTTPS_WARNING = "https_warning"
     INDEX_UNREACHABLE = "index_unreachable"
     INTERRUPTED = "interrupted"
     LOGIN_FAILED = "login_failed"

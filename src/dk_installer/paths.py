@@ -146,6 +146,12 @@ class Paths:
         return self.testgen / "home.snapshot"
 
     @property
+    def settings_before(self) -> Path:
+        """What `configure` puts back on failure: config.env, the HTTPS files, the receipt and
+        the credentials as they were (complete once renamed to this name)."""
+        return self.testgen / "settings.before"
+
+    @property
     def restore_staging(self) -> Path:
         """Where `restore` unpacks a backup before it takes the current home's place."""
         return self.testgen / "home.restoring"

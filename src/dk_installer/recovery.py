@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 # Each step module registers its steps in Step.by_name when imported: recovery needs them all.
 import dk_installer.steps.backup
+import dk_installer.steps.configure
 import dk_installer.steps.install
 import dk_installer.steps.remove  # noqa: F401
 from dk_installer.config import InstallerLock, InstallState
@@ -79,7 +80,7 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
         else:
             progress.result = f"put back what was there before the {action}"
         journal.clear()
-    restarts = action in ("upgrade", "restore", "backup")
+    restarts = action in ("upgrade", "restore", "backup", "configure")
     if entry.was_running and restarts and ctx.action not in ("stop", "uninstall"):
         state = InstallState.load(paths.state)
         if state is not None:

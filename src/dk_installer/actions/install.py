@@ -172,10 +172,13 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
     console.say(f"  Logs:         {ctx.paths.app_log}")
     if testgen.shared:
         console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
+        for warning in testgen.sharing_warnings(cmd):
+            console.warn(f"  Warning: {warning}")
     else:
         console.say(
-            "  Reachable from this machine only. To share it on your network, install with "
-            "--listen 0.0.0.0 (or one address of this machine)."
+            "  Reachable from this machine only. To share it on your network, run "
+            f"`{cmd} configure --listen 0.0.0.0 --ssl-cert-file CERT --ssl-key-file KEY` (HTTPS: "
+            "other machines' API clients and MCP assistants need it to log in)."
         )
     console.say("")
     console.say(f"  Stop:       {cmd} stop")

@@ -48,6 +48,9 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "mcp_url": None,
         "listen": None,
         "https": None,
+        "certificate_expires": None,
+        "certificate_days_left": None,
+        "warnings": [],
         "service": ServiceManager(paths).installed(),
         "home": str(paths.home),
         "state": "missing",
@@ -72,7 +75,14 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         mcp_url=testgen.mcp_url,
         listen=testgen.listen,
         https=testgen.tls,
+        warnings=testgen.sharing_warnings(ctx.self_command()),
     )
+    certificate = testgen.certificate()
+    if certificate is not None:
+        status.update(
+            certificate_expires=certificate.not_after.date().isoformat(),
+            certificate_days_left=certificate.days_left(),
+        )
     app = testgen.app_process()
     if app is not None:
         status.update(running=True, pid=app.pid, health=testgen.health())
@@ -103,6 +113,13 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         ctx.console.say(f"  MCP       {status['mcp_url']}")
         shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
         ctx.console.say(f"  Listening on {shared}")
+        if status["certificate_expires"]:
+            ctx.console.say(
+                f"  HTTPS certificate expires on {status['certificate_expires']} "
+                f"({status['certificate_days_left']} days left)"
+            )
+        for warning in status["warnings"]:
+            ctx.console.warn(f"Warning: {warning}")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -195,6 +212,7 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
                 ),
             )
         )
+        checks += https_checks(ctx)
         if running:
             health = testgen.health()
             checks.append(
@@ -207,6 +225,32 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             )
     checks.append(check_index(InstallOptions(), ctx.settings))
     return checks
+
+
+def https_checks(ctx: ActionContext) -> list[Requirement]:
+    """How TestGen is shared and its certificate: failing but not blocking, since TestGen runs
+    (a team sharing over plain HTTP keeps its browsers; an expiring certificate still serves)."""
+    testgen = ctx.testgen
+    warnings = testgen.sharing_warnings(ctx.self_command())
+    certificate = testgen.certificate()
+    if testgen.shared or certificate is not None:
+        if certificate is not None:
+            fine = (
+                f"{testgen.host} covered, expires {certificate.not_after.date().isoformat()} "
+                f"({certificate.days_left()} days left)"
+            )
+        else:
+            fine = "HTTPS"
+        return [
+            Requirement(
+                ErrorCode.HTTPS_WARNING,
+                "HTTPS",
+                not warnings,
+                " ".join(warnings) or fine,
+                blocking=False,
+            )
+        ]
+    return []
 
 
 def doctor_action(ctx: ActionContext) -> None:

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
+from dk_installer.certificates import (
+    EXPIRY_WARNING_DAYS,
+    HOW_TO_GET_HTTPS,
+    SHARING_NEEDS_HTTPS,
+    Certificate,
+    read_certificate,
+)
 from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
@@ -76,10 +83,14 @@ class TestGen:
     def scheme(self) -> str:
         return "https" if self.tls else "http"
 
+    @property
+    def host(self) -> str:
+        """The host name in every URL the installer prints: this host's name when shared."""
+        return shared_host_names(self.listen)[0] if self.shared else "localhost"
+
     def url(self, port: int) -> str:
         """How people reach a port: this host's name when shared, else localhost."""
-        host = shared_host_names(self.listen)[0] if self.shared else "localhost"
-        return f"{self.scheme}://{host}:{port}"
+        return f"{self.scheme}://{self.host}:{port}"
 
     @property
     def ui_url(self) -> str:
@@ -103,6 +114,45 @@ class TestGen:
         host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
         host = f"[{host}]" if ":" in host else host
         return f"{self.scheme}://{host}:{port}"
+
+    def certificate(self) -> Certificate | None:
+        """The installed certificate's facts, when TestGen serves HTTPS."""
+        return read_certificate(self.paths.tls_cert) if self.tls else None
+
+    def sharing_warnings(self, command: str) -> list[str]:
+        """What is wrong with how TestGen is shared (nothing, when it is fine): plain HTTP on the
+        network (kept working for installs made that way, never cut off), a certificate that does
+        not name the host in the printed URLs, or one that expires soon. `command` is how the user
+        runs the installer, for the remedy."""
+        fix = f"`{command} configure --ssl-cert-file CERT --ssl-key-file KEY`"
+        if self.shared and not self.tls:
+            return [
+                f"TestGen is shared over plain HTTP: browsers work, but {SHARING_NEEDS_HTTPS}. "
+                f"To fix it, {HOW_TO_GET_HTTPS}: {fix}."
+            ]
+        certificate = self.certificate()
+        if certificate is None:
+            return []
+        warnings = []
+        if not certificate.covers(self.host):
+            names = ", ".join(certificate.names) or "no names"
+            warnings.append(
+                f"The HTTPS certificate does not cover {self.host}, the host in TestGen's URLs (it "
+                f"names {names}): browsers and clients that check it will refuse {self.ui_url}. Use a "
+                f"certificate for {self.host}: {fix}."
+            )
+        days = certificate.days_left()
+        if days < 0:
+            warnings.append(
+                f"The HTTPS certificate expired on {certificate.not_after.date().isoformat()}: "
+                f"clients refuse it. Renew it and install the new one with {fix}."
+            )
+        elif days <= EXPIRY_WARNING_DAYS:
+            warnings.append(
+                f"The HTTPS certificate expires on {certificate.not_after.date().isoformat()} "
+                f"({days} days left). Renew it and install the new one with {fix}."
+            )
+        return warnings
 
     def tls_context(self) -> Any:
         return tls_verifying_context(self.paths.tls_cert) if self.tls else None

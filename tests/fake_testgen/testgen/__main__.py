@@ -267,8 +267,18 @@ class Api(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length).decode()
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
         if os.environ.get("FAKE_TESTGEN_NO_OAUTH"):
             self.reply(404, "Not Found")
+        elif not isinstance(self.connection, ssl.SSLSocket) and host not in ("localhost", "127.0.0.1"):
+            # authlib's is_secure_transport: plain HTTP only for localhost and 127.0.0.1 (unless
+            # AUTHLIB_INSECURE_TRANSPORT), else InsecureTransportError, which TestGen answers with 500.
+            self.reply(
+                500,
+                json.dumps(
+                    {"error": "insecure_transport", "error_description": "OAuth 2 MUST utilize https."}
+                ),
+            )
         elif self.path == "/oauth/register":
             client_id = secrets.token_hex(12)
             self.clients[client_id] = json.loads(raw)
@@ -314,7 +324,9 @@ def run_app() -> int:
         "analytics",
         f"run-app TG_ANALYTICS env={os.environ.get('TG_ANALYTICS')} config={config.get('TG_ANALYTICS')}",
     )
-    if os.environ.get("FAKE_TESTGEN_CRASH_ON_START"):
+    if os.environ.get("FAKE_TESTGEN_CRASH_ON_START") or os.environ.get("FAKE_TESTGEN_CRASH_ON_PORT") == str(
+        ui_port
+    ):
         print("fatal: the UI could not start", file=sys.stderr)
         return 1
     delay = float(os.environ.get("FAKE_TESTGEN_START_DELAY", "0"))

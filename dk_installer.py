@@ -2568,6 +2568,44 @@ def pair_problem(cert: Path, key: Path) -> str | None:
     if facts.days_left() < 0:
         return f"the certificate in {cert} expired on {facts.not_after.date().isoformat()}"
     return None
+
+
+def chain_is_complete(cert: Path, key: Path) -> bool:
+    """Would a client accept this certificate's chain, trusting this machine's store plus any root
+    CA certificate in the file (a self-signed certificate is its own root)? Found by a real TLS
+    handshake over a socket pair, so OpenSSL decides, with no network. The installer's own probes
+    pin the installed certificate, which passes either way: this is the clients' view."""
+    import socket
+    import ssl
+    import threading
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    client = ssl.create_default_context()
+    client.load_verify_locations(cafile=str(cert))
+    client.check_hostname = False  # names are checked apart (Certificate.covers)
+    near, far = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(far, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError) as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with client.wrap_socket(near) as tls:
+            tls.sendall(b"x")
+        return True
+    except ssl.SSLCertVerificationError:
+        return False
+    finally:
+        near.close()
+        thread.join(5)
+        far.close()
 ''',
     'dk_installer/checks.py': r'''
 """Requirements, as preflight and doctor check them: Python for TestGen, a writable home, free disk,
@@ -6741,6 +6779,7 @@ from dk_installer.certificates import (
     HOW_TO_GET_HTTPS,
     SHARING_NEEDS_HTTPS,
     Certificate,
+    chain_is_complete,
     read_certificate,
 )
 from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
@@ -6862,6 +6901,12 @@ class TestGen:
                 f"The HTTPS certificate does not cover {self.host}, the host in TestGen's URLs (it "
                 f"names {names}): browsers and clients that check it will refuse {self.ui_url}. Use a "
                 f"certificate for {self.host}: {fix}."
+            )
+        if not chain_is_complete(self.paths.tls_cert, self.paths.tls_key):
+            warnings.append(
+                "Clients cannot verify the HTTPS certificate: its chain does not lead to a CA in this "
+                "machine's trust store and the file holds no root CA certificate. Give clients the CA "
+                f"that issued it, or put the full chain (root included) in the file: {fix}."
             )
         days = certificate.days_left()
         if days < 0:
@@ -8173,7 +8218,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'dd6f6dc6c4774c73'
+BUILD_ID = '119a38ea3b761cf1'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trustme
 
-from dk_installer.certificates import pair_problem, read_certificate
+from dk_installer.certificates import chain_is_complete, pair_problem, read_certificate
 
 
 def write(leaf: trustme.LeafCert, directory: Path) -> tuple[Path, Path]:
@@ -54,3 +54,16 @@ def test_the_pair_check_refuses_what_testgen_could_not_serve(tmp_path: Path) -> 
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
     assert read_certificate(garbage) is None and read_certificate(tmp_path / "missing.pem") is None
+
+
+def test_a_chain_is_complete_only_up_to_a_root_a_client_trusts(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf_only, key = write(ca.issue_cert("localhost"), tmp_path)
+    assert not chain_is_complete(leaf_only, key), "a leaf is no trust anchor for clients"
+    full = tmp_path / "full.pem"
+    full.write_bytes(leaf_only.read_bytes() + ca.cert_pem.bytes())
+    assert chain_is_complete(full, key)
+    self_signed, own_key = tmp_path / "self.pem", tmp_path / "self-key.pem"
+    ca.cert_pem.write_to_path(str(self_signed))
+    ca.private_key_pem.write_to_path(str(own_key))
+    assert chain_is_complete(self_signed, own_key), "a self-signed certificate is its own root"

@@ -24,7 +24,8 @@ def issue(ca: trustme.CA, directory: Path, *names: str, days: int = 365, tag: st
         *names, not_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
     )
     cert, key = directory / f"cert{tag}.pem", directory / f"key{tag}.pem"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    # The full chain, root included, as clients need it (a leaf alone draws a warning: see below).
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems) + ca.cert_pem.bytes())
     leaf.private_key_pem.write_to_path(str(key))
     return cert, key
 
@@ -304,3 +305,19 @@ def test_a_service_restarts_through_the_service_manager_with_the_new_settings(sa
     assert_serves(new_ui, sandbox.api_port)
     assert any(cmd.endswith(" run") for _, cmd in sandbox.processes()), "the service runs `run`"
     assert sandbox.run("service", "disable", env=env).returncode == 0
+
+
+def test_a_chain_clients_cannot_verify_is_warned_about(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 15, item 7: the installer's probes pin its own certificate; what clients see (a full
+    chain to a CA they trust) is checked apart, and a leaf without its CA is said."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key = tmp_path / "leaf-only.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    done = sandbox.install("--no-demo", "--ssl-cert-file", str(cert), "--ssl-key-file", str(key))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [warning] = sandbox.status()["warnings"]
+    assert "Clients cannot verify the HTTPS certificate" in warning
+    doctor = sandbox.run("doctor")
+    assert doctor.returncode == 3 and "Clients cannot verify" in doctor.stdout

@@ -94,3 +94,41 @@ def pair_problem(cert: Path, key: Path) -> str | None:
     if facts.days_left() < 0:
         return f"the certificate in {cert} expired on {facts.not_after.date().isoformat()}"
     return None
+
+
+def chain_is_complete(cert: Path, key: Path) -> bool:
+    """Would a client accept this certificate's chain, trusting this machine's store plus any root
+    CA certificate in the file (a self-signed certificate is its own root)? Found by a real TLS
+    handshake over a socket pair, so OpenSSL decides, with no network. The installer's own probes
+    pin the installed certificate, which passes either way: this is the clients' view."""
+    import socket
+    import ssl
+    import threading
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    client = ssl.create_default_context()
+    client.load_verify_locations(cafile=str(cert))
+    client.check_hostname = False  # names are checked apart (Certificate.covers)
+    near, far = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(far, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError) as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with client.wrap_socket(near) as tls:
+            tls.sendall(b"x")
+        return True
+    except ssl.SSLCertVerificationError:
+        return False
+    finally:
+        near.close()
+        thread.join(5)
+        far.close()

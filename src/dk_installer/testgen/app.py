@@ -19,6 +19,7 @@ from dk_installer.certificates import (
     HOW_TO_GET_HTTPS,
     SHARING_NEEDS_HTTPS,
     Certificate,
+    chain_is_complete,
     read_certificate,
 )
 from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
@@ -140,6 +141,12 @@ class TestGen:
                 f"The HTTPS certificate does not cover {self.host}, the host in TestGen's URLs (it "
                 f"names {names}): browsers and clients that check it will refuse {self.ui_url}. Use a "
                 f"certificate for {self.host}: {fix}."
+            )
+        if not chain_is_complete(self.paths.tls_cert, self.paths.tls_key):
+            warnings.append(
+                "Clients cannot verify the HTTPS certificate: its chain does not lead to a CA in this "
+                "machine's trust store and the file holds no root CA certificate. Give clients the CA "
+                f"that issued it, or put the full chain (root included) in the file: {fix}."
             )
         days = certificate.days_left()
         if days < 0:

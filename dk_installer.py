@@ -4595,6 +4595,7 @@ whether an address belongs to this machine, and a plain HTTP probe."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from typing import Any
 
 from dk_installer.defaults import ALL_ADDRESSES
@@ -4677,10 +4678,26 @@ def port_free(port: int) -> bool:
     return True
 
 
+def process_description(pid: int | None) -> str:
+    """A listening socket's owner as people recognise it: "pid 4242 (alice): python3 -m
+    http.server 8501" (the command when readable); a pid this user may not see is None."""
+    import psutil
+
+    if pid is None:
+        return "a process this user cannot see (another user's)"
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            user = process.username()
+            command = " ".join(process.cmdline()) or process.name()
+    except psutil.Error:
+        return f"pid {pid}"
+    return f"pid {pid} ({user}): {command[:100]}"
+
+
 def port_holder(port: int) -> str | None:
-    """Who listens on `port`, as far as this user may see: "pid 4242 (alice): python3 -m
-    http.server 8501"; "a process this user cannot see" when the system hides it; None when no
-    listening socket is found."""
+    """Who listens on `port`, on any address, as far as this user may see (process_description);
+    None when no listening socket is found."""
     import psutil
 
     try:
@@ -4688,19 +4705,51 @@ def port_holder(port: int) -> str | None:
     except (psutil.Error, OSError):
         return None
     for connection in connections:
-        if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
-            continue
-        if connection.pid is None:
-            return "a process this user cannot see (another user's)"
-        try:
-            process = psutil.Process(connection.pid)
-            with process.oneshot():
-                user = process.username()
-                command = " ".join(process.cmdline()) or process.name()
-        except psutil.Error:
-            return f"pid {connection.pid}"
-        return f"pid {connection.pid} ({user}): {command[:100]}"
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port:
+            return process_description(connection.pid)
     return None
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def receiving_listeners(host: str, port: int, own_pids: Collection[int]) -> list[int | None]:
+    """The owners (pids) of the listening sockets that a TCP connection to host:port reaches;
+    None for an owner this user may not see (another user's socket, for a non-root user). Empty
+    when nothing listens there.
+
+    As the kernel chooses: a socket bound to the address itself (or its IPv4-mapped IPv6 form)
+    takes the connection before a wildcard one; failing that, the wildcards (0.0.0.0, and :: which
+    may take IPv4 too) do. Sockets that share one address (SO_REUSEPORT) share its connections, so
+    every one of the chosen tier is listed. `own_pids` are looked at one by one where the system
+    lists sockets for root only (macOS): there a user sees only his own, and macOS refuses another
+    user's bind of an address one of them holds."""
+    import ipaddress
+
+    import psutil
+
+    try:
+        sockets = [
+            (c.laddr.ip, c.pid)
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+    except psutil.AccessDenied:
+        sockets = []
+        for pid in own_pids:
+            with contextlib.suppress(psutil.Error):
+                sockets += [
+                    (c.laddr.ip, pid)
+                    for c in psutil.Process(pid).net_connections(kind="tcp")
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                ]
+    address = ipaddress.ip_address(host)
+    exact = {str(address)} | ({f"::ffff:{address}"} if address.version == 4 else set())
+    specific = [pid for ip, pid in sockets if ip in exact]
+    if specific:
+        return specific
+    wildcards = WILDCARDS if address.version == 4 else ("::",)
+    return [pid for ip, pid in sockets if ip in wildcards]
 ''',
     'dk_installer/paths.py': r'''
 """Paths: every file and folder the installer writes, under DK_INSTALLER_HOME or the user's config
@@ -5769,6 +5818,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -5859,12 +5909,18 @@ class ActionContext:
 def failpoint(settings: Settings, step: str) -> None:
     """A fault-injection hook for the tests (README "Fault injection"), like FreeBSD's fail
     points: with DK_INSTALLER_FAILPOINT=<step name>, the installer stops at the start of that step
-    and waits for a signal, so that a test can kill it exactly there. Unset, it does nothing."""
+    and waits for a signal, so that a test can kill it exactly there, or act while it waits (bind
+    its ports, say) and let it go on with SIGUSR1. Unset, it does nothing."""
     if settings.failpoint != step:
         return
-    echo(f"failpoint {step}: waiting for a signal", err=True)
-    while True:
-        signal.pause()
+    resumed: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: resumed.append(signum))
+    try:
+        echo(f"failpoint {step}: waiting for a signal (SIGUSR1 continues)", err=True)
+        while not resumed:
+            time.sleep(0.05)  # not signal.pause(): a SIGUSR1 just before it would be waited for forever
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 class Step:
@@ -6773,7 +6829,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dk_installer.bootstrap import venv_bin
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, venv_bin
 from dk_installer.certificates import (
     EXPIRY_WARNING_DAYS,
     HOW_TO_GET_HTTPS,
@@ -6786,12 +6842,12 @@ from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomical
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.net import http_status, is_loopback, shared_host_names
+from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
 from dk_installer.runner import file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
 from dk_installer.testgen.login import oauth_login
-from dk_installer.testgen.processes import app_process, our_processes, postmaster
+from dk_installer.testgen.processes import app_process, our_processes, postmaster, strangers_listening
 from dk_installer.tls import tls_verifying_context
 
 if TYPE_CHECKING:
@@ -6870,9 +6926,13 @@ class TestGen:
         """TestGen's MCP server (streamable HTTP), served by its API."""
         return f"{self.api_url}/mcp"
 
+    @property
+    def probe_host(self) -> str:
+        """The address the installer itself connects to: one the listen address serves."""
+        return LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+
     def probe_url(self, port: int) -> str:
-        """Where the installer itself checks a port: an address the listen address serves."""
-        host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+        host = self.probe_host
         host = f"[{host}]" if ":" in host else host
         return f"{self.scheme}://{host}:{port}"
 
@@ -7024,8 +7084,39 @@ class TestGen:
         }
 
     def serving(self) -> bool:
-        """Running and answering: what `install` and `start` take as "nothing to do"."""
-        return self.running() and all(self.health().values())
+        """Running, answering, and the answers come from TestGen itself: what `install` and `start`
+        take as "nothing to do"."""
+        return (
+            self.running()
+            and all(self.health().values())
+            and all(self.strangers_on(port) == [] for port in (self.ui_port, self.api_port))
+        )
+
+    def strangers_on(self, port: int) -> list[int | None] | None:
+        """Who other than this TestGen would receive the installer's connections to `port` ([] for
+        nobody, None when nothing listens): the socket that receives them is the one to check, as
+        a stranger may hold 127.0.0.1 itself where TestGen holds every address."""
+        return strangers_listening(self.paths, self.probe_host, port)
+
+    def refuse_strangers(self, ports: tuple[int, ...]) -> bool:
+        """Raise port_in_use, naming the process, when anyone but TestGen itself would receive the
+        installer's connections to one of `ports`: its health answers mean nothing, and it must
+        never get a password. True when TestGen alone listens on all of them, False when one has
+        no listener yet."""
+        answered = True
+        for port in ports:
+            strangers = self.strangers_on(port)
+            if strangers:
+                part = "UI" if port == self.ui_port else "API"
+                holders = "; ".join(process_description(pid) for pid in strangers)
+                raise InstallerError(
+                    f"Port {port} (TestGen's {part}) on {self.probe_host} is held by {holders}, not by "
+                    "this TestGen; the installer sent it nothing secret. Stop what holds it and try again.",
+                    code=ErrorCode.PORT_IN_USE,
+                    exit_code=EXIT_REQUIREMENTS,
+                )
+            answered = answered and strangers is not None
+        return answered
 
     def start(self, progress: Progress) -> None:
         """Start TestGen and return once the UI and the API answer: through the service manager
@@ -7078,17 +7169,22 @@ class TestGen:
         paths = self.paths
         limit = self.settings.start_timeout_s
         deadline = time.monotonic() + limit
+        ports = (self.ui_port, self.api_port)
         while True:
             health = self.health()
-            if all(health.values()):
+            # Answers count only from TestGen's own sockets: another local user may have bound the
+            # ports between the port check and TestGen's start.
+            if all(health.values()) and self.refuse_strangers(ports):
                 return
             if process is not None and process.poll() is not None:
+                self.refuse_strangers(ports)  # TestGen could not bind: name who holds the port
                 raise InstallerError(
                     f"TestGen exited during start-up (exit code {process.returncode}).",
                     code=ErrorCode.START_FAILED,
                     details=file_tail(paths.app_log, 15),
                 )
             if time.monotonic() > deadline:
+                self.refuse_strangers(ports)
                 raise InstallerError(
                     f"TestGen did not answer within {limit:.0f}s.",
                     code=ErrorCode.START_FAILED,
@@ -7153,7 +7249,14 @@ class TestGen:
         return was_running
 
     def login(self, username: str, password: str) -> bool | None:
-        """A real login through TestGen's OAuth endpoints (testgen/login.py)."""
+        """A real login through TestGen's OAuth endpoints (testgen/login.py), only when TestGen's
+        own process holds the API port: the password goes to nobody else."""
+        if not self.refuse_strangers((self.api_port,)):
+            raise InstallerError(
+                f"Nothing listens on TestGen's API port {self.api_port} any more; no login was tried.",
+                code=ErrorCode.START_FAILED,
+                details=file_tail(self.paths.app_log, 15),
+            )
         return oauth_login(self.probe_url(self.api_port), self.tls_context(), username, password)
 ''',
     'dk_installer/testgen/config.py': r'''
@@ -7346,8 +7449,9 @@ def oauth_login(base: str, tls_context: Any, username: str, password: str) -> bo
     'dk_installer/testgen/processes.py': r'''
 """Which processes are TestGen's and ours: the app this installer started (its pid file, checked
 against the process's start time), the embedded PostgreSQL (its postmaster.pid) and anything that
-carries OWNER_VARIABLE for this install. The one place that decides; `stop` and the leak checks
-rely on it."""
+carries OWNER_VARIABLE for this install. The one place that decides; `stop`, the leak checks and
+the check that TestGen itself, not a stranger, holds its ports before the installer trusts what
+answers there rely on it."""
 
 from __future__ import annotations
 
@@ -7356,6 +7460,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dk_installer.net import receiving_listeners
 from dk_installer.testgen.config import OWNER_VARIABLE
 
 if TYPE_CHECKING:
@@ -7413,6 +7518,28 @@ def our_processes(paths: Paths) -> list[Any]:
             ours.setdefault(process.pid, process)
     ours.pop(os.getpid(), None)
     return [process for process in ours.values() if alive(process)]
+
+
+def strangers_listening(paths: Paths, host: str, port: int) -> list[int | None] | None:
+    """Who other than this TestGen would receive a connection to host:port (net.receiving_listeners):
+    [] when processes of ours alone hold the socket, None when nothing listens there. Ours means
+    one of our_processes running as this user: TestGen's app serves the ports with the installer's
+    uid, while the owner mark is only an environment variable that anyone can set. An owner this
+    user may not see (None) is never ours."""
+    candidates = {process.pid: process for process in our_processes(paths)}
+    listeners = receiving_listeners(host, port, candidates)
+    if not listeners:
+        return None
+    return [pid for pid in listeners if pid is None or not runs_as_us(candidates.get(pid))]
+
+
+def runs_as_us(process: Any) -> bool:
+    import psutil
+
+    try:
+        return process is not None and process.uids().real == os.getuid()
+    except psutil.Error:
+        return False
 
 
 def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
@@ -8218,7 +8345,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '119a38ea3b761cf1'
+BUILD_ID = '067740926f1902da'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import re
 import select
 import shutil
@@ -248,6 +249,32 @@ def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     kill_all(leaked)
     if leaked:
         pytest.fail(f"test left processes running: {leaked}")
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[pwd.struct_passwd]:
+    """A second local user, as the other person on a shared machine; removed afterwards."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available: no second local user to test with")
+    name = f"dkitest{os.getpid()}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder like /tmp (mode 1777, root's) that the second user can reach: pytest's own temp
+    root is 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="dk-installer-shared-"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -647,32 +646,6 @@ def test_from_clone_when_home_is_not_writable_runs_the_clone_file(user: Run, tmp
 # A local copy that differs from the published file (and still runs): which of the two ran shows in
 # the installer home's copy.
 LOCAL_BYTES = INSTALLER_BYTES + b"\n# a local copy, not the published file\n"
-
-
-@pytest.fixture(scope="module")
-def other_user() -> Iterator[pwd.struct_passwd]:
-    """A second local user, as the other person on a shared machine; removed afterwards."""
-    if shutil.which("useradd") is None:
-        pytest.skip("useradd is not available: no second local user to test with")
-    name = f"dkitest{os.getpid()}"
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
-
-
-@pytest.fixture
-def shared_folder() -> Iterator[Path]:
-    """A folder like /tmp (mode 1777, root's) that the second user can reach: pytest's own temp
-    root is 0700."""
-    folder = Path(tempfile.mkdtemp(prefix="dk-installer-shared-"))
-    folder.chmod(0o1777)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def place_clone(

@@ -4,6 +4,7 @@ whether an address belongs to this machine, and a plain HTTP probe."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from typing import Any
 
 from dk_installer.defaults import ALL_ADDRESSES
@@ -86,10 +87,26 @@ def port_free(port: int) -> bool:
     return True
 
 
+def process_description(pid: int | None) -> str:
+    """A listening socket's owner as people recognise it: "pid 4242 (alice): python3 -m
+    http.server 8501" (the command when readable); a pid this user may not see is None."""
+    import psutil
+
+    if pid is None:
+        return "a process this user cannot see (another user's)"
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            user = process.username()
+            command = " ".join(process.cmdline()) or process.name()
+    except psutil.Error:
+        return f"pid {pid}"
+    return f"pid {pid} ({user}): {command[:100]}"
+
+
 def port_holder(port: int) -> str | None:
-    """Who listens on `port`, as far as this user may see: "pid 4242 (alice): python3 -m
-    http.server 8501"; "a process this user cannot see" when the system hides it; None when no
-    listening socket is found."""
+    """Who listens on `port`, on any address, as far as this user may see (process_description);
+    None when no listening socket is found."""
     import psutil
 
     try:
@@ -97,16 +114,48 @@ def port_holder(port: int) -> str | None:
     except (psutil.Error, OSError):
         return None
     for connection in connections:
-        if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
-            continue
-        if connection.pid is None:
-            return "a process this user cannot see (another user's)"
-        try:
-            process = psutil.Process(connection.pid)
-            with process.oneshot():
-                user = process.username()
-                command = " ".join(process.cmdline()) or process.name()
-        except psutil.Error:
-            return f"pid {connection.pid}"
-        return f"pid {connection.pid} ({user}): {command[:100]}"
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port:
+            return process_description(connection.pid)
     return None
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def receiving_listeners(host: str, port: int, own_pids: Collection[int]) -> list[int | None]:
+    """The owners (pids) of the listening sockets that a TCP connection to host:port reaches;
+    None for an owner this user may not see (another user's socket, for a non-root user). Empty
+    when nothing listens there.
+
+    As the kernel chooses: a socket bound to the address itself (or its IPv4-mapped IPv6 form)
+    takes the connection before a wildcard one; failing that, the wildcards (0.0.0.0, and :: which
+    may take IPv4 too) do. Sockets that share one address (SO_REUSEPORT) share its connections, so
+    every one of the chosen tier is listed. `own_pids` are looked at one by one where the system
+    lists sockets for root only (macOS): there a user sees only his own, and macOS refuses another
+    user's bind of an address one of them holds."""
+    import ipaddress
+
+    import psutil
+
+    try:
+        sockets = [
+            (c.laddr.ip, c.pid)
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+    except psutil.AccessDenied:
+        sockets = []
+        for pid in own_pids:
+            with contextlib.suppress(psutil.Error):
+                sockets += [
+                    (c.laddr.ip, pid)
+                    for c in psutil.Process(pid).net_connections(kind="tcp")
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                ]
+    address = ipaddress.ip_address(host)
+    exact = {str(address)} | ({f"::ffff:{address}"} if address.version == 4 else set())
+    specific = [pid for ip, pid in sockets if ip in exact]
+    if specific:
+        return specific
+    wildcards = WILDCARDS if address.version == 4 else ("::",)
+    return [pid for ip, pid in sockets if ip in wildcards]

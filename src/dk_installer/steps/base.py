@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -96,12 +97,18 @@ class ActionContext:
 def failpoint(settings: Settings, step: str) -> None:
     """A fault-injection hook for the tests (README "Fault injection"), like FreeBSD's fail
     points: with DK_INSTALLER_FAILPOINT=<step name>, the installer stops at the start of that step
-    and waits for a signal, so that a test can kill it exactly there. Unset, it does nothing."""
+    and waits for a signal, so that a test can kill it exactly there, or act while it waits (bind
+    its ports, say) and let it go on with SIGUSR1. Unset, it does nothing."""
     if settings.failpoint != step:
         return
-    echo(f"failpoint {step}: waiting for a signal", err=True)
-    while True:
-        signal.pause()
+    resumed: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: resumed.append(signum))
+    try:
+        echo(f"failpoint {step}: waiting for a signal (SIGUSR1 continues)", err=True)
+        while not resumed:
+            time.sleep(0.05)  # not signal.pause(): a SIGUSR1 just before it would be waited for forever
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 class Step:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dk_installer.bootstrap import venv_bin
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, venv_bin
 from dk_installer.certificates import (
     EXPIRY_WARNING_DAYS,
     HOW_TO_GET_HTTPS,
@@ -26,12 +26,12 @@ from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomical
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.net import http_status, is_loopback, shared_host_names
+from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
 from dk_installer.runner import file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
 from dk_installer.testgen.login import oauth_login
-from dk_installer.testgen.processes import app_process, our_processes, postmaster
+from dk_installer.testgen.processes import app_process, our_processes, postmaster, strangers_listening
 from dk_installer.tls import tls_verifying_context
 
 if TYPE_CHECKING:
@@ -110,9 +110,13 @@ class TestGen:
         """TestGen's MCP server (streamable HTTP), served by its API."""
         return f"{self.api_url}/mcp"
 
+    @property
+    def probe_host(self) -> str:
+        """The address the installer itself connects to: one the listen address serves."""
+        return LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+
     def probe_url(self, port: int) -> str:
-        """Where the installer itself checks a port: an address the listen address serves."""
-        host = LOOPBACK if self.listen in (ALL_ADDRESSES, "localhost") else self.listen
+        host = self.probe_host
         host = f"[{host}]" if ":" in host else host
         return f"{self.scheme}://{host}:{port}"
 
@@ -264,8 +268,39 @@ class TestGen:
         }
 
     def serving(self) -> bool:
-        """Running and answering: what `install` and `start` take as "nothing to do"."""
-        return self.running() and all(self.health().values())
+        """Running, answering, and the answers come from TestGen itself: what `install` and `start`
+        take as "nothing to do"."""
+        return (
+            self.running()
+            and all(self.health().values())
+            and all(self.strangers_on(port) == [] for port in (self.ui_port, self.api_port))
+        )
+
+    def strangers_on(self, port: int) -> list[int | None] | None:
+        """Who other than this TestGen would receive the installer's connections to `port` ([] for
+        nobody, None when nothing listens): the socket that receives them is the one to check, as
+        a stranger may hold 127.0.0.1 itself where TestGen holds every address."""
+        return strangers_listening(self.paths, self.probe_host, port)
+
+    def refuse_strangers(self, ports: tuple[int, ...]) -> bool:
+        """Raise port_in_use, naming the process, when anyone but TestGen itself would receive the
+        installer's connections to one of `ports`: its health answers mean nothing, and it must
+        never get a password. True when TestGen alone listens on all of them, False when one has
+        no listener yet."""
+        answered = True
+        for port in ports:
+            strangers = self.strangers_on(port)
+            if strangers:
+                part = "UI" if port == self.ui_port else "API"
+                holders = "; ".join(process_description(pid) for pid in strangers)
+                raise InstallerError(
+                    f"Port {port} (TestGen's {part}) on {self.probe_host} is held by {holders}, not by "
+                    "this TestGen; the installer sent it nothing secret. Stop what holds it and try again.",
+                    code=ErrorCode.PORT_IN_USE,
+                    exit_code=EXIT_REQUIREMENTS,
+                )
+            answered = answered and strangers is not None
+        return answered
 
     def start(self, progress: Progress) -> None:
         """Start TestGen and return once the UI and the API answer: through the service manager
@@ -318,17 +353,22 @@ class TestGen:
         paths = self.paths
         limit = self.settings.start_timeout_s
         deadline = time.monotonic() + limit
+        ports = (self.ui_port, self.api_port)
         while True:
             health = self.health()
-            if all(health.values()):
+            # Answers count only from TestGen's own sockets: another local user may have bound the
+            # ports between the port check and TestGen's start.
+            if all(health.values()) and self.refuse_strangers(ports):
                 return
             if process is not None and process.poll() is not None:
+                self.refuse_strangers(ports)  # TestGen could not bind: name who holds the port
                 raise InstallerError(
                     f"TestGen exited during start-up (exit code {process.returncode}).",
                     code=ErrorCode.START_FAILED,
                     details=file_tail(paths.app_log, 15),
                 )
             if time.monotonic() > deadline:
+                self.refuse_strangers(ports)
                 raise InstallerError(
                     f"TestGen did not answer within {limit:.0f}s.",
                     code=ErrorCode.START_FAILED,
@@ -393,5 +433,12 @@ class TestGen:
         return was_running
 
     def login(self, username: str, password: str) -> bool | None:
-        """A real login through TestGen's OAuth endpoints (testgen/login.py)."""
+        """A real login through TestGen's OAuth endpoints (testgen/login.py), only when TestGen's
+        own process holds the API port: the password goes to nobody else."""
+        if not self.refuse_strangers((self.api_port,)):
+            raise InstallerError(
+                f"Nothing listens on TestGen's API port {self.api_port} any more; no login was tried.",
+                code=ErrorCode.START_FAILED,
+                details=file_tail(self.paths.app_log, 15),
+            )
         return oauth_login(self.probe_url(self.api_port), self.tls_context(), username, password)

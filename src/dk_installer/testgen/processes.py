@@ -1,7 +1,8 @@
 """Which processes are TestGen's and ours: the app this installer started (its pid file, checked
 against the process's start time), the embedded PostgreSQL (its postmaster.pid) and anything that
-carries OWNER_VARIABLE for this install. The one place that decides; `stop` and the leak checks
-rely on it."""
+carries OWNER_VARIABLE for this install. The one place that decides; `stop`, the leak checks and
+the check that TestGen itself, not a stranger, holds its ports before the installer trusts what
+answers there rely on it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dk_installer.net import receiving_listeners
 from dk_installer.testgen.config import OWNER_VARIABLE
 
 if TYPE_CHECKING:
@@ -67,6 +69,28 @@ def our_processes(paths: Paths) -> list[Any]:
             ours.setdefault(process.pid, process)
     ours.pop(os.getpid(), None)
     return [process for process in ours.values() if alive(process)]
+
+
+def strangers_listening(paths: Paths, host: str, port: int) -> list[int | None] | None:
+    """Who other than this TestGen would receive a connection to host:port (net.receiving_listeners):
+    [] when processes of ours alone hold the socket, None when nothing listens there. Ours means
+    one of our_processes running as this user: TestGen's app serves the ports with the installer's
+    uid, while the owner mark is only an environment variable that anyone can set. An owner this
+    user may not see (None) is never ours."""
+    candidates = {process.pid: process for process in our_processes(paths)}
+    listeners = receiving_listeners(host, port, candidates)
+    if not listeners:
+        return None
+    return [pid for pid in listeners if pid is None or not runs_as_us(candidates.get(pid))]
+
+
+def runs_as_us(process: Any) -> bool:
+    import psutil
+
+    try:
+        return process is not None and process.uids().real == os.getuid()
+    except psutil.Error:
+        return False
 
 
 def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:

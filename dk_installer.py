@@ -280,6 +280,56 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -357,6 +407,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:
@@ -1327,6 +1379,236 @@ def write_support_zip(fd: int, ctx: ActionContext, doctor_text: str) -> None:
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
         )
 ''',
+    'dk_installer/actions/selfupdate.py': r'''
+"""self-update: the newest dk_installer.py from where install.sh gets it (DK_INSTALLER_BASE_URL),
+checked against its published SHA-256, run once before it counts (its runtime prepared, its
+package in the runtime), then swapped in whole over the installer's saved copy. The old
+installer stays on any failure."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer import __version__
+from dk_installer.bootstrap import PACKAGE_STAMP, REFRESH_RUNTIME, venv_bin
+from dk_installer.copies import single_file
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+from dk_installer.tls import https_verify
+from dk_installer.versions import is_newer
+
+if TYPE_CHECKING:
+    from dk_installer.config import Settings
+    from dk_installer.steps.base import ActionContext
+
+MAX_INSTALLER_BYTES = 16 * 1024**2  # today's file is about 0.3 MB
+MAX_REDIRECTS = 5
+BUILD_ID_LINE = re.compile(r"^BUILD_ID = '([0-9a-f]+)'$", re.M)
+VERSION_LINE = re.compile(r'^__version__ = "([^"]+)"$', re.M)
+NOT_CHANGED = "The installer was not changed."
+
+
+def allowed_url(url: str) -> bool:
+    """install.sh's rule: https anywhere; plain http only for 127.0.0.1, localhost and [::1]."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def refused_url(url: str) -> InstallerError:
+    return InstallerError(
+        f"Refusing to download from {url}: only https:// URLs are allowed (plain http only for "
+        f"127.0.0.1 and localhost). {NOT_CHANGED}",
+        code=ErrorCode.DOWNLOAD_FAILED,
+    )
+
+
+def fetch(url: str, settings: Settings) -> bytes:
+    """The body of `url`, whole: redirects are followed only to allowed URLs, and a body cut
+    short (fewer bytes than announced) is an error, not a shorter file."""
+    import urllib.parse
+
+    import requests
+
+    session = requests.Session()
+    verify = https_verify(settings)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            if not allowed_url(url):
+                raise refused_url(url)
+            with session.get(
+                url, stream=True, allow_redirects=False, timeout=(15, 60), verify=verify
+            ) as reply:
+                if reply.is_redirect:
+                    url = urllib.parse.urljoin(url, reply.headers["location"])
+                    continue
+                if reply.status_code != 200:
+                    raise InstallerError(
+                        f"Could not download {url}: HTTP {reply.status_code}. {NOT_CHANGED}",
+                        code=ErrorCode.DOWNLOAD_FAILED,
+                    )
+                body = bytearray()
+                for chunk in reply.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_INSTALLER_BYTES:
+                        raise InstallerError(
+                            f"{url} is larger than {MAX_INSTALLER_BYTES // 1024**2} MB: not an installer. "
+                            + NOT_CHANGED,
+                            code=ErrorCode.DOWNLOAD_FAILED,
+                        )
+                return bytes(body)
+        raise InstallerError(f"Too many redirects from {url}. {NOT_CHANGED}", code=ErrorCode.DOWNLOAD_FAILED)
+    except requests.RequestException as exc:
+        raise InstallerError(
+            f"Could not download {url} ({type(exc).__name__}). Behind a proxy? Set HTTPS_PROXY. "
+            + NOT_CHANGED,
+            code=ErrorCode.DOWNLOAD_FAILED,
+            details=str(exc),
+        ) from None
+    finally:
+        session.close()
+
+
+def published_sha256(text: str) -> str:
+    """The SHA-256 in a checksum file: sha256sum's `<hex>  dk_installer.py`, or a bare hex."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    words = line.split()
+    digest = words[0].lower() if words else ""
+    named = words[1].lstrip("*") if len(words) > 1 else "dk_installer.py"
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or named.removeprefix("./") != "dk_installer.py":
+        raise InstallerError(
+            f"The published checksum is not a SHA-256 value for dk_installer.py. {NOT_CHANGED}",
+            code=ErrorCode.CHECKSUM_MISMATCH,
+        )
+    return digest
+
+
+def current_build() -> str | None:
+    """This installer's build id: from the single file it runs from, else the runtime's stamp."""
+    source = single_file()
+    if source is not None:
+        with contextlib.suppress(OSError):
+            found = BUILD_ID_LINE.search(Path(source).read_text(encoding="utf-8"))
+            return found.group(1) if found else None
+        return None
+    package = Path(sys.modules["dk_installer"].__file__ or "").parent
+    try:
+        return (package / PACKAGE_STAMP).read_text().strip()
+    except OSError:
+        return None  # a package install (pip install dk-installer): no build id
+
+
+def self_update_action(ctx: ActionContext, check_only: bool) -> None:
+    paths, settings, console = ctx.paths, ctx.settings, ctx.console
+    base = settings.installer_base_url
+    if not allowed_url(base):
+        raise refused_url(base)
+    with console.step("Download dk_installer.py") as progress:
+        expected = published_sha256(
+            fetch(f"{base}/dk_installer.py.sha256", settings).decode(errors="replace")
+        )
+        data = fetch(f"{base}/dk_installer.py", settings)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise InstallerError(
+                f"Checksum mismatch for {base}/dk_installer.py (expected {expected}, got {actual}): the "
+                f"download is incomplete or was tampered with. {NOT_CHANGED}",
+                code=ErrorCode.CHECKSUM_MISMATCH,
+            )
+        text = data.decode("utf-8", errors="replace")
+        found_build, found_version = BUILD_ID_LINE.search(text), VERSION_LINE.search(text)
+        if not (found_build and found_version):
+            raise InstallerError(
+                f"{base}/dk_installer.py is not a dk-installer build. {NOT_CHANGED}",
+                code=ErrorCode.UPDATE_FAILED,
+            )
+        new_build, new_version = found_build.group(1), found_version.group(1)
+        progress.result = f"{new_version} (build {new_build}), {len(data) / 1024:.0f} KB, checksum OK"
+    build = current_build()
+    saved = paths.installer_copy
+    saved_current = saved.exists() and hashlib.sha256(saved.read_bytes()).hexdigest() == actual
+    if new_build == build and (check_only or saved_current):
+        console.say(f"dk-installer {__version__} is up to date (build {build}, {base}).")
+        return
+    if check_only:
+        if is_newer(new_version, __version__):
+            console.say(
+                f"A newer dk-installer is available: {new_version} (this is {__version__}). "
+                f"Update with `{ctx.self_command()} self-update`."
+            )
+        else:
+            console.say(
+                f"The published dk-installer ({new_version}, build {new_build}) differs from this one "
+                f"({__version__}, build {build or 'unknown'}); "
+                f"`{ctx.self_command()} self-update` installs it."
+            )
+        return
+    install_new_file(ctx, data, new_version)
+    console.say(f"dk-installer {__version__} -> {new_version}: {saved} is the new installer.")
+    if paths.systemd_unit.exists() or paths.launchd_plist.exists():
+        console.say("TestGen's service runs the new installer from its next start.")
+
+
+def install_new_file(ctx: ActionContext, data: bytes, new_version: str) -> None:
+    """Stage the verified file beside the saved copy, run it (its --version, then its runtime),
+    and only then rename it over the saved copy; the staged file goes on any failure."""
+    paths = ctx.paths
+    paths.home.mkdir(parents=True, exist_ok=True)
+    staged = paths.home / f".dk_installer.py.{os.getpid()}.new"
+    # Children run the new file as a user would: not as the old file's hand-over.
+    handed_over = ("DK_INSTALLER_BOOTSTRAPPED", "DK_INSTALLER_PYTHON", "DK_INSTALLER_SCRIPT")
+    env = {k: v for k, v in os.environ.items() if k not in handed_over}
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with ctx.console.step("Run the new installer") as progress:
+            answer = run_command(
+                [sys.executable, str(staged), "--version"],
+                env=env,
+                timeout=120,
+                error_code=ErrorCode.UPDATE_FAILED,
+                what="The new dk_installer.py's --version",
+            )
+            if answer.strip() != f"dk-installer {new_version}":
+                raise InstallerError(
+                    f"The new dk_installer.py answered {answer.strip()[:80]!r} to --version. {NOT_CHANGED}",
+                    code=ErrorCode.UPDATE_FAILED,
+                )
+            progress.result = answer.strip()
+        if (paths.runtime / "bin" / "python").exists():
+            with ctx.console.step("Prepare the runtime for the new installer") as progress:
+                # The runtime's own base interpreter (its venv's python links to it) runs the new
+                # file's bootstrap, which rebuilds the runtime if its pins changed and puts its
+                # package in: the launcher and the service run that package directly.
+                python = os.path.realpath(venv_bin(paths.runtime, "python"))
+                run_command(
+                    [python, str(staged), REFRESH_RUNTIME],
+                    env=env,
+                    progress=progress,
+                    error_code=ErrorCode.UPDATE_FAILED,
+                    what="Preparing the runtime for the new dk_installer.py",
+                )
+        os.replace(staged, paths.installer_copy)
+    except InstallerError as exc:
+        if NOT_CHANGED not in exc.message:
+            exc.message = f"{exc.message.rstrip('.')}. {NOT_CHANGED}"
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+''',
     'dk_installer/analytics.py': r'''
 """Anonymous usage analytics: the consent rules, the allow-listed event (EVENT_SCHEMA), the spool
 and the detached sender that never blocks or fails an action. record_event() is the one entry
@@ -2123,6 +2405,56 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -2200,6 +2532,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:
@@ -2819,6 +3153,20 @@ def run(ctx: click.Context, **_: Any) -> int:
     return perform(invocation_of(ctx, "run"), run_action, records_event=False)
 
 
+@cli.command("self-update", context_settings=CONTEXT_SETTINGS)
+@click.option("--check", is_flag=True, help="Only say whether a newer installer is published.")
+@common_flags
+@click.pass_context
+def self_update(ctx: click.Context, check: bool, **_: Any) -> int:
+    """Replace this installer with the newest published one (checksum verified; kept on failure)."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.selfupdate import self_update_action
+
+    return perform(
+        invocation_of(ctx, "self_update"), lambda action_ctx: self_update_action(action_ctx, check)
+    )
+
+
 @cli.group(context_settings=CONTEXT_SETTINGS)
 def service() -> None:
     """Start TestGen at boot with the user's service manager (systemd, launchd)."""
@@ -3070,6 +3418,9 @@ MIN_FREE_DISK_BYTES = 3 * 1024**3
 START_TIMEOUT_S = 120.0
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 ANALYTICS_BASE_URL = "https://api.mixpanel.com"
+# Where install.sh downloads dk_installer.py and its checksum (its default_base_url), and so
+# self-update too; DK_INSTALLER_BASE_URL names a mirror.
+INSTALLER_BASE_URL = "https://raw.githubusercontent.com/DataKitchen/dk-installer/main"
 MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
@@ -3124,6 +3475,7 @@ class Settings:
     ca_from_environment: bool = False
     failpoint: str | None = None
     app_log_max_bytes: int = APP_LOG_MAX_BYTES
+    installer_base_url: str = INSTALLER_BASE_URL
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -3152,6 +3504,7 @@ class Settings:
             ca_from_environment=ca_named_by_user(env),
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
+            installer_base_url=(env.get("DK_INSTALLER_BASE_URL") or INSTALLER_BASE_URL).rstrip("/"),
         )
 
 
@@ -3540,6 +3893,7 @@ ACTIONS = (
     "service_status",
     "backup",
     "restore",
+    "self_update",
 )
 ''',
     'dk_installer/engine.py': r'''
@@ -3755,8 +4109,10 @@ class ErrorCode(str, enum.Enum):
     BACKUP_FAILED = "backup_failed"
     BACKUP_INVALID = "backup_invalid"
     BUSY = "busy"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DISK_FULL = "disk_full"
+    DOWNLOAD_FAILED = "download_failed"
     HOME_NOT_WRITABLE = "home_not_writable"
     INDEX_UNREACHABLE = "index_unreachable"
     INTERRUPTED = "interrupted"
@@ -3771,6 +4127,7 @@ class ErrorCode(str, enum.Enum):
     START_FAILED = "start_failed"
     STATE_CORRUPT = "state_corrupt"
     STOP_FAILED = "stop_failed"
+    UPDATE_FAILED = "update_failed"
     UPGRADE_FAILED = "upgrade_failed"
     VENV_BROKEN = "venv_broken"
     VERSION_CONFLICT = "version_conflict"
@@ -5409,6 +5766,7 @@ MUTATING_ACTIONS = (
     "service_disable",
     "backup",
     "restore",
+    "self_update",
 )
 ''',
     'dk_installer/steps/install.py': r'''
@@ -6811,19 +7169,20 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these...
-  backup     Back up TestGen's data, keys and credentials (TestGen stops...
-  doctor     Check every requirement and print a table; exit 3 if any fails.
-  install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with...
-  restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
-  service    Start TestGen at boot with the user's service manager...
-  start      Start TestGen in the background and wait until it answers.
-  status     Is TestGen installed and running? Version, URLs and health.
-  stop       Stop TestGen and its PostgreSQL.
-  uninstall  Stop TestGen and remove everything the installer created.
-  upgrade    Upgrade TestGen and its database; restart it if it was running.
+  analytics    See and control the anonymous usage analytics (these...
+  backup       Back up TestGen's data, keys and credentials (TestGen...
+  doctor       Check every requirement and print a table; exit 3 if any...
+  install      Check requirements, install TestGen, configure it, load...
+  logs         Write a support zip (logs, state, doctor output) with...
+  restore      Replace TestGen's data with a backup; the current data...
+  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update  Replace this installer with the newest published one...
+  service      Start TestGen at boot with the user's service manager...
+  start        Start TestGen in the background and wait until it answers.
+  status       Is TestGen installed and running? Version, URLs and health.
+  stop         Stop TestGen and its PostgreSQL.
+  uninstall    Stop TestGen and remove everything the installer created.
+  upgrade      Upgrade TestGen and its database; restart it if it was...
 ''',
     '-h': r'''
 Usage: dk_installer.py [OPTIONS] COMMAND [ARGS]...
@@ -6840,19 +7199,20 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these...
-  backup     Back up TestGen's data, keys and credentials (TestGen stops...
-  doctor     Check every requirement and print a table; exit 3 if any fails.
-  install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with...
-  restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
-  service    Start TestGen at boot with the user's service manager...
-  start      Start TestGen in the background and wait until it answers.
-  status     Is TestGen installed and running? Version, URLs and health.
-  stop       Stop TestGen and its PostgreSQL.
-  uninstall  Stop TestGen and remove everything the installer created.
-  upgrade    Upgrade TestGen and its database; restart it if it was running.
+  analytics    See and control the anonymous usage analytics (these...
+  backup       Back up TestGen's data, keys and credentials (TestGen...
+  doctor       Check every requirement and print a table; exit 3 if any...
+  install      Check requirements, install TestGen, configure it, load...
+  logs         Write a support zip (logs, state, doctor output) with...
+  restore      Replace TestGen's data with a backup; the current data...
+  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update  Replace this installer with the newest published one...
+  service      Start TestGen at boot with the user's service manager...
+  start        Start TestGen in the background and wait until it answers.
+  status       Is TestGen installed and running? Version, URLs and health.
+  stop         Stop TestGen and its PostgreSQL.
+  uninstall    Stop TestGen and remove everything the installer created.
+  upgrade      Upgrade TestGen and its database; restart it if it was...
 ''',
     'analytics --help': r'''
 Usage: dk_installer.py analytics [OPTIONS] COMMAND [ARGS]...
@@ -7060,6 +7420,30 @@ Options:
   -v, --verbose   Print debug output.
   -h, --help      Show this message and exit.
 ''',
+    'self-update --help': r'''
+Usage: dk_installer.py self-update [OPTIONS]
+
+  Replace this installer with the newest published one (checksum verified;
+  kept on failure).
+
+Options:
+  --check         Only say whether a newer installer is published.
+  --no-analytics  Send no analytics for this run (and turn TestGen's off).
+  -v, --verbose   Print debug output.
+  -h, --help      Show this message and exit.
+''',
+    'self-update -h': r'''
+Usage: dk_installer.py self-update [OPTIONS]
+
+  Replace this installer with the newest published one (checksum verified;
+  kept on failure).
+
+Options:
+  --check         Only say whether a newer installer is published.
+  --no-analytics  Send no analytics for this run (and turn TestGen's off).
+  -v, --verbose   Print debug output.
+  -h, --help      Show this message and exit.
+''',
     'service --help': r'''
 Usage: dk_installer.py service [OPTIONS] COMMAND [ARGS]...
 
@@ -7250,7 +7634,7 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore]]
+                                         us|backup|restore|self_update]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7262,7 +7646,7 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore]]
+                                         us|backup|restore|self_update]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7375,7 +7759,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'a2dfb2611791a264'
+BUILD_ID = '962bf899641d8630'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

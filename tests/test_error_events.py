@@ -82,6 +82,13 @@ CASES: dict[str, Case] = {
         ["disk_full"],
         env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)},
     ),
+    "download_failed": Case(
+        "download_failed",
+        1,
+        "failure",
+        args=lambda box: ["self-update"],
+        env={"DK_INSTALLER_BASE_URL": "http://127.0.0.1:9/release"},  # nothing listens there
+    ),
     "home_not_writable": Case("home_not_writable", 3, "aborted", "preflight", ["home_not_writable"]),
     "index_unreachable": Case(
         "index_unreachable",
@@ -177,6 +184,8 @@ NOT_PROVOKED = {
     "stop_failed": "needs a process of ours that survives SIGKILL (one we may not signal)",
     "subprocess_failed": "only `uv python find` failing right after `uv python install` succeeded",
     "unexpected": "a bug; test_privacy pushes arbitrary exceptions through perform() instead",
+    "checksum_mismatch": "needs an HTTPS mirror serving a wrong checksum (tests/test_selfupdate.py)",
+    "update_failed": "needs an HTTPS mirror serving a file that does not run (tests/test_selfupdate.py)",
 }
 
 
@@ -187,7 +196,8 @@ def events(stderr: str) -> list[dict]:
 def test_the_table_covers_every_error_code_and_exit_code() -> None:
     assert {c.code for c in CASES.values() if c.code} | set(NOT_PROVOKED) == set(ERROR_CODES)
     readme = (ROOT / "README.md").read_text()
-    documented_exits = set(re.findall(r"^\| (\d+) \|", readme.split("### Exit codes", 1)[1], re.M))
+    exit_table = readme.split("### Exit codes", 1)[1].split("\n#", 1)[0]  # not the module map's layers
+    documented_exits = set(re.findall(r"^\| (\d+) \|", exit_table, re.M))
     assert documented_exits == {str(c.exit_code) for c in CASES.values()}
     table = readme.split("| `error_code` | when |", 1)[1].split("\n\n", 1)[0]
     for code, reason in NOT_PROVOKED.items():

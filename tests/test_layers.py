@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("recovery",),
     ("actions.boundary",),
     ("actions.lifecycle",),
-    ("actions.install", "actions.data", "actions.report"),
+    ("actions.install", "actions.data", "actions.report", "actions.selfupdate"),
     ("cli",),
     ("__main__",),
 ]

@@ -279,6 +279,56 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -356,6 +406,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:

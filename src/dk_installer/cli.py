@@ -365,6 +365,20 @@ def run(ctx: click.Context, **_: Any) -> int:
     return perform(invocation_of(ctx, "run"), run_action, records_event=False)
 
 
+@cli.command("self-update", context_settings=CONTEXT_SETTINGS)
+@click.option("--check", is_flag=True, help="Only say whether a newer installer is published.")
+@common_flags
+@click.pass_context
+def self_update(ctx: click.Context, check: bool, **_: Any) -> int:
+    """Replace this installer with the newest published one (checksum verified; kept on failure)."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.selfupdate import self_update_action
+
+    return perform(
+        invocation_of(ctx, "self_update"), lambda action_ctx: self_update_action(action_ctx, check)
+    )
+
+
 @cli.group(context_settings=CONTEXT_SETTINGS)
 def service() -> None:
     """Start TestGen at boot with the user's service manager (systemd, launchd)."""

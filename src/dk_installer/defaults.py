@@ -23,4 +23,5 @@ ACTIONS = (
     "service_status",
     "backup",
     "restore",
+    "self_update",
 )

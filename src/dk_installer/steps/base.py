@@ -216,4 +216,5 @@ MUTATING_ACTIONS = (
     "service_disable",
     "backup",
     "restore",
+    "self_update",
 )

@@ -280,6 +280,106 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+BUNDLE_MANIFEST = "manifest.json"  # the first member of a bundle: the sha256 of every other one
+BUNDLE_FORMAT = "dk-installer-bundle"
+BUNDLE_DIR = "bundle"  # where a bundle is unpacked in DK_INSTALLER_HOME while `install --bundle` runs
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged, foreign or tampered with (`tampered`: a checksum)."""
+
+    def __init__(self, message: str, tampered: bool = False) -> None:
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def _bundle_members(archive: str, dest: str | None) -> dict:
+    """Read the bundle; every member must be a plain file the manifest names, with its sha256,
+    and every file the manifest names must be there. With `dest`, also write the files there."""
+    import hashlib
+    import json
+    import tarfile
+
+    try:
+        bundle = tarfile.open(archive, "r:gz")  # noqa: SIM115 (a `with` follows)
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{archive} is not a dk-installer bundle ({exc})") from None
+    with bundle:
+        try:
+            first = bundle.next()
+            reader = bundle.extractfile(first) if first and first.name == BUNDLE_MANIFEST else None
+            manifest = json.loads(reader.read()) if reader else None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{archive} is not a dk-installer bundle (no manifest)")
+            expected = dict(manifest["files"])
+            seen = set()
+            for member in bundle:
+                if member is first:
+                    continue  # iterating a TarFile starts again at its first member
+                name = member.name
+                if not member.isfile() or name not in expected or name in seen:
+                    raise BundleError(f"{archive} holds {name!r}, which its manifest does not list", True)
+                digest = hashlib.sha256()
+                source = bundle.extractfile(member)
+                assert source is not None
+                target = None
+                if dest is not None:
+                    path = os.path.join(dest, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    target = open(path, "wb")  # noqa: SIM115 (closed below)
+                try:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        if target is not None:
+                            target.write(block)
+                finally:
+                    if target is not None:
+                        target.close()
+                if digest.hexdigest() != expected[name]:
+                    raise BundleError(
+                        f"{name} in {archive} does not match its checksum: tampered or damaged", True
+                    )
+                seen.add(name)
+        except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{archive} lacks {', '.join(missing[:3])}, which its manifest lists", True)
+    return manifest
+
+
+def unpack_bundle(archive: str, dest: str) -> dict:
+    """Check every file of the bundle against its manifest without writing anything, then unpack
+    it into `dest` (staged, checked again as it is written, and renamed whole). Returns the
+    manifest."""
+    import json
+    import shutil
+
+    _bundle_members(archive, None)
+    staging = f"{dest}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _bundle_members(archive, staging)
+        with open(os.path.join(staging, BUNDLE_MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _bundle_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
 
 
@@ -430,11 +530,25 @@ def run_single_file(
         )
         raise SystemExit(EXIT_FAILED)
     if not runtime_is_current(runtime):
-        unusable = home_unusable_message(os.path.dirname(runtime))
-        if unusable:
-            sys.stderr.write(unusable + "\n")
-            raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        # `install --bundle`: the runtime's wheels come from the bundle, every file checked
+        # before anything is written.
+        bundle = _bundle_arg(argv)
+        unpacked = os.path.join(os.path.dirname(runtime), BUNDLE_DIR)
+        try:
+            if bundle:
+                _bundle_members(os.path.abspath(bundle), None)
+            unusable = home_unusable_message(os.path.dirname(runtime))
+            if unusable:
+                sys.stderr.write(unusable + "\n")
+                raise SystemExit(EXIT_REQUIREMENTS)
+            if bundle:
+                unpack_bundle(os.path.abspath(bundle), unpacked)
+        except BundleError as exc:
+            sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
+            raise SystemExit(EXIT_FAILED) from None
+        _create_runtime(
+            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+        )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -624,6 +738,206 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
         ctx.use_receipt(state)
     return state
 ''',
+    'dk_installer/actions/bundle.py': r'''
+"""bundle: one archive that installs this TestGen on a machine with no network (the installer and
+its checksum, the runtime's wheels, TestGen's wheels for this platform and TestGen's Python, and a
+manifest with the sha256 of every file); and what `install --bundle` does with it first."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer import __version__
+from dk_installer.actions.boundary import load_state
+from dk_installer.bootstrap import (
+    BUNDLE_DIR,
+    BUNDLE_FORMAT,
+    BUNDLE_MANIFEST,
+    RUNTIME_REQUIREMENTS,
+    BundleError,
+    unpack_bundle,
+    venv_bin,
+)
+from dk_installer.copies import single_file
+from dk_installer.engine import _probe_python, find_uv
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+
+if TYPE_CHECKING:
+    from dk_installer.config import InstallOptions
+    from dk_installer.steps.base import ActionContext
+
+TESTGEN_REQUIREMENT = "dataops-testgen[standalone]"
+# The bootstrap runs on any Python 3.9+: the runtime's wheels for each, so that the target's
+# python3 builds the runtime whatever its version (most are pure Python; the rest differ by ABI).
+RUNTIME_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+
+
+def pins_for(python_version: str) -> list[str]:
+    """The runtime's pins that apply on that Python (pip download reads markers for the Python
+    running it, not for --python-version)."""
+    from packaging.requirements import Requirement
+
+    environment = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+    pins = []
+    for pin in RUNTIME_REQUIREMENTS:
+        marker = Requirement(pin).marker
+        if marker is None or marker.evaluate(environment):
+            pins.append(pin.split(";")[0].strip())
+    return pins
+
+
+def installer_file(ctx: ActionContext) -> Path:
+    for candidate in (single_file(), ctx.settings.user_script, ctx.paths.installer_copy):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise InstallerError(
+        "No dk_installer.py to put in the bundle: run `bundle` from the file, or save it with install.sh.",
+        code=ErrorCode.NOT_INSTALLED,
+    )
+
+
+def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    python = venv_bin(ctx.paths.venv, "python")
+    found = _probe_python(python)
+    uv = find_uv()
+    if not found or not uv:
+        raise InstallerError(
+            f"TestGen's venv ({ctx.paths.venv}) or uv is missing: "
+            f"repair it with `{ctx.self_command()} install`.",
+            code=ErrorCode.VENV_BROKEN,
+        )
+    python_minor = ".".join(map(str, found[1][:2]))
+    sources = ["--find-links", options.find_links, "--no-index"] if options.find_links else []
+    if options.index_url:
+        sources = ["--index-url", options.index_url, *sources[:2]]
+    work = Path(tempfile.mkdtemp(prefix="bundle.", dir=ctx.paths.home))
+    try:
+        root = work / "content"
+        root.mkdir()
+        shutil.copy(installer_file(ctx), root / "dk_installer.py")
+        digest = hashlib.sha256((root / "dk_installer.py").read_bytes()).hexdigest()
+        (root / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
+        pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:"]
+        with ctx.console.step("Download the runtime's wheels") as progress:
+            for version in RUNTIME_PYTHONS:
+                run_command(
+                    [
+                        *pip,
+                        "--python-version",
+                        version,
+                        "-d",
+                        str(root / "wheels/runtime"),
+                        *pins_for(version),
+                    ],
+                    progress=progress,
+                    error_code=ErrorCode.DOWNLOAD_FAILED,
+                    what=f"pip download (the runtime's wheels for Python {version})",
+                )
+            progress.result = f"{len(list((root / 'wheels/runtime').iterdir()))} wheels, Python 3.9-3.13"
+        with ctx.console.step(f"Download TestGen's wheels (Python {python_minor})") as progress:
+            frozen = run_command([uv, "pip", "freeze", "--python", python], timeout=120).split()
+            run_command(
+                [
+                    *pip,
+                    "--no-deps",
+                    "--python-version",
+                    python_minor,
+                    "-d",
+                    str(root / "wheels/testgen"),
+                    *sources,
+                    *frozen,
+                ],
+                progress=progress,
+                error_code=ErrorCode.DOWNLOAD_FAILED,
+                what=f"pip download (TestGen's wheels for Python {python_minor})",
+            )
+            progress.result = f"{len(frozen)} packages"
+        files = {
+            path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "schema": 1,
+            "installer_version": __version__,
+            "testgen_version": state.product_version,
+            "python_version": python_minor,
+            "platform": sysconfig.get_platform(),
+            "files": files,
+        }
+        with ctx.console.step("Write the bundle") as progress:
+            staged = work / "bundle.tar.gz"
+            with tarfile.open(staged, "w:gz") as archive:
+                data = json.dumps(manifest, indent=1).encode()
+                info = tarfile.TarInfo(BUNDLE_MANIFEST)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+                for name in files:
+                    archive.add(root / name, arcname=name, recursive=False)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged), output)
+            progress.result = f"{output.stat().st_size / 1024**2:.1f} MB"
+    except OSError as exc:
+        raise InstallerError(
+            f"Could not write the bundle {output}: {exc.strerror or exc}", code=ErrorCode.BUNDLE_INVALID
+        ) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.console.say(
+        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}, "
+        f"{manifest['platform']}).\nSHA-256: {hashlib.sha256(output.read_bytes()).hexdigest()}\n"
+        f"On the target: python3 dk_installer.py install --bundle {output.name}  "
+        "(dk_installer.py is in the bundle)"
+    )
+
+
+def use_bundle(ctx: ActionContext) -> InstallOptions:
+    """`install --bundle`: check and unpack the bundle, and install from it alone: TestGen's wheels
+    with no index, its version, and a Python of the version its wheels are for."""
+    import dataclasses
+
+    options = ctx.options
+    assert options.bundle
+    unpacked = ctx.paths.home / BUNDLE_DIR
+    try:
+        manifest = unpack_bundle(str(options.bundle.absolute()), str(unpacked))
+    except BundleError as exc:
+        raise InstallerError(
+            f"{exc}. Nothing was installed.",
+            code=ErrorCode.CHECKSUM_MISMATCH if exc.tampered else ErrorCode.BUNDLE_INVALID,
+        ) from None
+    minor = str(manifest["python_version"])
+    python = options.python or f"python{minor}"
+    found = _probe_python(python)
+    if not found or ".".join(map(str, found[1][:2])) != minor:
+        seen = "Python " + ".".join(map(str, found[1])) if found else "not found"
+        raise InstallerError(
+            f"This bundle's TestGen wheels are for Python {minor} ({manifest['platform']}), and this "
+            f"machine lacks it ({python}: {seen}). Install Python {minor}, or pass --python PATH to one.",
+            code=ErrorCode.PYTHON_NOT_FOUND,
+            exit_code=3,
+        )
+    return dataclasses.replace(
+        options,
+        find_links=str(unpacked / "wheels" / "testgen"),
+        index_url=None,
+        version=f"=={manifest['testgen_version']}",
+        python=found[0],
+    )
+''',
     'dk_installer/actions/data.py': r'''
 """backup and restore."""
 
@@ -688,10 +1002,11 @@ from typing import TYPE_CHECKING
 import click
 
 from dk_installer.actions.boundary import load_state
+from dk_installer.actions.bundle import use_bundle
 from dk_installer.actions.lifecycle import start_action
-from dk_installer.bootstrap import venv_bin
+from dk_installer.bootstrap import BUNDLE_DIR, venv_bin
 from dk_installer.checks import find_testgen_python
-from dk_installer.config import InstallState, now_iso
+from dk_installer.config import InstallState, now_iso, remove_tree
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
@@ -755,6 +1070,17 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
 
 
 def install_action(ctx: ActionContext) -> None:
+    if ctx.options.bundle is None:
+        install_or_repair(ctx)
+        return
+    try:
+        ctx.options = use_bundle(ctx)
+        install_or_repair(ctx)
+    finally:
+        remove_tree(ctx.paths.home / BUNDLE_DIR)  # unpacked for this install only
+
+
+def install_or_repair(ctx: ActionContext) -> None:
     try:
         state = load_state(ctx, required=False)
     except InstallerError:
@@ -2405,6 +2731,106 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+BUNDLE_MANIFEST = "manifest.json"  # the first member of a bundle: the sha256 of every other one
+BUNDLE_FORMAT = "dk-installer-bundle"
+BUNDLE_DIR = "bundle"  # where a bundle is unpacked in DK_INSTALLER_HOME while `install --bundle` runs
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged, foreign or tampered with (`tampered`: a checksum)."""
+
+    def __init__(self, message: str, tampered: bool = False) -> None:
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def _bundle_members(archive: str, dest: str | None) -> dict:
+    """Read the bundle; every member must be a plain file the manifest names, with its sha256,
+    and every file the manifest names must be there. With `dest`, also write the files there."""
+    import hashlib
+    import json
+    import tarfile
+
+    try:
+        bundle = tarfile.open(archive, "r:gz")  # noqa: SIM115 (a `with` follows)
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{archive} is not a dk-installer bundle ({exc})") from None
+    with bundle:
+        try:
+            first = bundle.next()
+            reader = bundle.extractfile(first) if first and first.name == BUNDLE_MANIFEST else None
+            manifest = json.loads(reader.read()) if reader else None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{archive} is not a dk-installer bundle (no manifest)")
+            expected = dict(manifest["files"])
+            seen = set()
+            for member in bundle:
+                if member is first:
+                    continue  # iterating a TarFile starts again at its first member
+                name = member.name
+                if not member.isfile() or name not in expected or name in seen:
+                    raise BundleError(f"{archive} holds {name!r}, which its manifest does not list", True)
+                digest = hashlib.sha256()
+                source = bundle.extractfile(member)
+                assert source is not None
+                target = None
+                if dest is not None:
+                    path = os.path.join(dest, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    target = open(path, "wb")  # noqa: SIM115 (closed below)
+                try:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        if target is not None:
+                            target.write(block)
+                finally:
+                    if target is not None:
+                        target.close()
+                if digest.hexdigest() != expected[name]:
+                    raise BundleError(
+                        f"{name} in {archive} does not match its checksum: tampered or damaged", True
+                    )
+                seen.add(name)
+        except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{archive} lacks {', '.join(missing[:3])}, which its manifest lists", True)
+    return manifest
+
+
+def unpack_bundle(archive: str, dest: str) -> dict:
+    """Check every file of the bundle against its manifest without writing anything, then unpack
+    it into `dest` (staged, checked again as it is written, and renamed whole). Returns the
+    manifest."""
+    import json
+    import shutil
+
+    _bundle_members(archive, None)
+    staging = f"{dest}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _bundle_members(archive, staging)
+        with open(os.path.join(staging, BUNDLE_MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _bundle_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
 
 
@@ -2555,11 +2981,25 @@ def run_single_file(
         )
         raise SystemExit(EXIT_FAILED)
     if not runtime_is_current(runtime):
-        unusable = home_unusable_message(os.path.dirname(runtime))
-        if unusable:
-            sys.stderr.write(unusable + "\n")
-            raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        # `install --bundle`: the runtime's wheels come from the bundle, every file checked
+        # before anything is written.
+        bundle = _bundle_arg(argv)
+        unpacked = os.path.join(os.path.dirname(runtime), BUNDLE_DIR)
+        try:
+            if bundle:
+                _bundle_members(os.path.abspath(bundle), None)
+            unusable = home_unusable_message(os.path.dirname(runtime))
+            if unusable:
+                sys.stderr.write(unusable + "\n")
+                raise SystemExit(EXIT_REQUIREMENTS)
+            if bundle:
+                unpack_bundle(os.path.abspath(bundle), unpacked)
+        except BundleError as exc:
+            sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
+            raise SystemExit(EXIT_FAILED) from None
+        _create_runtime(
+            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+        )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -2896,6 +3336,11 @@ def version_option_value(ctx: click.Context, param: click.Parameter, value: str 
     "--ssl-cert-file", type=click.Path(path_type=Path), help="HTTPS certificate (PEM; with the key)."
 )
 @click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Install from this bundle (made by `bundle`), with no network at all.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -2913,6 +3358,7 @@ def install(
     listen: str,
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
+    bundle: Path | None,
     yes: bool,
     **_: Any,
 ) -> int:
@@ -2939,7 +3385,12 @@ def install(
         listen=listen,
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
+        bundle=bundle,
     )
+    if bundle and (index_url or find_links or version):
+        raise click.UsageError(
+            "--bundle installs what the bundle holds: no --index-url, --find-links or --version."
+        )
     return perform(invocation_of(ctx, "install"), install_action, options=options)
 
 
@@ -3164,6 +3615,30 @@ def self_update(ctx: click.Context, check: bool, **_: Any) -> int:
 
     return perform(
         invocation_of(ctx, "self_update"), lambda action_ctx: self_update_action(action_ctx, check)
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The archive to write.",
+)
+@click.option("--index-url", metavar="URL", help="Package index for TestGen's wheels (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels for TestGen's packages (no index then).")
+@common_flags
+@click.pass_context
+def bundle(ctx: click.Context, output: Path, index_url: str | None, find_links: str | None, **_: Any) -> int:
+    """Write one archive that installs this TestGen offline: `install --bundle FILE` on the target."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.bundle import bundle_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(index_url=index_url, find_links=find_links)
+    return perform(
+        invocation_of(ctx, "bundle"), lambda action_ctx: bundle_action(action_ctx, output, options)
     )
 
 
@@ -3699,6 +4174,7 @@ class InstallOptions:
     listen: str = LOOPBACK
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+    bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
 
 
 def remove_tree(path: Path) -> None:
@@ -3894,6 +4370,7 @@ ACTIONS = (
     "backup",
     "restore",
     "self_update",
+    "bundle",
 )
 ''',
     'dk_installer/engine.py': r'''
@@ -4108,6 +4585,7 @@ class ErrorCode(str, enum.Enum):
 
     BACKUP_FAILED = "backup_failed"
     BACKUP_INVALID = "backup_invalid"
+    BUNDLE_INVALID = "bundle_invalid"
     BUSY = "busy"
     CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"
@@ -7171,6 +7649,7 @@ Options:
 Commands:
   analytics    See and control the anonymous usage analytics (these...
   backup       Back up TestGen's data, keys and credentials (TestGen...
+  bundle       Write one archive that installs this TestGen offline:...
   doctor       Check every requirement and print a table; exit 3 if any...
   install      Check requirements, install TestGen, configure it, load...
   logs         Write a support zip (logs, state, doctor output) with...
@@ -7201,6 +7680,7 @@ Options:
 Commands:
   analytics    See and control the anonymous usage analytics (these...
   backup       Back up TestGen's data, keys and credentials (TestGen...
+  bundle       Write one archive that installs this TestGen offline:...
   doctor       Check every requirement and print a table; exit 3 if any...
   install      Check requirements, install TestGen, configure it, load...
   logs         Write a support zip (logs, state, doctor output) with...
@@ -7270,6 +7750,36 @@ Options:
   -v, --verbose      Print debug output.
   -h, --help         Show this message and exit.
 ''',
+    'bundle --help': r'''
+Usage: dk_installer.py bundle [OPTIONS]
+
+  Write one archive that installs this TestGen offline: `install --bundle
+  FILE` on the target.
+
+Options:
+  -o, --output FILE     The archive to write.  [required]
+  --index-url URL       Package index for TestGen's wheels (a mirror).
+  --find-links DIR|URL  Wheels for TestGen's packages (no index then).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
+  -v, --verbose         Print debug output.
+  -h, --help            Show this message and exit.
+''',
+    'bundle -h': r'''
+Usage: dk_installer.py bundle [OPTIONS]
+
+  Write one archive that installs this TestGen offline: `install --bundle
+  FILE` on the target.
+
+Options:
+  -o, --output FILE     The archive to write.  [required]
+  --index-url URL       Package index for TestGen's wheels (a mirror).
+  --find-links DIR|URL  Wheels for TestGen's packages (no index then).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
+  -v, --verbose         Print debug output.
+  -h, --help            Show this message and exit.
+''',
     'doctor --help': r'''
 Usage: dk_installer.py doctor [OPTIONS]
 
@@ -7314,6 +7824,8 @@ Options:
                             network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --bundle FILE             Install from this bundle (made by `bundle`), with
+                            no network at all.
   -y, --yes                 Answer yes to every question.
   --no-analytics            Send no analytics for this run (and turn TestGen's
                             off).
@@ -7344,6 +7856,8 @@ Options:
                             network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --bundle FILE             Install from this bundle (made by `bundle`), with
+                            no network at all.
   -y, --yes                 Answer yes to every question.
   --no-analytics            Send no analytics for this run (and turn TestGen's
                             off).
@@ -7634,7 +8148,8 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore|self_update]]
+                                         us|backup|restore|self_update|bundle]
+                                         ]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7646,7 +8161,8 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore|self_update]]
+                                         us|backup|restore|self_update|bundle]
+                                         ]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -7759,7 +8275,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '962bf899641d8630'
+BUILD_ID = 'db3487c68c381346'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("steps.install", "steps.backup", "steps.remove"),
     ("recovery",),
     ("actions.boundary",),
-    ("actions.lifecycle",),
+    ("actions.lifecycle", "actions.bundle"),
     ("actions.install", "actions.data", "actions.report", "actions.selfupdate"),
     ("cli",),
     ("__main__",),

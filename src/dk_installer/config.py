@@ -311,6 +311,7 @@ class InstallOptions:
     listen: str = LOOPBACK
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+    bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
 
 
 def remove_tree(path: Path) -> None:

@@ -24,4 +24,5 @@ ACTIONS = (
     "backup",
     "restore",
     "self_update",
+    "bundle",
 )

@@ -19,6 +19,7 @@ class ErrorCode(str, enum.Enum):
 
     BACKUP_FAILED = "backup_failed"
     BACKUP_INVALID = "backup_invalid"
+    BUNDLE_INVALID = "bundle_invalid"
     BUSY = "busy"
     CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"

@@ -280,6 +280,156 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+BUNDLE_MANIFEST = "manifest.json"  # the first member of a bundle: the sha256 of every other one
+BUNDLE_FORMAT = "dk-installer-bundle"
+BUNDLE_DIR = "bundle"  # where a bundle is unpacked in DK_INSTALLER_HOME while `install --bundle` runs
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged, foreign or tampered with (`tampered`: a checksum)."""
+
+    def __init__(self, message: str, tampered: bool = False) -> None:
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def _bundle_members(archive: str, dest: str | None) -> dict:
+    """Read the bundle; every member must be a plain file the manifest names, with its sha256,
+    and every file the manifest names must be there. With `dest`, also write the files there."""
+    import hashlib
+    import json
+    import tarfile
+
+    try:
+        bundle = tarfile.open(archive, "r:gz")  # noqa: SIM115 (a `with` follows)
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{archive} is not a dk-installer bundle ({exc})") from None
+    with bundle:
+        try:
+            first = bundle.next()
+            reader = bundle.extractfile(first) if first and first.name == BUNDLE_MANIFEST else None
+            manifest = json.loads(reader.read()) if reader else None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{archive} is not a dk-installer bundle (no manifest)")
+            expected = dict(manifest["files"])
+            seen = set()
+            for member in bundle:
+                if member is first:
+                    continue  # iterating a TarFile starts again at its first member
+                name = member.name
+                if not member.isfile() or name not in expected or name in seen:
+                    raise BundleError(f"{archive} holds {name!r}, which its manifest does not list", True)
+                digest = hashlib.sha256()
+                source = bundle.extractfile(member)
+                assert source is not None
+                target = None
+                if dest is not None:
+                    path = os.path.join(dest, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    target = open(path, "wb")  # noqa: SIM115 (closed below)
+                try:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        if target is not None:
+                            target.write(block)
+                finally:
+                    if target is not None:
+                        target.close()
+                if digest.hexdigest() != expected[name]:
+                    raise BundleError(
+                        f"{name} in {archive} does not match its checksum: tampered or damaged", True
+                    )
+                seen.add(name)
+        except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{archive} lacks {', '.join(missing[:3])}, which its manifest lists", True)
+    return manifest
+
+
+def unpack_bundle(archive: str, dest: str) -> dict:
+    """Check every file of the bundle against its manifest without writing anything, then unpack
+    it into `dest` (staged, checked again as it is written, and renamed whole). Returns the
+    manifest."""
+    import json
+    import shutil
+
+    _bundle_members(archive, None)
+    staging = f"{dest}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _bundle_members(archive, staging)
+        with open(os.path.join(staging, BUNDLE_MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _bundle_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -357,6 +507,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:
@@ -378,11 +530,25 @@ def run_single_file(
         )
         raise SystemExit(EXIT_FAILED)
     if not runtime_is_current(runtime):
-        unusable = home_unusable_message(os.path.dirname(runtime))
-        if unusable:
-            sys.stderr.write(unusable + "\n")
-            raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        # `install --bundle`: the runtime's wheels come from the bundle, every file checked
+        # before anything is written.
+        bundle = _bundle_arg(argv)
+        unpacked = os.path.join(os.path.dirname(runtime), BUNDLE_DIR)
+        try:
+            if bundle:
+                _bundle_members(os.path.abspath(bundle), None)
+            unusable = home_unusable_message(os.path.dirname(runtime))
+            if unusable:
+                sys.stderr.write(unusable + "\n")
+                raise SystemExit(EXIT_REQUIREMENTS)
+            if bundle:
+                unpack_bundle(os.path.abspath(bundle), unpacked)
+        except BundleError as exc:
+            sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
+            raise SystemExit(EXIT_FAILED) from None
+        _create_runtime(
+            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+        )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -612,6 +778,206 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
         ctx.use_receipt(state)
     return state
 ''',
+    'dk_installer/actions/bundle.py': r'''
+"""bundle: one archive that installs this TestGen on a machine with no network (the installer and
+its checksum, the runtime's wheels, TestGen's wheels for this platform and TestGen's Python, and a
+manifest with the sha256 of every file); and what `install --bundle` does with it first."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer import __version__
+from dk_installer.actions.boundary import load_state
+from dk_installer.bootstrap import (
+    BUNDLE_DIR,
+    BUNDLE_FORMAT,
+    BUNDLE_MANIFEST,
+    RUNTIME_REQUIREMENTS,
+    BundleError,
+    unpack_bundle,
+    venv_bin,
+)
+from dk_installer.copies import single_file
+from dk_installer.engine import _probe_python, find_uv
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+
+if TYPE_CHECKING:
+    from dk_installer.config import InstallOptions
+    from dk_installer.steps.base import ActionContext
+
+TESTGEN_REQUIREMENT = "dataops-testgen[standalone]"
+# The bootstrap runs on any Python 3.9+: the runtime's wheels for each, so that the target's
+# python3 builds the runtime whatever its version (most are pure Python; the rest differ by ABI).
+RUNTIME_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+
+
+def pins_for(python_version: str) -> list[str]:
+    """The runtime's pins that apply on that Python (pip download reads markers for the Python
+    running it, not for --python-version)."""
+    from packaging.requirements import Requirement
+
+    environment = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+    pins = []
+    for pin in RUNTIME_REQUIREMENTS:
+        marker = Requirement(pin).marker
+        if marker is None or marker.evaluate(environment):
+            pins.append(pin.split(";")[0].strip())
+    return pins
+
+
+def installer_file(ctx: ActionContext) -> Path:
+    for candidate in (single_file(), ctx.settings.user_script, ctx.paths.installer_copy):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise InstallerError(
+        "No dk_installer.py to put in the bundle: run `bundle` from the file, or save it with install.sh.",
+        code=ErrorCode.NOT_INSTALLED,
+    )
+
+
+def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    python = venv_bin(ctx.paths.venv, "python")
+    found = _probe_python(python)
+    uv = find_uv()
+    if not found or not uv:
+        raise InstallerError(
+            f"TestGen's venv ({ctx.paths.venv}) or uv is missing: "
+            f"repair it with `{ctx.self_command()} install`.",
+            code=ErrorCode.VENV_BROKEN,
+        )
+    python_minor = ".".join(map(str, found[1][:2]))
+    sources = ["--find-links", options.find_links, "--no-index"] if options.find_links else []
+    if options.index_url:
+        sources = ["--index-url", options.index_url, *sources[:2]]
+    work = Path(tempfile.mkdtemp(prefix="bundle.", dir=ctx.paths.home))
+    try:
+        root = work / "content"
+        root.mkdir()
+        shutil.copy(installer_file(ctx), root / "dk_installer.py")
+        digest = hashlib.sha256((root / "dk_installer.py").read_bytes()).hexdigest()
+        (root / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
+        pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:"]
+        with ctx.console.step("Download the runtime's wheels") as progress:
+            for version in RUNTIME_PYTHONS:
+                run_command(
+                    [
+                        *pip,
+                        "--python-version",
+                        version,
+                        "-d",
+                        str(root / "wheels/runtime"),
+                        *pins_for(version),
+                    ],
+                    progress=progress,
+                    error_code=ErrorCode.DOWNLOAD_FAILED,
+                    what=f"pip download (the runtime's wheels for Python {version})",
+                )
+            progress.result = f"{len(list((root / 'wheels/runtime').iterdir()))} wheels, Python 3.9-3.13"
+        with ctx.console.step(f"Download TestGen's wheels (Python {python_minor})") as progress:
+            frozen = run_command([uv, "pip", "freeze", "--python", python], timeout=120).split()
+            run_command(
+                [
+                    *pip,
+                    "--no-deps",
+                    "--python-version",
+                    python_minor,
+                    "-d",
+                    str(root / "wheels/testgen"),
+                    *sources,
+                    *frozen,
+                ],
+                progress=progress,
+                error_code=ErrorCode.DOWNLOAD_FAILED,
+                what=f"pip download (TestGen's wheels for Python {python_minor})",
+            )
+            progress.result = f"{len(frozen)} packages"
+        files = {
+            path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "schema": 1,
+            "installer_version": __version__,
+            "testgen_version": state.product_version,
+            "python_version": python_minor,
+            "platform": sysconfig.get_platform(),
+            "files": files,
+        }
+        with ctx.console.step("Write the bundle") as progress:
+            staged = work / "bundle.tar.gz"
+            with tarfile.open(staged, "w:gz") as archive:
+                data = json.dumps(manifest, indent=1).encode()
+                info = tarfile.TarInfo(BUNDLE_MANIFEST)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+                for name in files:
+                    archive.add(root / name, arcname=name, recursive=False)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged), output)
+            progress.result = f"{output.stat().st_size / 1024**2:.1f} MB"
+    except OSError as exc:
+        raise InstallerError(
+            f"Could not write the bundle {output}: {exc.strerror or exc}", code=ErrorCode.BUNDLE_INVALID
+        ) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.console.say(
+        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}, "
+        f"{manifest['platform']}).\nSHA-256: {hashlib.sha256(output.read_bytes()).hexdigest()}\n"
+        f"On the target: python3 dk_installer.py install --bundle {output.name}  "
+        "(dk_installer.py is in the bundle)"
+    )
+
+
+def use_bundle(ctx: ActionContext) -> InstallOptions:
+    """`install --bundle`: check and unpack the bundle, and install from it alone: TestGen's wheels
+    with no index, its version, and a Python of the version its wheels are for."""
+    import dataclasses
+
+    options = ctx.options
+    assert options.bundle
+    unpacked = ctx.paths.home / BUNDLE_DIR
+    try:
+        manifest = unpack_bundle(str(options.bundle.absolute()), str(unpacked))
+    except BundleError as exc:
+        raise InstallerError(
+            f"{exc}. Nothing was installed.",
+            code=ErrorCode.CHECKSUM_MISMATCH if exc.tampered else ErrorCode.BUNDLE_INVALID,
+        ) from None
+    minor = str(manifest["python_version"])
+    python = options.python or f"python{minor}"
+    found = _probe_python(python)
+    if not found or ".".join(map(str, found[1][:2])) != minor:
+        seen = "Python " + ".".join(map(str, found[1])) if found else "not found"
+        raise InstallerError(
+            f"This bundle's TestGen wheels are for Python {minor} ({manifest['platform']}), and this "
+            f"machine lacks it ({python}: {seen}). Install Python {minor}, or pass --python PATH to one.",
+            code=ErrorCode.PYTHON_NOT_FOUND,
+            exit_code=3,
+        )
+    return dataclasses.replace(
+        options,
+        find_links=str(unpacked / "wheels" / "testgen"),
+        index_url=None,
+        version=f"=={manifest['testgen_version']}",
+        python=found[0],
+    )
+''',
     'dk_installer/actions/configure.py': r'''
 """Changing an install: `configure` (ports, listen address, HTTPS: checked first, applied with one
 restart, rolled back on failure), and what `install` says when its options differ from the
@@ -825,10 +1191,11 @@ from typing import TYPE_CHECKING
 import click
 
 from dk_installer.actions.boundary import load_state
+from dk_installer.actions.bundle import use_bundle
 from dk_installer.actions.lifecycle import start_action
-from dk_installer.bootstrap import venv_bin
+from dk_installer.bootstrap import BUNDLE_DIR, venv_bin
 from dk_installer.checks import find_testgen_python
-from dk_installer.config import InstallState, now_iso
+from dk_installer.config import InstallState, now_iso, remove_tree
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
@@ -892,6 +1259,17 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
 
 
 def install_action(ctx: ActionContext) -> None:
+    if ctx.options.bundle is None:
+        install_or_repair(ctx)
+        return
+    try:
+        ctx.options = use_bundle(ctx)
+        install_or_repair(ctx)
+    finally:
+        remove_tree(ctx.paths.home / BUNDLE_DIR)  # unpacked for this install only
+
+
+def install_or_repair(ctx: ActionContext) -> None:
     try:
         state = load_state(ctx, required=False)
     except InstallerError:
@@ -1562,6 +1940,236 @@ def write_support_zip(fd: int, ctx: ActionContext, doctor_text: str) -> None:
         bundle.writestr(
             "environment.txt", f"dk-installer {__version__}\nPython {sys.version}\n{platform.platform()}\n"
         )
+''',
+    'dk_installer/actions/selfupdate.py': r'''
+"""self-update: the newest dk_installer.py from where install.sh gets it (DK_INSTALLER_BASE_URL),
+checked against its published SHA-256, run once before it counts (its runtime prepared, its
+package in the runtime), then swapped in whole over the installer's saved copy. The old
+installer stays on any failure."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer import __version__
+from dk_installer.bootstrap import PACKAGE_STAMP, REFRESH_RUNTIME, venv_bin
+from dk_installer.copies import single_file
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+from dk_installer.tls import https_verify
+from dk_installer.versions import is_newer
+
+if TYPE_CHECKING:
+    from dk_installer.config import Settings
+    from dk_installer.steps.base import ActionContext
+
+MAX_INSTALLER_BYTES = 16 * 1024**2  # today's file is about 0.3 MB
+MAX_REDIRECTS = 5
+BUILD_ID_LINE = re.compile(r"^BUILD_ID = '([0-9a-f]+)'$", re.M)
+VERSION_LINE = re.compile(r'^__version__ = "([^"]+)"$', re.M)
+NOT_CHANGED = "The installer was not changed."
+
+
+def allowed_url(url: str) -> bool:
+    """install.sh's rule: https anywhere; plain http only for 127.0.0.1, localhost and [::1]."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def refused_url(url: str) -> InstallerError:
+    return InstallerError(
+        f"Refusing to download from {url}: only https:// URLs are allowed (plain http only for "
+        f"127.0.0.1 and localhost). {NOT_CHANGED}",
+        code=ErrorCode.DOWNLOAD_FAILED,
+    )
+
+
+def fetch(url: str, settings: Settings) -> bytes:
+    """The body of `url`, whole: redirects are followed only to allowed URLs, and a body cut
+    short (fewer bytes than announced) is an error, not a shorter file."""
+    import urllib.parse
+
+    import requests
+
+    session = requests.Session()
+    verify = https_verify(settings)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            if not allowed_url(url):
+                raise refused_url(url)
+            with session.get(
+                url, stream=True, allow_redirects=False, timeout=(15, 60), verify=verify
+            ) as reply:
+                if reply.is_redirect:
+                    url = urllib.parse.urljoin(url, reply.headers["location"])
+                    continue
+                if reply.status_code != 200:
+                    raise InstallerError(
+                        f"Could not download {url}: HTTP {reply.status_code}. {NOT_CHANGED}",
+                        code=ErrorCode.DOWNLOAD_FAILED,
+                    )
+                body = bytearray()
+                for chunk in reply.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_INSTALLER_BYTES:
+                        raise InstallerError(
+                            f"{url} is larger than {MAX_INSTALLER_BYTES // 1024**2} MB: not an installer. "
+                            + NOT_CHANGED,
+                            code=ErrorCode.DOWNLOAD_FAILED,
+                        )
+                return bytes(body)
+        raise InstallerError(f"Too many redirects from {url}. {NOT_CHANGED}", code=ErrorCode.DOWNLOAD_FAILED)
+    except requests.RequestException as exc:
+        raise InstallerError(
+            f"Could not download {url} ({type(exc).__name__}). Behind a proxy? Set HTTPS_PROXY. "
+            + NOT_CHANGED,
+            code=ErrorCode.DOWNLOAD_FAILED,
+            details=str(exc),
+        ) from None
+    finally:
+        session.close()
+
+
+def published_sha256(text: str) -> str:
+    """The SHA-256 in a checksum file: sha256sum's `<hex>  dk_installer.py`, or a bare hex."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    words = line.split()
+    digest = words[0].lower() if words else ""
+    named = words[1].lstrip("*") if len(words) > 1 else "dk_installer.py"
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or named.removeprefix("./") != "dk_installer.py":
+        raise InstallerError(
+            f"The published checksum is not a SHA-256 value for dk_installer.py. {NOT_CHANGED}",
+            code=ErrorCode.CHECKSUM_MISMATCH,
+        )
+    return digest
+
+
+def current_build() -> str | None:
+    """This installer's build id: from the single file it runs from, else the runtime's stamp."""
+    source = single_file()
+    if source is not None:
+        with contextlib.suppress(OSError):
+            found = BUILD_ID_LINE.search(Path(source).read_text(encoding="utf-8"))
+            return found.group(1) if found else None
+        return None
+    package = Path(sys.modules["dk_installer"].__file__ or "").parent
+    try:
+        return (package / PACKAGE_STAMP).read_text().strip()
+    except OSError:
+        return None  # a package install (pip install dk-installer): no build id
+
+
+def self_update_action(ctx: ActionContext, check_only: bool) -> None:
+    paths, settings, console = ctx.paths, ctx.settings, ctx.console
+    base = settings.installer_base_url
+    if not allowed_url(base):
+        raise refused_url(base)
+    with console.step("Download dk_installer.py") as progress:
+        expected = published_sha256(
+            fetch(f"{base}/dk_installer.py.sha256", settings).decode(errors="replace")
+        )
+        data = fetch(f"{base}/dk_installer.py", settings)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise InstallerError(
+                f"Checksum mismatch for {base}/dk_installer.py (expected {expected}, got {actual}): the "
+                f"download is incomplete or was tampered with. {NOT_CHANGED}",
+                code=ErrorCode.CHECKSUM_MISMATCH,
+            )
+        text = data.decode("utf-8", errors="replace")
+        found_build, found_version = BUILD_ID_LINE.search(text), VERSION_LINE.search(text)
+        if not (found_build and found_version):
+            raise InstallerError(
+                f"{base}/dk_installer.py is not a dk-installer build. {NOT_CHANGED}",
+                code=ErrorCode.UPDATE_FAILED,
+            )
+        new_build, new_version = found_build.group(1), found_version.group(1)
+        progress.result = f"{new_version} (build {new_build}), {len(data) / 1024:.0f} KB, checksum OK"
+    build = current_build()
+    saved = paths.installer_copy
+    saved_current = saved.exists() and hashlib.sha256(saved.read_bytes()).hexdigest() == actual
+    if new_build == build and (check_only or saved_current):
+        console.say(f"dk-installer {__version__} is up to date (build {build}, {base}).")
+        return
+    if check_only:
+        if is_newer(new_version, __version__):
+            console.say(
+                f"A newer dk-installer is available: {new_version} (this is {__version__}). "
+                f"Update with `{ctx.self_command()} self-update`."
+            )
+        else:
+            console.say(
+                f"The published dk-installer ({new_version}, build {new_build}) differs from this one "
+                f"({__version__}, build {build or 'unknown'}); "
+                f"`{ctx.self_command()} self-update` installs it."
+            )
+        return
+    install_new_file(ctx, data, new_version)
+    console.say(f"dk-installer {__version__} -> {new_version}: {saved} is the new installer.")
+    if paths.systemd_unit.exists() or paths.launchd_plist.exists():
+        console.say("TestGen's service runs the new installer from its next start.")
+
+
+def install_new_file(ctx: ActionContext, data: bytes, new_version: str) -> None:
+    """Stage the verified file beside the saved copy, run it (its --version, then its runtime),
+    and only then rename it over the saved copy; the staged file goes on any failure."""
+    paths = ctx.paths
+    paths.home.mkdir(parents=True, exist_ok=True)
+    staged = paths.home / f".dk_installer.py.{os.getpid()}.new"
+    # Children run the new file as a user would: not as the old file's hand-over.
+    handed_over = ("DK_INSTALLER_BOOTSTRAPPED", "DK_INSTALLER_PYTHON", "DK_INSTALLER_SCRIPT")
+    env = {k: v for k, v in os.environ.items() if k not in handed_over}
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with ctx.console.step("Run the new installer") as progress:
+            answer = run_command(
+                [sys.executable, str(staged), "--version"],
+                env=env,
+                timeout=120,
+                error_code=ErrorCode.UPDATE_FAILED,
+                what="The new dk_installer.py's --version",
+            )
+            if answer.strip() != f"dk-installer {new_version}":
+                raise InstallerError(
+                    f"The new dk_installer.py answered {answer.strip()[:80]!r} to --version. {NOT_CHANGED}",
+                    code=ErrorCode.UPDATE_FAILED,
+                )
+            progress.result = answer.strip()
+        if (paths.runtime / "bin" / "python").exists():
+            with ctx.console.step("Prepare the runtime for the new installer") as progress:
+                # The runtime's own base interpreter (its venv's python links to it) runs the new
+                # file's bootstrap, which rebuilds the runtime if its pins changed and puts its
+                # package in: the launcher and the service run that package directly.
+                python = os.path.realpath(venv_bin(paths.runtime, "python"))
+                run_command(
+                    [python, str(staged), REFRESH_RUNTIME],
+                    env=env,
+                    progress=progress,
+                    error_code=ErrorCode.UPDATE_FAILED,
+                    what="Preparing the runtime for the new dk_installer.py",
+                )
+        os.replace(staged, paths.installer_copy)
+    except InstallerError as exc:
+        if NOT_CHANGED not in exc.message:
+            exc.message = f"{exc.message.rstrip('.')}. {NOT_CHANGED}"
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
 ''',
     'dk_installer/analytics.py': r'''
 """Anonymous usage analytics: the consent rules, the allow-listed event (EVENT_SCHEMA), the spool
@@ -2359,6 +2967,156 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+BUNDLE_MANIFEST = "manifest.json"  # the first member of a bundle: the sha256 of every other one
+BUNDLE_FORMAT = "dk-installer-bundle"
+BUNDLE_DIR = "bundle"  # where a bundle is unpacked in DK_INSTALLER_HOME while `install --bundle` runs
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged, foreign or tampered with (`tampered`: a checksum)."""
+
+    def __init__(self, message: str, tampered: bool = False) -> None:
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def _bundle_members(archive: str, dest: str | None) -> dict:
+    """Read the bundle; every member must be a plain file the manifest names, with its sha256,
+    and every file the manifest names must be there. With `dest`, also write the files there."""
+    import hashlib
+    import json
+    import tarfile
+
+    try:
+        bundle = tarfile.open(archive, "r:gz")  # noqa: SIM115 (a `with` follows)
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{archive} is not a dk-installer bundle ({exc})") from None
+    with bundle:
+        try:
+            first = bundle.next()
+            reader = bundle.extractfile(first) if first and first.name == BUNDLE_MANIFEST else None
+            manifest = json.loads(reader.read()) if reader else None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{archive} is not a dk-installer bundle (no manifest)")
+            expected = dict(manifest["files"])
+            seen = set()
+            for member in bundle:
+                if member is first:
+                    continue  # iterating a TarFile starts again at its first member
+                name = member.name
+                if not member.isfile() or name not in expected or name in seen:
+                    raise BundleError(f"{archive} holds {name!r}, which its manifest does not list", True)
+                digest = hashlib.sha256()
+                source = bundle.extractfile(member)
+                assert source is not None
+                target = None
+                if dest is not None:
+                    path = os.path.join(dest, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    target = open(path, "wb")  # noqa: SIM115 (closed below)
+                try:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        if target is not None:
+                            target.write(block)
+                finally:
+                    if target is not None:
+                        target.close()
+                if digest.hexdigest() != expected[name]:
+                    raise BundleError(
+                        f"{name} in {archive} does not match its checksum: tampered or damaged", True
+                    )
+                seen.add(name)
+        except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{archive} lacks {', '.join(missing[:3])}, which its manifest lists", True)
+    return manifest
+
+
+def unpack_bundle(archive: str, dest: str) -> dict:
+    """Check every file of the bundle against its manifest without writing anything, then unpack
+    it into `dest` (staged, checked again as it is written, and renamed whole). Returns the
+    manifest."""
+    import json
+    import shutil
+
+    _bundle_members(archive, None)
+    staging = f"{dest}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _bundle_members(archive, staging)
+        with open(os.path.join(staging, BUNDLE_MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _bundle_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -2436,6 +3194,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:
@@ -2457,11 +3217,25 @@ def run_single_file(
         )
         raise SystemExit(EXIT_FAILED)
     if not runtime_is_current(runtime):
-        unusable = home_unusable_message(os.path.dirname(runtime))
-        if unusable:
-            sys.stderr.write(unusable + "\n")
-            raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        # `install --bundle`: the runtime's wheels come from the bundle, every file checked
+        # before anything is written.
+        bundle = _bundle_arg(argv)
+        unpacked = os.path.join(os.path.dirname(runtime), BUNDLE_DIR)
+        try:
+            if bundle:
+                _bundle_members(os.path.abspath(bundle), None)
+            unusable = home_unusable_message(os.path.dirname(runtime))
+            if unusable:
+                sys.stderr.write(unusable + "\n")
+                raise SystemExit(EXIT_REQUIREMENTS)
+            if bundle:
+                unpack_bundle(os.path.abspath(bundle), unpacked)
+        except BundleError as exc:
+            sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
+            raise SystemExit(EXIT_FAILED) from None
+        _create_runtime(
+            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+        )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -2934,6 +3708,11 @@ def version_option_value(ctx: click.Context, param: click.Parameter, value: str 
     "--ssl-cert-file", type=click.Path(path_type=Path), help="HTTPS certificate (PEM; with the key)."
 )
 @click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Install from this bundle (made by `bundle`), with no network at all.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -2951,6 +3730,7 @@ def install(
     listen: str,
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
+    bundle: Path | None,
     yes: bool,
     **_: Any,
 ) -> int:
@@ -2981,7 +3761,12 @@ def install(
         listen=listen,
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
+        bundle=bundle,
     )
+    if bundle and (index_url or find_links or version):
+        raise click.UsageError(
+            "--bundle installs what the bundle holds: no --index-url, --find-links or --version."
+        )
     refuse_changes_to_an_install(ctx, options)
     return perform(invocation_of(ctx, "install"), install_action, options=options)
 
@@ -3286,6 +4071,44 @@ def run(ctx: click.Context, **_: Any) -> int:
     return perform(invocation_of(ctx, "run"), run_action, records_event=False)
 
 
+@cli.command("self-update", context_settings=CONTEXT_SETTINGS)
+@click.option("--check", is_flag=True, help="Only say whether a newer installer is published.")
+@common_flags
+@click.pass_context
+def self_update(ctx: click.Context, check: bool, **_: Any) -> int:
+    """Replace this installer with the newest published one (checksum verified; kept on failure)."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.selfupdate import self_update_action
+
+    return perform(
+        invocation_of(ctx, "self_update"), lambda action_ctx: self_update_action(action_ctx, check)
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The archive to write.",
+)
+@click.option("--index-url", metavar="URL", help="Package index for TestGen's wheels (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels for TestGen's packages (no index then).")
+@common_flags
+@click.pass_context
+def bundle(ctx: click.Context, output: Path, index_url: str | None, find_links: str | None, **_: Any) -> int:
+    """Write one archive that installs this TestGen offline: `install --bundle FILE` on the target."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.bundle import bundle_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(index_url=index_url, find_links=find_links)
+    return perform(
+        invocation_of(ctx, "bundle"), lambda action_ctx: bundle_action(action_ctx, output, options)
+    )
+
+
 @cli.group(context_settings=CONTEXT_SETTINGS)
 def service() -> None:
     """Start TestGen at boot with the user's service manager (systemd, launchd)."""
@@ -3537,6 +4360,9 @@ MIN_FREE_DISK_BYTES = 3 * 1024**3
 START_TIMEOUT_S = 120.0
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 ANALYTICS_BASE_URL = "https://api.mixpanel.com"
+# Where install.sh downloads dk_installer.py and its checksum (its default_base_url), and so
+# self-update too; DK_INSTALLER_BASE_URL names a mirror.
+INSTALLER_BASE_URL = "https://raw.githubusercontent.com/DataKitchen/dk-installer/main"
 MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
@@ -3592,6 +4418,7 @@ class Settings:
     https_proxy: str | None = None  # masked: a proxy URL may carry a password
     failpoint: str | None = None
     app_log_max_bytes: int = APP_LOG_MAX_BYTES
+    installer_base_url: str = INSTALLER_BASE_URL
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -3621,6 +4448,7 @@ class Settings:
             https_proxy=mask_userinfo(env.get("HTTPS_PROXY") or env.get("https_proxy") or "") or None,
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
+            installer_base_url=(env.get("DK_INSTALLER_BASE_URL") or INSTALLER_BASE_URL).rstrip("/"),
         )
 
 
@@ -3815,6 +4643,7 @@ class InstallOptions:
     listen: str = LOOPBACK
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+    bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
 
 
 def remove_tree(path: Path) -> None:
@@ -4015,6 +4844,8 @@ ACTIONS = (
     "backup",
     "restore",
     "configure",
+    "self_update",
+    "bundle",
 )
 ''',
     'dk_installer/engine.py': r'''
@@ -4306,9 +5137,12 @@ class ErrorCode(str, enum.Enum):
 
     BACKUP_FAILED = "backup_failed"
     BACKUP_INVALID = "backup_invalid"
+    BUNDLE_INVALID = "bundle_invalid"
     BUSY = "busy"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DISK_FULL = "disk_full"
+    DOWNLOAD_FAILED = "download_failed"
     HOME_NOT_WRITABLE = "home_not_writable"
     HTTPS_WARNING = "https_warning"
     INDEX_UNREACHABLE = "index_unreachable"
@@ -4324,6 +5158,7 @@ class ErrorCode(str, enum.Enum):
     START_FAILED = "start_failed"
     STATE_CORRUPT = "state_corrupt"
     STOP_FAILED = "stop_failed"
+    UPDATE_FAILED = "update_failed"
     UPGRADE_FAILED = "upgrade_failed"
     VENV_BROKEN = "venv_broken"
     VERSION_CONFLICT = "version_conflict"
@@ -4604,12 +5439,17 @@ HTTP_PROBE_TIMEOUT_S = 2.0
 
 
 def http_status(url: str, context: Any = None, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
-    """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`."""
+    """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`.
+    Never through a proxy: the probes go to TestGen on this machine, which a proxy (HTTP_PROXY set
+    without NO_PROXY) cannot reach or would answer for."""
     import urllib.error
     import urllib.request
 
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+        with opener.open(url, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -6036,6 +6876,7 @@ MUTATING_ACTIONS = (
     "backup",
     "restore",
     "configure",
+    "self_update",
 )
 ''',
     'dk_installer/steps/configure.py': r'''
@@ -7737,20 +8578,22 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these...
-  backup     Back up TestGen's data, keys and credentials (TestGen stops...
-  configure  Change the ports, listen address or HTTPS of the installed...
-  doctor     Check every requirement and print a table; exit 3 if any fails.
-  install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with...
-  restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
-  service    Start TestGen at boot with the user's service manager...
-  start      Start TestGen in the background and wait until it answers.
-  status     Is TestGen installed and running? Version, URLs and health.
-  stop       Stop TestGen and its PostgreSQL.
-  uninstall  Stop TestGen and remove everything the installer created.
-  upgrade    Upgrade TestGen and its database; restart it if it was running.
+  analytics    See and control the anonymous usage analytics (these...
+  backup       Back up TestGen's data, keys and credentials (TestGen...
+  bundle       Write one archive that installs this TestGen offline:...
+  configure    Change the ports, listen address or HTTPS of the installed...
+  doctor       Check every requirement and print a table; exit 3 if any...
+  install      Check requirements, install TestGen, configure it, load...
+  logs         Write a support zip (logs, state, doctor output) with...
+  restore      Replace TestGen's data with a backup; the current data...
+  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update  Replace this installer with the newest published one...
+  service      Start TestGen at boot with the user's service manager...
+  start        Start TestGen in the background and wait until it answers.
+  status       Is TestGen installed and running? Version, URLs and health.
+  stop         Stop TestGen and its PostgreSQL.
+  uninstall    Stop TestGen and remove everything the installer created.
+  upgrade      Upgrade TestGen and its database; restart it if it was...
 ''',
     '-h': r'''
 Usage: dk_installer.py [OPTIONS] COMMAND [ARGS]...
@@ -7767,20 +8610,22 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics  See and control the anonymous usage analytics (these...
-  backup     Back up TestGen's data, keys and credentials (TestGen stops...
-  configure  Change the ports, listen address or HTTPS of the installed...
-  doctor     Check every requirement and print a table; exit 3 if any fails.
-  install    Check requirements, install TestGen, configure it, load demo...
-  logs       Write a support zip (logs, state, doctor output) with...
-  restore    Replace TestGen's data with a backup; the current data stays...
-  run        Run TestGen in the foreground until SIGTERM or Ctrl+C (what...
-  service    Start TestGen at boot with the user's service manager...
-  start      Start TestGen in the background and wait until it answers.
-  status     Is TestGen installed and running? Version, URLs and health.
-  stop       Stop TestGen and its PostgreSQL.
-  uninstall  Stop TestGen and remove everything the installer created.
-  upgrade    Upgrade TestGen and its database; restart it if it was running.
+  analytics    See and control the anonymous usage analytics (these...
+  backup       Back up TestGen's data, keys and credentials (TestGen...
+  bundle       Write one archive that installs this TestGen offline:...
+  configure    Change the ports, listen address or HTTPS of the installed...
+  doctor       Check every requirement and print a table; exit 3 if any...
+  install      Check requirements, install TestGen, configure it, load...
+  logs         Write a support zip (logs, state, doctor output) with...
+  restore      Replace TestGen's data with a backup; the current data...
+  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update  Replace this installer with the newest published one...
+  service      Start TestGen at boot with the user's service manager...
+  start        Start TestGen in the background and wait until it answers.
+  status       Is TestGen installed and running? Version, URLs and health.
+  stop         Stop TestGen and its PostgreSQL.
+  uninstall    Stop TestGen and remove everything the installer created.
+  upgrade      Upgrade TestGen and its database; restart it if it was...
 ''',
     'analytics --help': r'''
 Usage: dk_installer.py analytics [OPTIONS] COMMAND [ARGS]...
@@ -7837,6 +8682,36 @@ Options:
   --no-analytics     Send no analytics for this run (and turn TestGen's off).
   -v, --verbose      Print debug output.
   -h, --help         Show this message and exit.
+''',
+    'bundle --help': r'''
+Usage: dk_installer.py bundle [OPTIONS]
+
+  Write one archive that installs this TestGen offline: `install --bundle
+  FILE` on the target.
+
+Options:
+  -o, --output FILE     The archive to write.  [required]
+  --index-url URL       Package index for TestGen's wheels (a mirror).
+  --find-links DIR|URL  Wheels for TestGen's packages (no index then).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
+  -v, --verbose         Print debug output.
+  -h, --help            Show this message and exit.
+''',
+    'bundle -h': r'''
+Usage: dk_installer.py bundle [OPTIONS]
+
+  Write one archive that installs this TestGen offline: `install --bundle
+  FILE` on the target.
+
+Options:
+  -o, --output FILE     The archive to write.  [required]
+  --index-url URL       Package index for TestGen's wheels (a mirror).
+  --find-links DIR|URL  Wheels for TestGen's packages (no index then).
+  --no-analytics        Send no analytics for this run (and turn TestGen's
+                        off).
+  -v, --verbose         Print debug output.
+  -h, --help            Show this message and exit.
 ''',
     'configure --help': r'''
 Usage: dk_installer.py configure [OPTIONS]
@@ -7924,6 +8799,8 @@ Options:
                             network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --bundle FILE             Install from this bundle (made by `bundle`), with
+                            no network at all.
   -y, --yes                 Answer yes to every question.
   --no-analytics            Send no analytics for this run (and turn TestGen's
                             off).
@@ -7954,6 +8831,8 @@ Options:
                             network.  [default: 127.0.0.1]
   --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
   --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
+  --bundle FILE             Install from this bundle (made by `bundle`), with
+                            no network at all.
   -y, --yes                 Answer yes to every question.
   --no-analytics            Send no analytics for this run (and turn TestGen's
                             off).
@@ -8026,6 +8905,30 @@ Usage: dk_installer.py run [OPTIONS]
   Records no event.
 
 Options:
+  --no-analytics  Send no analytics for this run (and turn TestGen's off).
+  -v, --verbose   Print debug output.
+  -h, --help      Show this message and exit.
+''',
+    'self-update --help': r'''
+Usage: dk_installer.py self-update [OPTIONS]
+
+  Replace this installer with the newest published one (checksum verified;
+  kept on failure).
+
+Options:
+  --check         Only say whether a newer installer is published.
+  --no-analytics  Send no analytics for this run (and turn TestGen's off).
+  -v, --verbose   Print debug output.
+  -h, --help      Show this message and exit.
+''',
+    'self-update -h': r'''
+Usage: dk_installer.py self-update [OPTIONS]
+
+  Replace this installer with the newest published one (checksum verified;
+  kept on failure).
+
+Options:
+  --check         Only say whether a newer installer is published.
   --no-analytics  Send no analytics for this run (and turn TestGen's off).
   -v, --verbose   Print debug output.
   -h, --help      Show this message and exit.
@@ -8220,7 +9123,8 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore|configure]]
+                                         us|backup|restore|configure|self_upda
+                                         te|bundle]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -8232,7 +9136,8 @@ Options:
 Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
-                                         us|backup|restore|configure]]
+                                         us|backup|restore|configure|self_upda
+                                         te|bundle]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -8345,7 +9250,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '067740926f1902da'
+BUILD_ID = 'fd0e37ac2061c5f1'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

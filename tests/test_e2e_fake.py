@@ -432,3 +432,18 @@ def test_upgrade_after_the_password_was_changed_in_testgen_succeeds_and_says_so(
     event = json.loads(upgraded.stderr.split("analytics debug (not sent): ")[-1].splitlines()[0])
     assert event["properties"]["outcome"] == "success" and event["properties"]["login_success"] is False
     assert sandbox.status()["health"] == {"ui": True, "api": True}
+
+
+def test_a_proxy_in_the_environment_never_sees_the_local_probes(sandbox: Sandbox) -> None:
+    """HTTP_PROXY set without NO_PROXY (common on corporate machines): TestGen on this machine is
+    still probed directly, so install and status see it answer."""
+    proxy = {
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "NO_PROXY": None,
+        "no_proxy": None,
+    }
+    result = sandbox.install("--no-demo", env=proxy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = json.loads(sandbox.run("status", "--json", env=proxy).stdout)
+    assert status["health"] == {"ui": True, "api": True}

@@ -5,6 +5,7 @@ event it records. One table drives the runs; README's tables are checked against
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import re
 import shutil
@@ -12,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, Sandbox, bare_python, wait_for_line
@@ -45,6 +48,16 @@ def installed(*extra: str) -> Callable[[Sandbox], None]:
     return prepare
 
 
+def tampered_bundle(path: Path) -> None:
+    """A bundle whose one file does not match the sha256 its manifest gives."""
+    manifest = json.dumps({"format": "dk-installer-bundle", "files": {"dk_installer.py": "0" * 64}}).encode()
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in (("manifest.json", manifest), ("dk_installer.py", b"print()\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
 def damaged_receipt(box: Sandbox) -> None:
     box.home.mkdir(parents=True)
     (box.home / "state.json").write_text("{not json")
@@ -67,6 +80,19 @@ CASES: dict[str, Case] = {
     "success": Case(None, 0, "success", args=lambda box: ["status"]),
     "usage": Case(None, 2, None, args=lambda box: ["install", "--port", "abc"]),
     "busy": Case("busy", 1, "failure", args=lambda box: ["stop"]),
+    "bundle_invalid": Case(
+        "bundle_invalid",
+        1,
+        "failure",
+        args=lambda box: ["install", "--bundle", str(box.root / "no-such.tar.gz")],
+    ),
+    "checksum_mismatch": Case(
+        "checksum_mismatch",
+        1,
+        "failure",
+        args=lambda box: ["install", "--bundle", str(box.root / "tampered.tar.gz")],
+        prepare=lambda box: tampered_bundle(box.root / "tampered.tar.gz"),
+    ),
     "backup_failed": Case(
         "backup_failed",
         1,
@@ -98,6 +124,13 @@ CASES: dict[str, Case] = {
         ["https_warning"],
         args=lambda box: ["doctor"],
         prepare=shared_over_http,
+    ),
+    "download_failed": Case(
+        "download_failed",
+        1,
+        "failure",
+        args=lambda box: ["self-update"],
+        env={"DK_INSTALLER_BASE_URL": "http://127.0.0.1:9/release"},  # nothing listens there
     ),
     "home_not_writable": Case("home_not_writable", 3, "aborted", "preflight", ["home_not_writable"]),
     "index_unreachable": Case(
@@ -194,6 +227,7 @@ NOT_PROVOKED = {
     "stop_failed": "needs a process of ours that survives SIGKILL (one we may not signal)",
     "subprocess_failed": "only `uv python find` failing right after `uv python install` succeeded",
     "unexpected": "a bug; test_privacy pushes arbitrary exceptions through perform() instead",
+    "update_failed": "needs an HTTPS mirror serving a file that does not run (tests/test_selfupdate.py)",
 }
 
 

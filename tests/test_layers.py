@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("steps.install", "steps.backup", "steps.remove", "steps.configure"),
     ("recovery",),
     ("actions.boundary",),
-    ("actions.lifecycle",),
-    ("actions.install", "actions.data", "actions.report", "actions.configure"),
+    ("actions.lifecycle", "actions.bundle"),
+    ("actions.install", "actions.data", "actions.report", "actions.configure", "actions.selfupdate"),
     ("cli",),
     ("__main__",),
 ]

@@ -279,6 +279,156 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
     shutil.rmtree(old, ignore_errors=True)
 
 
+BUNDLE_MANIFEST = "manifest.json"  # the first member of a bundle: the sha256 of every other one
+BUNDLE_FORMAT = "dk-installer-bundle"
+BUNDLE_DIR = "bundle"  # where a bundle is unpacked in DK_INSTALLER_HOME while `install --bundle` runs
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, damaged, foreign or tampered with (`tampered`: a checksum)."""
+
+    def __init__(self, message: str, tampered: bool = False) -> None:
+        super().__init__(message)
+        self.tampered = tampered
+
+
+def _bundle_members(archive: str, dest: str | None) -> dict:
+    """Read the bundle; every member must be a plain file the manifest names, with its sha256,
+    and every file the manifest names must be there. With `dest`, also write the files there."""
+    import hashlib
+    import json
+    import tarfile
+
+    try:
+        bundle = tarfile.open(archive, "r:gz")  # noqa: SIM115 (a `with` follows)
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{archive} is not a dk-installer bundle ({exc})") from None
+    with bundle:
+        try:
+            first = bundle.next()
+            reader = bundle.extractfile(first) if first and first.name == BUNDLE_MANIFEST else None
+            manifest = json.loads(reader.read()) if reader else None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{archive} is not a dk-installer bundle (no manifest)")
+            expected = dict(manifest["files"])
+            seen = set()
+            for member in bundle:
+                if member is first:
+                    continue  # iterating a TarFile starts again at its first member
+                name = member.name
+                if not member.isfile() or name not in expected or name in seen:
+                    raise BundleError(f"{archive} holds {name!r}, which its manifest does not list", True)
+                digest = hashlib.sha256()
+                source = bundle.extractfile(member)
+                assert source is not None
+                target = None
+                if dest is not None:
+                    path = os.path.join(dest, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    target = open(path, "wb")  # noqa: SIM115 (closed below)
+                try:
+                    while block := source.read(1 << 20):
+                        digest.update(block)
+                        if target is not None:
+                            target.write(block)
+                finally:
+                    if target is not None:
+                        target.close()
+                if digest.hexdigest() != expected[name]:
+                    raise BundleError(
+                        f"{name} in {archive} does not match its checksum: tampered or damaged", True
+                    )
+                seen.add(name)
+        except (OSError, tarfile.TarError, ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{archive} is damaged ({type(exc).__name__}: {exc})") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{archive} lacks {', '.join(missing[:3])}, which its manifest lists", True)
+    return manifest
+
+
+def unpack_bundle(archive: str, dest: str) -> dict:
+    """Check every file of the bundle against its manifest without writing anything, then unpack
+    it into `dest` (staged, checked again as it is written, and renamed whole). Returns the
+    manifest."""
+    import json
+    import shutil
+
+    _bundle_members(archive, None)
+    staging = f"{dest}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest = _bundle_members(archive, staging)
+        with open(os.path.join(staging, BUNDLE_MANIFEST), "w") as handle:
+            json.dump(manifest, handle)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _bundle_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+REFRESH_RUNTIME = "--refresh-runtime"  # self-update's first run of a new file (never typed by users)
+
+
+def refresh_runtime(
+    runtime: str, argv: list[str], sources: dict[str, str], build_id: str, version: str
+) -> int:
+    """Make the runtime run THIS file's package, for self-update before it swaps the file in:
+    rebuild the runtime when this file's pins differ, put this build's package in it, and check
+    that `python -m dk_installer --version` answers as this file does. On any failure the
+    runtime's previous package is put back (the launcher and the service run it directly), so
+    the old installer keeps working."""
+    import shutil
+    import subprocess
+
+    keep = os.path.join(os.path.dirname(runtime), "runtime-package.keep")
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        shutil.copytree(os.path.join(runtime_site_packages(runtime), "dk_installer"), keep, symlinks=True)
+    except OSError:
+        keep = ""  # no runtime package yet: nothing to put back
+    python = venv_bin(runtime, "python")
+    answer = ""
+    try:
+        if not runtime_is_current(runtime):
+            _create_runtime(runtime, argv)
+        install_package(python, sources, build_id)
+        check = subprocess.run(
+            [python, "-I", "-m", "dk_installer", "--version"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        answer = check.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        sys.stderr.write(f"The runtime could not run this installer: {exc}\n")
+    except SystemExit:
+        pass  # _create_runtime said why
+    if answer == version:
+        shutil.rmtree(keep, ignore_errors=True)
+        return EXIT_OK
+    if answer:
+        sys.stderr.write(f"The runtime's package answered {answer.strip()!r}, not {version.strip()!r}.\n")
+    if keep:
+        target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(keep, target)
+    return EXIT_FAILED
+
+
 class SingleFileFinder:
     """Imports dk_installer.* from the single file's embedded sources, compiling each module only
     when something imports it (used when the Python running the file already has the runtime's
@@ -356,6 +506,8 @@ def run_single_file(
         sys.stderr.write(refusal + "\n")
         raise SystemExit(EXIT_REQUIREMENTS)
     runtime = os.path.join(installer_home(), RUNTIME_DIR)
+    if argv[:1] == [REFRESH_RUNTIME]:
+        raise SystemExit(refresh_runtime(runtime, argv[1:], sources, build_id, answers["--version"]))
     in_process = not _missing_runtime_modules()
     answer = _stored_answer(argv, answers, in_process or runtime_is_current(runtime))
     if answer is not None:
@@ -377,11 +529,25 @@ def run_single_file(
         )
         raise SystemExit(EXIT_FAILED)
     if not runtime_is_current(runtime):
-        unusable = home_unusable_message(os.path.dirname(runtime))
-        if unusable:
-            sys.stderr.write(unusable + "\n")
-            raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        # `install --bundle`: the runtime's wheels come from the bundle, every file checked
+        # before anything is written.
+        bundle = _bundle_arg(argv)
+        unpacked = os.path.join(os.path.dirname(runtime), BUNDLE_DIR)
+        try:
+            if bundle:
+                _bundle_members(os.path.abspath(bundle), None)
+            unusable = home_unusable_message(os.path.dirname(runtime))
+            if unusable:
+                sys.stderr.write(unusable + "\n")
+                raise SystemExit(EXIT_REQUIREMENTS)
+            if bundle:
+                unpack_bundle(os.path.abspath(bundle), unpacked)
+        except BundleError as exc:
+            sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
+            raise SystemExit(EXIT_FAILED) from None
+        _create_runtime(
+            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+        )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"

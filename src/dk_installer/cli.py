@@ -108,6 +108,11 @@ def version_option_value(ctx: click.Context, param: click.Parameter, value: str 
     "--ssl-cert-file", type=click.Path(path_type=Path), help="HTTPS certificate (PEM; with the key)."
 )
 @click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Install from this bundle (made by `bundle`), with no network at all.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -125,6 +130,7 @@ def install(
     listen: str,
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
+    bundle: Path | None,
     yes: bool,
     **_: Any,
 ) -> int:
@@ -155,7 +161,12 @@ def install(
         listen=listen,
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
+        bundle=bundle,
     )
+    if bundle and (index_url or find_links or version):
+        raise click.UsageError(
+            "--bundle installs what the bundle holds: no --index-url, --find-links or --version."
+        )
     refuse_changes_to_an_install(ctx, options)
     return perform(invocation_of(ctx, "install"), install_action, options=options)
 
@@ -458,6 +469,44 @@ def run(ctx: click.Context, **_: Any) -> int:
     from dk_installer.actions.lifecycle import run_action
 
     return perform(invocation_of(ctx, "run"), run_action, records_event=False)
+
+
+@cli.command("self-update", context_settings=CONTEXT_SETTINGS)
+@click.option("--check", is_flag=True, help="Only say whether a newer installer is published.")
+@common_flags
+@click.pass_context
+def self_update(ctx: click.Context, check: bool, **_: Any) -> int:
+    """Replace this installer with the newest published one (checksum verified; kept on failure)."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.selfupdate import self_update_action
+
+    return perform(
+        invocation_of(ctx, "self_update"), lambda action_ctx: self_update_action(action_ctx, check)
+    )
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The archive to write.",
+)
+@click.option("--index-url", metavar="URL", help="Package index for TestGen's wheels (a mirror).")
+@click.option("--find-links", metavar="DIR|URL", help="Wheels for TestGen's packages (no index then).")
+@common_flags
+@click.pass_context
+def bundle(ctx: click.Context, output: Path, index_url: str | None, find_links: str | None, **_: Any) -> int:
+    """Write one archive that installs this TestGen offline: `install --bundle FILE` on the target."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.bundle import bundle_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(index_url=index_url, find_links=find_links)
+    return perform(
+        invocation_of(ctx, "bundle"), lambda action_ctx: bundle_action(action_ctx, output, options)
+    )
 
 
 @cli.group(context_settings=CONTEXT_SETTINGS)

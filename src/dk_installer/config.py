@@ -30,6 +30,9 @@ MIN_FREE_DISK_BYTES = 3 * 1024**3
 START_TIMEOUT_S = 120.0
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 ANALYTICS_BASE_URL = "https://api.mixpanel.com"
+# Where install.sh downloads dk_installer.py and its checksum (its default_base_url), and so
+# self-update too; DK_INSTALLER_BASE_URL names a mirror.
+INSTALLER_BASE_URL = "https://raw.githubusercontent.com/DataKitchen/dk-installer/main"
 MIXPANEL_TOKEN = "b1a0a4e8ef2f4f1f9a6e0e4c7d2f6a91"
 LOG_FILES_KEPT = 20
 APP_LOG_MAX_BYTES = 10 * 1024**2  # logs/testgen-app.log is rotated at this size ...
@@ -85,6 +88,7 @@ class Settings:
     https_proxy: str | None = None  # masked: a proxy URL may carry a password
     failpoint: str | None = None
     app_log_max_bytes: int = APP_LOG_MAX_BYTES
+    installer_base_url: str = INSTALLER_BASE_URL
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +118,7 @@ class Settings:
             https_proxy=mask_userinfo(env.get("HTTPS_PROXY") or env.get("https_proxy") or "") or None,
             failpoint=env.get("DK_INSTALLER_FAILPOINT") or None,
             app_log_max_bytes=int(env.get("DK_INSTALLER_APP_LOG_MAX_BYTES") or APP_LOG_MAX_BYTES),
+            installer_base_url=(env.get("DK_INSTALLER_BASE_URL") or INSTALLER_BASE_URL).rstrip("/"),
         )
 
 
@@ -308,6 +313,7 @@ class InstallOptions:
     listen: str = LOOPBACK
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+    bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
 
 
 def remove_tree(path: Path) -> None:

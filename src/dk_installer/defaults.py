@@ -24,4 +24,6 @@ ACTIONS = (
     "backup",
     "restore",
     "configure",
+    "self_update",
+    "bundle",
 )

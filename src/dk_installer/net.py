@@ -13,12 +13,17 @@ HTTP_PROBE_TIMEOUT_S = 2.0
 
 
 def http_status(url: str, context: Any = None, timeout: float = HTTP_PROBE_TIMEOUT_S) -> int | None:
-    """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`."""
+    """The HTTP status of a GET, or None when nothing answers. Stdlib only: this runs in `status`.
+    Never through a proxy: the probes go to TestGen on this machine, which a proxy (HTTP_PROXY set
+    without NO_PROXY) cannot reach or would answer for."""
     import urllib.error
     import urllib.request
 
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+        with opener.open(url, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

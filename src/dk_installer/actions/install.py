@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import click
 
 from dk_installer.actions.boundary import load_state
+from dk_installer.actions.bundle import use_bundle
 from dk_installer.actions.lifecycle import start_action
-from dk_installer.bootstrap import venv_bin
+from dk_installer.bootstrap import BUNDLE_DIR, venv_bin
 from dk_installer.checks import find_testgen_python
-from dk_installer.config import InstallState, now_iso
+from dk_installer.config import InstallState, now_iso, remove_tree
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
@@ -80,6 +81,17 @@ def repair_state(ctx: ActionContext) -> InstallState | None:
 
 
 def install_action(ctx: ActionContext) -> None:
+    if ctx.options.bundle is None:
+        install_or_repair(ctx)
+        return
+    try:
+        ctx.options = use_bundle(ctx)
+        install_or_repair(ctx)
+    finally:
+        remove_tree(ctx.paths.home / BUNDLE_DIR)  # unpacked for this install only
+
+
+def install_or_repair(ctx: ActionContext) -> None:
     try:
         state = load_state(ctx, required=False)
     except InstallerError:

@@ -224,4 +224,5 @@ MUTATING_ACTIONS = (
     "backup",
     "restore",
     "configure",
+    "self_update",
 )

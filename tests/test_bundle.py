@@ -1,0 +1,117 @@
+"""bundle and install --bundle: a bundle made from a stand-in install installs on a fresh machine
+with every index and proxy pointed at a dead port, run by a bare Python 3.9 (so the runtime too
+comes from the bundle); a tampered bundle is refused before anything is written."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import INSTALLER, Sandbox, bare_python, sandbox_at
+
+DEAD = "http://127.0.0.1:9"
+OFFLINE = {
+    "PIP_INDEX_URL": f"{DEAD}/simple",
+    "UV_INDEX_URL": f"{DEAD}/simple",
+    "PIP_FIND_LINKS": None,
+    "PIP_CONFIG_FILE": "/dev/null",
+    "HTTPS_PROXY": DEAD,
+    "HTTP_PROXY": DEAD,
+    "UV_PYTHON_INSTALL_MIRROR": DEAD,
+    "UV_OFFLINE": None,
+}
+
+
+@pytest.fixture
+def made_bundle(sandbox: Sandbox) -> tuple[Path, float]:
+    installed = sandbox.install("--no-demo", "--no-start", "--version", "5.1.0")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    output = sandbox.root / "out" / "testgen-bundle.tar.gz"
+    started = time.monotonic()
+    made = sandbox.run(
+        "bundle", "--output", str(output), "--find-links", str(sandbox.wheelhouse), timeout=900
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    return output, time.monotonic() - started
+
+
+def members(bundle: Path) -> dict[str, bytes]:
+    with tarfile.open(bundle) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_bundle_installs_with_no_network(
+    made_bundle: tuple[Path, float], tmp_path: Path, wheelhouse: Path, uv_cache: Path
+) -> None:
+    bundle, made_s = made_bundle
+    files = members(bundle)
+    manifest = json.loads(files["manifest.json"])
+    assert next(iter(files)) == "manifest.json"
+    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    assert files["dk_installer.py"] == INSTALLER.read_bytes()
+    assert "wheels/testgen/dataops_testgen-5.1.0-py3-none-any.whl" in files
+    assert any(name.startswith("wheels/runtime/click-8.1.8") for name in files)
+    assert (manifest["testgen_version"], manifest["python_version"]) == ("5.1.0", "3.11")
+    target_root = tmp_path / "target"
+    target_root.mkdir()
+    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+        started = time.monotonic()
+        # --no-start: with HTTP_PROXY at a dead port and no NO_PROXY, the start's health probes
+        # to 127.0.0.1 go through that proxy too (urllib), a separate bug.
+        result = subprocess.run(
+            [
+                bare_python(),
+                str(INSTALLER),
+                "install",
+                *target.install_args("--no-demo", "--no-start", "--bundle", str(bundle))[3:],
+            ],
+            env=target.merged_env(OFFLINE),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        install_s = time.monotonic() - started
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert target.state()["product_version"] == "5.1.0"
+        assert list((target.home / "runtime").glob("lib/python3.9/site-packages/click"))
+        assert not (target.home / "bundle").exists()
+        size = bundle.stat().st_size / 1024**2
+        print(f"bundle {size:.1f} MB, made in {made_s:.1f}s, installed in {install_s:.1f}s")
+
+
+def tampered(bundle: Path, tmp_path: Path) -> Path:
+    """The same manifest, one wheel's bytes changed."""
+    out = tmp_path / "tampered.tar.gz"
+    with tarfile.open(bundle) as source, tarfile.open(out, "w:gz") as target:
+        for member in source:
+            data = source.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name.startswith("wheels/runtime/click"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            member.size = len(data)
+            target.addfile(member, io.BytesIO(data))
+    return out
+
+
+def test_a_tampered_bundle_is_refused_before_anything_is_written(
+    made_bundle: tuple[Path, float], tmp_path: Path, wheelhouse: Path, uv_cache: Path
+) -> None:
+    bad = tampered(made_bundle[0], tmp_path)
+    target_root = tmp_path / "target"
+    target_root.mkdir()
+    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+        for python in (bare_python(), None):  # the bootstrap checks it, and so does the package
+            argv = [python or __import__("sys").executable, str(INSTALLER), "install", "--bundle", str(bad)]
+            result = subprocess.run(
+                argv, env=target.merged_env(OFFLINE), capture_output=True, text=True, timeout=300
+            )
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert (
+                "does not match its checksum" in result.stderr and "Nothing was installed." in result.stderr
+            )
+            assert not (target.home / "runtime").exists() and not (target.home / "bundle").exists()
+            assert not (target.home / "testgen").exists()

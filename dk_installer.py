@@ -3395,6 +3395,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
+from dk_installer.config import mask_userinfo
 from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import port_free, port_holder
@@ -3569,7 +3570,8 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"{type(exc).__name__}. {unreachable_index_hint(index, settings)}",
+            f"could not reach {mask_userinfo(index)} ({type(exc).__name__}). "
+            + unreachable_index_hint(index, settings),
             blocking=False,
         )
     if response.status_code == 404:
@@ -3585,7 +3587,8 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"HTTP {response.status_code}. {unreachable_index_hint(index, settings)}",
+            f"{mask_userinfo(index)} answered HTTP {response.status_code}. "
+            + unreachable_index_hint(index, settings),
             blocking=False,
         )
     return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)
@@ -3610,52 +3613,27 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dk_installer import __version__
 from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.cli_options import (
+    CONTEXT_SETTINGS,
+    PORT,
+    check_certificate_pair,
+    check_listen_address,
+    common_flags,
+    invocation_of,
+    refuse_changes_to_an_install,
+    version_option_value,
+)
 from dk_installer.defaults import ACTIONS, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import raise_keyboard_interrupt
 
 if TYPE_CHECKING:
-    from dk_installer.actions.boundary import Invocation
-    from dk_installer.config import InstallOptions, Settings
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-PORT = click.IntRange(1, 65535)
-
-
-def common_flags(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--no-analytics and --verbose work after the command word too."""
-    command = click.option("--verbose", "-v", is_flag=True, help="Print debug output.")(command)
-    return click.option(
-        "--no-analytics", is_flag=True, help="Send no analytics for this run (and turn TestGen's off)."
-    )(command)
-
-
-def invocation_of(ctx: click.Context, action: str) -> Invocation:
-    from click.core import ParameterSource
-
-    from dk_installer.actions.boundary import Invocation
     from dk_installer.config import Settings
-
-    user_set = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-
-    def names_set(context: click.Context) -> set[str]:
-        """The long flag names the user gave (--no-demo -> no_demo), never their values."""
-        return {
-            max(param.opts, key=len).lstrip("-").replace("-", "_")
-            for param in context.command.params
-            if param.name and context.get_parameter_source(param.name) in user_set
-        }
-
-    parent = ctx.parent
-    names = names_set(ctx) | (names_set(parent) if parent is not None else set())
-    no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
-    verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
-    return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -3666,17 +3644,6 @@ def cli(no_analytics: bool, verbose: bool) -> None:
 
     Exit codes: 0 success, 1 the action failed, 2 usage error, 3 requirements not met, 130 interrupted.
     """
-
-
-def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from dk_installer.versions import version_specifier
-
-    if not value:
-        return None
-    try:
-        return version_specifier(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -3769,79 +3736,6 @@ def install(
         )
     refuse_changes_to_an_install(ctx, options)
     return perform(invocation_of(ctx, "install"), install_action, options=options)
-
-
-def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) -> None:
-    """`install` on an existing install changes nothing: options the user set that differ from
-    the receipt are a usage error pointing to `configure`, never a silent "already installed"."""
-    from click.core import ParameterSource
-
-    from dk_installer.actions.configure import Wanted, receipt_differences
-    from dk_installer.config import InstallState, Settings
-    from dk_installer.errors import StateCorrupt
-    from dk_installer.launcher import self_command
-    from dk_installer.paths import Paths
-    from dk_installer.recovery import interrupted_action
-
-    paths = Paths.from_environment()
-    if interrupted_action(paths) is not None:
-        return  # the receipt may be half-changed: install repairs first, then says what is there
-    try:
-        state = InstallState.load(paths.state)
-    except StateCorrupt:
-        return  # install rebuilds it
-    if state is None:
-        return
-    options_set = {
-        name
-        for name in ("port", "api_port", "listen")
-        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
-    }
-    wanted = Wanted(options.ui_port, options.api_port, options.listen, options.ssl_cert, options.ssl_key)
-    differences = receipt_differences(state, paths.tls_cert, options_set, wanted)
-    if differences:
-        settings = ctx.find_object(Settings)
-        command = self_command(settings, paths) if settings else "dk_installer.py"
-        raise click.UsageError(
-            "TestGen is already installed, and install changes nothing: it "
-            + "; it ".join(what for what, _ in differences)
-            + f". Change it with: {command} configure "
-            + " ".join(option for _, option in differences)
-        )
-
-
-def check_listen_address(listen: str) -> None:
-    import ipaddress
-
-    from dk_installer.net import address_of_this_machine
-
-    try:
-        ipaddress.ip_address(listen)
-    except ValueError:
-        raise click.BadParameter(f"'{listen}' is not an IP address.", param_hint="--listen") from None
-    if not address_of_this_machine(listen):
-        raise click.BadParameter(
-            f"this machine has no address {listen}; use 0.0.0.0 for all its addresses.", param_hint="--listen"
-        )
-
-
-def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
-    """Both or neither, readable, a matching pair and not expired: TestGen would otherwise fail at
-    start-up, or serve what every client refuses."""
-    from dk_installer.certificates import pair_problem
-
-    if (cert is None) != (key is None):
-        raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
-    if cert is None or key is None:
-        return
-    for path, option in ((cert, "--ssl-cert-file"), (key, "--ssl-key-file")):
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
-    problem = pair_problem(cert, key)
-    if problem:
-        raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -4326,6 +4220,143 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Interrupted.", err=True)
         code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+''',
+    'dk_installer/cli_options.py': r'''
+"""What the command line shares and checks before an action runs: the click settings, the flags
+every command takes, which option names the user set (for the event), and the checks of values
+that make a usage error (exit 2) rather than a failed action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+if TYPE_CHECKING:
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import InstallOptions
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+PORT = click.IntRange(1, 65535)
+
+
+def common_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-analytics and --verbose work after the command word too."""
+    command = click.option("--verbose", "-v", is_flag=True, help="Print debug output.")(command)
+    return click.option(
+        "--no-analytics", is_flag=True, help="Send no analytics for this run (and turn TestGen's off)."
+    )(command)
+
+
+def invocation_of(ctx: click.Context, action: str) -> Invocation:
+    from click.core import ParameterSource
+
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import Settings
+
+    user_set = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    def names_set(context: click.Context) -> set[str]:
+        """The long flag names the user gave (--no-demo -> no_demo), never their values."""
+        return {
+            max(param.opts, key=len).lstrip("-").replace("-", "_")
+            for param in context.command.params
+            if param.name and context.get_parameter_source(param.name) in user_set
+        }
+
+    parent = ctx.parent
+    names = names_set(ctx) | (names_set(parent) if parent is not None else set())
+    no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
+    verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
+    return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
+
+
+def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from dk_installer.versions import version_specifier
+
+    if not value:
+        return None
+    try:
+        return version_specifier(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) -> None:
+    """`install` on an existing install changes nothing: options the user set that differ from
+    the receipt are a usage error pointing to `configure`, never a silent "already installed"."""
+    from click.core import ParameterSource
+
+    from dk_installer.actions.configure import Wanted, receipt_differences
+    from dk_installer.config import InstallState, Settings
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.launcher import self_command
+    from dk_installer.paths import Paths
+    from dk_installer.recovery import interrupted_action
+
+    paths = Paths.from_environment()
+    if interrupted_action(paths) is not None:
+        return  # the receipt may be half-changed: install repairs first, then says what is there
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        return  # install rebuilds it
+    if state is None:
+        return
+    options_set = {
+        name
+        for name in ("port", "api_port", "listen")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    wanted = Wanted(options.ui_port, options.api_port, options.listen, options.ssl_cert, options.ssl_key)
+    differences = receipt_differences(state, paths.tls_cert, options_set, wanted)
+    if differences:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            "TestGen is already installed, and install changes nothing: it "
+            + "; it ".join(what for what, _ in differences)
+            + f". Change it with: {command} configure "
+            + " ".join(option for _, option in differences)
+        )
+
+
+def check_listen_address(listen: str) -> None:
+    import ipaddress
+
+    from dk_installer.net import address_of_this_machine
+
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise click.BadParameter(f"'{listen}' is not an IP address.", param_hint="--listen") from None
+    if not address_of_this_machine(listen):
+        raise click.BadParameter(
+            f"this machine has no address {listen}; use 0.0.0.0 for all its addresses.", param_hint="--listen"
+        )
+
+
+def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, readable, a matching pair and not expired: TestGen would otherwise fail at
+    start-up, or serve what every client refuses."""
+    from dk_installer.certificates import pair_problem
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
+    if cert is None or key is None:
+        return
+    for path, option in ((cert, "--ssl-cert-file"), (key, "--ssl-key-file")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
+    problem = pair_problem(cert, key)
+    if problem:
+        raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
 ''',
     'dk_installer/config.py': r'''
 """What the installer reads and keeps: Settings (the environment, read once per command), the
@@ -9250,7 +9281,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'fd0e37ac2061c5f1'
+BUILD_ID = '0c722aa4a9ec4707'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

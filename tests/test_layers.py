@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("actions.boundary",),
     ("actions.lifecycle", "actions.bundle"),
     ("actions.install", "actions.data", "actions.report", "actions.configure", "actions.selfupdate"),
+    ("cli_options",),
     ("cli",),
     ("__main__",),
 ]

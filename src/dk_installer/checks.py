@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
+from dk_installer.config import mask_userinfo
 from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import port_free, port_holder
@@ -185,7 +186,8 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"{type(exc).__name__}. {unreachable_index_hint(index, settings)}",
+            f"could not reach {mask_userinfo(index)} ({type(exc).__name__}). "
+            + unreachable_index_hint(index, settings),
             blocking=False,
         )
     if response.status_code == 404:
@@ -201,7 +203,8 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"HTTP {response.status_code}. {unreachable_index_hint(index, settings)}",
+            f"{mask_userinfo(index)} answered HTTP {response.status_code}. "
+            + unreachable_index_hint(index, settings),
             blocking=False,
         )
     return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)

@@ -1,0 +1,135 @@
+"""What the command line shares and checks before an action runs: the click settings, the flags
+every command takes, which option names the user set (for the event), and the checks of values
+that make a usage error (exit 2) rather than a failed action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+if TYPE_CHECKING:
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import InstallOptions
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+PORT = click.IntRange(1, 65535)
+
+
+def common_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-analytics and --verbose work after the command word too."""
+    command = click.option("--verbose", "-v", is_flag=True, help="Print debug output.")(command)
+    return click.option(
+        "--no-analytics", is_flag=True, help="Send no analytics for this run (and turn TestGen's off)."
+    )(command)
+
+
+def invocation_of(ctx: click.Context, action: str) -> Invocation:
+    from click.core import ParameterSource
+
+    from dk_installer.actions.boundary import Invocation
+    from dk_installer.config import Settings
+
+    user_set = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    def names_set(context: click.Context) -> set[str]:
+        """The long flag names the user gave (--no-demo -> no_demo), never their values."""
+        return {
+            max(param.opts, key=len).lstrip("-").replace("-", "_")
+            for param in context.command.params
+            if param.name and context.get_parameter_source(param.name) in user_set
+        }
+
+    parent = ctx.parent
+    names = names_set(ctx) | (names_set(parent) if parent is not None else set())
+    no_analytics = bool(ctx.params.get("no_analytics") or (parent and parent.params.get("no_analytics")))
+    verbose = bool(ctx.params.get("verbose") or (parent and parent.params.get("verbose")))
+    return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
+
+
+def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from dk_installer.versions import version_specifier
+
+    if not value:
+        return None
+    try:
+        return version_specifier(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) -> None:
+    """`install` on an existing install changes nothing: options the user set that differ from
+    the receipt are a usage error pointing to `configure`, never a silent "already installed"."""
+    from click.core import ParameterSource
+
+    from dk_installer.actions.configure import Wanted, receipt_differences
+    from dk_installer.config import InstallState, Settings
+    from dk_installer.errors import StateCorrupt
+    from dk_installer.launcher import self_command
+    from dk_installer.paths import Paths
+    from dk_installer.recovery import interrupted_action
+
+    paths = Paths.from_environment()
+    if interrupted_action(paths) is not None:
+        return  # the receipt may be half-changed: install repairs first, then says what is there
+    try:
+        state = InstallState.load(paths.state)
+    except StateCorrupt:
+        return  # install rebuilds it
+    if state is None:
+        return
+    options_set = {
+        name
+        for name in ("port", "api_port", "listen")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    wanted = Wanted(options.ui_port, options.api_port, options.listen, options.ssl_cert, options.ssl_key)
+    differences = receipt_differences(state, paths.tls_cert, options_set, wanted)
+    if differences:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            "TestGen is already installed, and install changes nothing: it "
+            + "; it ".join(what for what, _ in differences)
+            + f". Change it with: {command} configure "
+            + " ".join(option for _, option in differences)
+        )
+
+
+def check_listen_address(listen: str) -> None:
+    import ipaddress
+
+    from dk_installer.net import address_of_this_machine
+
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise click.BadParameter(f"'{listen}' is not an IP address.", param_hint="--listen") from None
+    if not address_of_this_machine(listen):
+        raise click.BadParameter(
+            f"this machine has no address {listen}; use 0.0.0.0 for all its addresses.", param_hint="--listen"
+        )
+
+
+def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, readable, a matching pair and not expired: TestGen would otherwise fail at
+    start-up, or serve what every client refuses."""
+    from dk_installer.certificates import pair_problem
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("HTTPS needs both --ssl-cert-file and --ssl-key-file.")
+    if cert is None or key is None:
+        return
+    for path, option in ((cert, "--ssl-cert-file"), (key, "--ssl-key-file")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path} ({exc.strerror}).", param_hint=option) from None
+    problem = pair_problem(cert, key)
+    if problem:
+        raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")

@@ -134,10 +134,12 @@ class Sandbox:
         env: dict[str, str | None] | None = None,
         timeout: float = 300,
         input: str | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(INSTALLER), *args],
             env=self.merged_env(env),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -92,6 +93,12 @@ def version_option_value(ctx: click.Context, param: click.Parameter, value: str 
     help="TestGen version (5.92.2) or specifier (>=5.90,<6). Default: newest 5.x.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @click.option("--python", "python", metavar="PATH", help="Python 3.11+ interpreter for TestGen.")
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
@@ -117,6 +124,7 @@ def install(
     api_port: int,
     version: str | None,
     index_url: str | None,
+    index_url_file: Path | None,
     find_links: str | None,
     python: str | None,
     no_demo: bool,
@@ -141,9 +149,9 @@ def install(
         ui_port=port,
         api_port=api_port,
         version=version,
-        index_url=index_url,
-        find_links=find_links,
-        python=python,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+        python=absolute_path(python) if python and os.sep in python else python,  # else a name on PATH
         demo=not no_demo,
         start=not no_start,
         browser=not no_browser,
@@ -153,6 +161,47 @@ def install(
         ssl_key=ssl_key_file,
     )
     return perform(invocation_of(ctx, "install"), install_action, options=options)
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path the user gave relative to their folder, made absolute: uv, pip and the Python
+    probes run elsewhere (never in the user's folder). URLs are kept."""
+    if value is None or "://" in value:
+        return value
+    return os.path.abspath(value)
+
+
+def chosen_index_url(index_url: str | None, index_url_file: Path | None) -> str | None:
+    """--index-url, or the first line of --index-url-file: a URL typed on a command line can be
+    read by every local user while the command runs (in /proc), a file can be kept private."""
+    if index_url_file is None:
+        return index_url
+    if index_url is not None:
+        raise click.UsageError("Pass --index-url or --index-url-file, not both.")
+    from urllib.parse import urlsplit
+
+    from dk_installer.bootstrap import index_url_from_file
+    from dk_installer.console import echo
+
+    try:
+        url = index_url_from_file(str(index_url_file))
+        readable_by_others = index_url_file.stat().st_mode & 0o044
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(
+            f"cannot read {index_url_file} ({reason}).", param_hint="--index-url-file"
+        ) from None
+    try:
+        credentials = bool(urlsplit(url).username)
+    except ValueError:
+        credentials = False  # not a URL: uv says so
+    if credentials and readable_by_others:
+        echo(
+            f"Warning: {index_url_file} holds the index's credentials and other users can read it; "
+            f"`chmod 600 {index_url_file}` keeps them yours.",
+            err=True,
+        )
+    return url
 
 
 def check_listen_address(listen: str) -> None:
@@ -201,18 +250,33 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
     help="Target version or specifier. Default: newest of the installed major version.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @common_flags
 @click.pass_context
 def upgrade(
-    ctx: click.Context, version: str | None, index_url: str | None, find_links: str | None, **_: Any
+    ctx: click.Context,
+    version: str | None,
+    index_url: str | None,
+    index_url_file: Path | None,
+    find_links: str | None,
+    **_: Any,
 ) -> int:
     """Upgrade TestGen and its database; restart it if it was running. Rolls back on failure."""
     from dk_installer.actions.boundary import perform
     from dk_installer.actions.install import upgrade_action
     from dk_installer.config import InstallOptions
 
-    options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
+    options = InstallOptions(
+        version=version,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+    )
     return perform(invocation_of(ctx, "upgrade"), upgrade_action, options=options)
 
 

@@ -3843,7 +3843,9 @@ class PackageEngine:
             env["PIP_INDEX_URL"] = index
         python = venv_bin(venv, "python")
         if self.uv:
-            install = ["pip", "install", "--python", python, "--compile-bytecode"]
+            # Copies, not hardlinks into uv's cache: TestGen patches files of its venv in place
+            # (tg-patch-streamlit), which would change the cache and every venv sharing them.
+            install = ["pip", "install", "--python", python, "--compile-bytecode", "--link-mode", "copy"]
             return [self.uv, *install, *sources, requirement], env
         pip = ["-I", "-m", "pip", "install", "--disable-pip-version-check"]
         return [python, *pip, *sources, requirement], env
@@ -7553,7 +7555,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '3d41f8826c8a6ec0'
+BUILD_ID = '630368394edfe0cf'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -1,11 +1,12 @@
 """The package engine (uv or pip). Issue 15, item 5: a package index's credentials are never in a
 command line, a log, the support zip or a message; the index may come from a file or the
-environment."""
+environment. Item 11: TestGen's venvs share no file with uv's cache or with each other."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,11 @@ import pytest
 from conftest import (
     INSTALLER,
     Sandbox,
+    build_fake_wheel,
+    build_wheel,
     free_port,
     processes_mentioning,
+    wait_for_line,
 )
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -47,6 +51,7 @@ def test_install_command_keeps_the_index_out_of_argv(tmp_path: Path, engine: str
         assert not any(TOKEN in part or "mirror.example" in part for part in cmd), cmd
         if engine == "uv":
             assert env["UV_DEFAULT_INDEX"] == index and "UV_INDEX_URL" not in env
+            assert cmd[cmd.index("--link-mode") + 1] == "copy"  # item 11
         else:
             assert env["PIP_INDEX_URL"] == index
     cmd, env = packages.install_command(
@@ -181,3 +186,52 @@ def test_index_url_file_is_read_and_checked(sandbox: Sandbox, tmp_path: Path) ->
     (tmp_path / "empty").write_text("\n")
     empty = sandbox.run("upgrade", "--index-url-file", str(tmp_path / "empty"))
     assert empty.returncode == 2 and "is empty" in empty.stderr
+
+
+def inodes(folder: Path) -> dict[tuple[int, int], Path]:
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root, name)
+            stat = path.lstat()
+            if not path.is_symlink():
+                found[(stat.st_dev, stat.st_ino)] = path
+    return found
+
+
+def test_venvs_share_no_file_with_the_cache_or_each_other(
+    sandbox: Sandbox, tmp_path: Path, uv_cache: Path
+) -> None:
+    """TestGen patches files of its venv in place (tg-patch-streamlit): a file hardlinked from uv's
+    cache would change the cache, the venv kept for rollback and any other install using the same
+    UV_CACHE_DIR. A shared dependency of both versions (as streamlit is) shows it."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    code = {f"shared_dep/part{i}.py": f"VALUE = {i}\n".encode() for i in range(5)}
+    build_wheel("shared-dep", "1.0", code, wheels)
+    for version in ("5.0.0", "5.1.0"):
+        build_fake_wheel(version, wheels, requires=('shared-dep; extra == "standalone"',))
+    ports = ["--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port)]
+    install = sandbox.run(
+        "install", "--find-links", str(wheels), "--version", "5.0.0", "--no-demo", "--no-start", *ports
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    cache = inodes(uv_cache)
+    venv = inodes((sandbox.home / "testgen" / "venv").resolve())
+    assert any(path.parent.name == "shared_dep" for path in venv.values())
+    assert not set(venv) & set(cache), sorted(str(p) for k, p in venv.items() if k in cache)
+    assert [p for p in venv.values() if p.lstat().st_nlink > 1] == []
+    # An upgrade, held while both venvs exist (after the new one is built, before the swap).
+    upgrade = sandbox.popen(
+        "upgrade", "--find-links", str(wheels), env={"DK_INSTALLER_FAILPOINT": "check_version"}
+    )
+    try:
+        wait_for_line(upgrade, "failpoint check_version")
+        old, new = (inodes(v) for v in sorted((sandbox.home / "testgen" / "venvs").iterdir()))
+        assert not set(old) & set(new)
+        assert not (set(old) | set(new)) & set(inodes(uv_cache))
+        assert [p for p in [*old.values(), *new.values()] if p.lstat().st_nlink > 1] == []
+    finally:
+        upgrade.terminate()
+        upgrade.communicate(timeout=120)
+    assert upgrade.returncode == 130

@@ -161,7 +161,9 @@ class PackageEngine:
             env["PIP_INDEX_URL"] = index
         python = venv_bin(venv, "python")
         if self.uv:
-            install = ["pip", "install", "--python", python, "--compile-bytecode"]
+            # Copies, not hardlinks into uv's cache: TestGen patches files of its venv in place
+            # (tg-patch-streamlit), which would change the cache and every venv sharing them.
+            install = ["pip", "install", "--python", python, "--compile-bytecode", "--link-mode", "copy"]
             return [self.uv, *install, *sources, requirement], env
         pip = ["-I", "-m", "pip", "install", "--disable-pip-version-check"]
         return [python, *pip, *sources, requirement], env

@@ -85,19 +85,58 @@ def _venv_unavailable_hint() -> str | None:
     return None
 
 
-def _package_source_args(argv: list[str]) -> list[str]:
-    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs:
-    --find-links alone means no index, as for TestGen's own packages)."""
-    args: list[str] = []
-    for flag in ("--index-url", "--find-links"):
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                args += [flag, argv[i + 1]]
-            elif arg.startswith(flag + "="):
-                args += [flag, arg.split("=", 1)[1]]
-    if "--find-links" in args and "--index-url" not in args:
-        args.append("--no-index")
-    return args
+# Every child the installer starts runs here, never in the user's current folder, where a uv.toml
+# would choose the package index and a csv.py or venv.py would run inside a Python child. "/" always
+# exists (a detached child outlives the installer's temporary folder; status and doctor create
+# nothing) and only root can write in it. TestGen's own commands run in TestGen's home instead.
+CHILD_CWD = "/"
+
+
+def index_url_from_file(path: str) -> str:
+    """The package index URL in the first line of `path` (--index-url-file): a URL with a token in
+    it need not be typed on a command line, which every local user can read."""
+    with open(path, encoding="utf-8") as handle:
+        url = handle.readline().strip()
+    if not url:
+        raise ValueError(f"{path} is empty; its first line must be the package index URL")
+    return url
+
+
+def index_url_from_environment(environ: Mapping[str, str]) -> str | None:
+    """The index named in the environment, in uv's order of precedence, then pip's."""
+    names = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+    return next((environ[name] for name in names if environ.get(name)), None)
+
+
+def _option_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The runtime's own packages come from where TestGen's will: --find-links in pip's arguments
+    (alone, it means no index, as for TestGen), and the index (--index-url, --index-url-file, or
+    the environment's, which may be uv's) in PIP_INDEX_URL, never in argv:
+    a token in it would be readable in /proc by every local user."""
+    find_links = _option_value(argv, "--find-links")
+    if find_links is not None and "://" not in find_links:
+        find_links = os.path.abspath(find_links)  # pip runs in CHILD_CWD, not the user's folder
+    index = _option_value(argv, "--index-url")
+    index_file = _option_value(argv, "--index-url-file")
+    if index is None and index_file is not None:
+        try:
+            index = index_url_from_file(index_file)
+        except (OSError, ValueError):
+            pass  # the CLI explains an unreadable file; the runtime comes from the usual index
+    if find_links is not None and index is None:
+        return ["--find-links", find_links, "--no-index"], {}
+    args = ["--find-links", find_links] if find_links is not None else []
+    index = index or index_url_from_environment(environ)
+    return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
 def home_unusable_message(home: str) -> str | None:
@@ -185,24 +224,35 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     ticker.start()
     try:
         shutil.rmtree(staging, ignore_errors=True)
+        source_args, source_env = _package_sources(argv, os.environ)
+        # -I and CHILD_CWD: a venv.py or pip/ in the user's folder, or PYTHONPATH, is not imported.
+        env = {**os.environ, **source_env}
         with open(log_path, "w") as log:
             for cmd in (
-                [sys.executable, "-m", "venv", staging],
+                [sys.executable, "-I", "-m", "venv", staging],
                 [
                     venv_bin(staging, "python"),
+                    "-I",
                     "-m",
                     "pip",
                     "install",
                     "--disable-pip-version-check",
                     *_system_ca_args(),
-                    *_package_source_args(argv),
+                    *source_args,
                     *RUNTIME_REQUIREMENTS,
                 ],
             ):
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
-                if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
-                    raise OSError(f"'{' '.join(cmd[:4])}' failed")
+                if subprocess.call(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=CHILD_CWD,
+                    env=env,
+                ):
+                    raise OSError(f"'{' '.join(cmd[:5])}' failed")
         with open(os.path.join(staging, RUNTIME_RECEIPT), "w") as receipt:
             receipt.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
         # `python -m` works from a renamed venv (only its scripts embed the staging path), so the
@@ -271,7 +321,9 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
-    subprocess.call([python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL)
+    subprocess.call(
+        [python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL, cwd=CHILD_CWD
+    )
     with open(os.path.join(staging, PACKAGE_STAMP), "w") as handle:
         handle.write(build_id)
     if os.path.exists(target):
@@ -2196,6 +2248,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from dk_installer import __version__
+from dk_installer.bootstrap import CHILD_CWD
 from dk_installer.config import (
     CI_PROVIDERS,
     LAUNCHERS,
@@ -2567,6 +2620,7 @@ def _start_sender(paths: Paths) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=CHILD_CWD,
         start_new_session=True,
         close_fds=True,
     )
@@ -2772,19 +2826,58 @@ def _venv_unavailable_hint() -> str | None:
     return None
 
 
-def _package_source_args(argv: list[str]) -> list[str]:
-    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs:
-    --find-links alone means no index, as for TestGen's own packages)."""
-    args: list[str] = []
-    for flag in ("--index-url", "--find-links"):
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                args += [flag, argv[i + 1]]
-            elif arg.startswith(flag + "="):
-                args += [flag, arg.split("=", 1)[1]]
-    if "--find-links" in args and "--index-url" not in args:
-        args.append("--no-index")
-    return args
+# Every child the installer starts runs here, never in the user's current folder, where a uv.toml
+# would choose the package index and a csv.py or venv.py would run inside a Python child. "/" always
+# exists (a detached child outlives the installer's temporary folder; status and doctor create
+# nothing) and only root can write in it. TestGen's own commands run in TestGen's home instead.
+CHILD_CWD = "/"
+
+
+def index_url_from_file(path: str) -> str:
+    """The package index URL in the first line of `path` (--index-url-file): a URL with a token in
+    it need not be typed on a command line, which every local user can read."""
+    with open(path, encoding="utf-8") as handle:
+        url = handle.readline().strip()
+    if not url:
+        raise ValueError(f"{path} is empty; its first line must be the package index URL")
+    return url
+
+
+def index_url_from_environment(environ: Mapping[str, str]) -> str | None:
+    """The index named in the environment, in uv's order of precedence, then pip's."""
+    names = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+    return next((environ[name] for name in names if environ.get(name)), None)
+
+
+def _option_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The runtime's own packages come from where TestGen's will: --find-links in pip's arguments
+    (alone, it means no index, as for TestGen), and the index (--index-url, --index-url-file, or
+    the environment's, which may be uv's) in PIP_INDEX_URL, never in argv:
+    a token in it would be readable in /proc by every local user."""
+    find_links = _option_value(argv, "--find-links")
+    if find_links is not None and "://" not in find_links:
+        find_links = os.path.abspath(find_links)  # pip runs in CHILD_CWD, not the user's folder
+    index = _option_value(argv, "--index-url")
+    index_file = _option_value(argv, "--index-url-file")
+    if index is None and index_file is not None:
+        try:
+            index = index_url_from_file(index_file)
+        except (OSError, ValueError):
+            pass  # the CLI explains an unreadable file; the runtime comes from the usual index
+    if find_links is not None and index is None:
+        return ["--find-links", find_links, "--no-index"], {}
+    args = ["--find-links", find_links] if find_links is not None else []
+    index = index or index_url_from_environment(environ)
+    return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
 def home_unusable_message(home: str) -> str | None:
@@ -2872,24 +2965,35 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     ticker.start()
     try:
         shutil.rmtree(staging, ignore_errors=True)
+        source_args, source_env = _package_sources(argv, os.environ)
+        # -I and CHILD_CWD: a venv.py or pip/ in the user's folder, or PYTHONPATH, is not imported.
+        env = {**os.environ, **source_env}
         with open(log_path, "w") as log:
             for cmd in (
-                [sys.executable, "-m", "venv", staging],
+                [sys.executable, "-I", "-m", "venv", staging],
                 [
                     venv_bin(staging, "python"),
+                    "-I",
                     "-m",
                     "pip",
                     "install",
                     "--disable-pip-version-check",
                     *_system_ca_args(),
-                    *_package_source_args(argv),
+                    *source_args,
                     *RUNTIME_REQUIREMENTS,
                 ],
             ):
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
-                if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
-                    raise OSError(f"'{' '.join(cmd[:4])}' failed")
+                if subprocess.call(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=CHILD_CWD,
+                    env=env,
+                ):
+                    raise OSError(f"'{' '.join(cmd[:5])}' failed")
         with open(os.path.join(staging, RUNTIME_RECEIPT), "w") as receipt:
             receipt.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
         # `python -m` works from a renamed venv (only its scripts embed the staging path), so the
@@ -2958,7 +3062,9 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
-    subprocess.call([python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL)
+    subprocess.call(
+        [python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL, cwd=CHILD_CWD
+    )
     with open(os.path.join(staging, PACKAGE_STAMP), "w") as handle:
         handle.write(build_id)
     if os.path.exists(target):
@@ -3396,9 +3502,17 @@ from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
 from dk_installer.config import mask_userinfo
-from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
+from dk_installer.engine import (
+    UV_PYTHON,
+    _probe_python,
+    child_environment,
+    find_uv,
+    index_url_of,
+    unreachable_index_hint,
+)
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import port_free, port_holder
+from dk_installer.runner import probe, redact
 from dk_installer.testgen.config import PACKAGE, TESTGEN_MIN_PYTHON
 from dk_installer.tls import https_verify
 
@@ -3470,13 +3584,7 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
     uv = find_uv()
     if uv:
         try:
-            out = subprocess.run(
-                [uv, "python", "find", f">={needed}"],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=30,
-            )
+            out = probe([uv, "python", "find", f">={needed}"], timeout=30, env=child_environment())
             path = out.stdout.strip() if out.returncode == 0 else ""
         except (OSError, subprocess.SubprocessError):
             path = ""
@@ -3561,6 +3669,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
 
     index = index_url_of(options, settings)
     url = f"{index.rstrip('/')}/{PACKAGE}/"
+    shown = redact(index)  # a token in the URL is never printed
     try:
         response = requests.get(
             url, timeout=(5, 10), headers={"Accept": "text/html"}, verify=https_verify(settings)
@@ -3570,7 +3679,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"could not reach {mask_userinfo(index)} ({type(exc).__name__}). "
+            f"Could not reach the package index {mask_userinfo(index)} ({type(exc).__name__}). "
             + unreachable_index_hint(index, settings),
             blocking=False,
         )
@@ -3579,7 +3688,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.PACKAGE_NOT_FOUND,
             title,
             False,
-            f"{index} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
+            f"{shown} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
             blocking=False,
         )
     if response.status_code >= 400:
@@ -3591,7 +3700,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             + unreachable_index_hint(index, settings),
             blocking=False,
         )
-    return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)
+    return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, shown, blocking=False)
 
 
 def report_requirements(console: Console, checks: list[Requirement]) -> None:
@@ -3609,6 +3718,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -3622,8 +3732,10 @@ from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
 from dk_installer.cli_options import (
     CONTEXT_SETTINGS,
     PORT,
+    absolute_path,
     check_certificate_pair,
     check_listen_address,
+    chosen_index_url,
     common_flags,
     invocation_of,
     refuse_changes_to_an_install,
@@ -3659,6 +3771,12 @@ def cli(no_analytics: bool, verbose: bool) -> None:
     help="TestGen version (5.92.2) or specifier (>=5.90,<6). Default: newest 5.x.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @click.option("--python", "python", metavar="PATH", help="Python 3.11+ interpreter for TestGen.")
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
@@ -3689,6 +3807,7 @@ def install(
     api_port: int,
     version: str | None,
     index_url: str | None,
+    index_url_file: Path | None,
     find_links: str | None,
     python: str | None,
     no_demo: bool,
@@ -3718,9 +3837,9 @@ def install(
         ui_port=port,
         api_port=api_port,
         version=version,
-        index_url=index_url,
-        find_links=find_links,
-        python=python,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+        python=absolute_path(python) if python and os.sep in python else python,  # else a name on PATH
         demo=not no_demo,
         start=not no_start,
         browser=not no_browser,
@@ -3801,6 +3920,12 @@ def configure(
     help="Target version or specifier. Default: newest of the installed major version.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @click.option(
     "--from-backup",
@@ -3813,6 +3938,7 @@ def upgrade(
     ctx: click.Context,
     version: str | None,
     index_url: str | None,
+    index_url_file: Path | None,
     find_links: str | None,
     from_backup: Path | None,
     **_: Any,
@@ -3824,7 +3950,11 @@ def upgrade(
     from dk_installer.actions.install import upgrade_action
     from dk_installer.config import InstallOptions
 
-    options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
+    options = InstallOptions(
+        version=version,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+    )
     return perform(
         invocation_of(ctx, "upgrade"),
         lambda action_ctx: upgrade_action(action_ctx, from_backup),
@@ -4228,6 +4358,7 @@ that make a usage error (exit 2) rather than a failed action."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -4357,6 +4488,47 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
     problem = pair_problem(cert, key)
     if problem:
         raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path the user gave relative to their folder, made absolute: uv, pip and the Python
+    probes run elsewhere (never in the user's folder). URLs are kept."""
+    if value is None or "://" in value:
+        return value
+    return os.path.abspath(value)
+
+
+def chosen_index_url(index_url: str | None, index_url_file: Path | None) -> str | None:
+    """--index-url, or the first line of --index-url-file: a URL typed on a command line can be
+    read by every local user while the command runs (in /proc), a file can be kept private."""
+    if index_url_file is None:
+        return index_url
+    if index_url is not None:
+        raise click.UsageError("Pass --index-url or --index-url-file, not both.")
+    from urllib.parse import urlsplit
+
+    from dk_installer.bootstrap import index_url_from_file
+    from dk_installer.console import echo
+
+    try:
+        url = index_url_from_file(str(index_url_file))
+        readable_by_others = index_url_file.stat().st_mode & 0o044
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(
+            f"cannot read {index_url_file} ({reason}).", param_hint="--index-url-file"
+        ) from None
+    try:
+        credentials = bool(urlsplit(url).username)
+    except ValueError:
+        credentials = False  # not a URL: uv says so
+    if credentials and readable_by_others:
+        echo(
+            f"Warning: {index_url_file} holds the index's credentials and other users can read it; "
+            f"`chmod 600 {index_url_file}` keeps them yours.",
+            err=True,
+        )
+    return url
 ''',
     'dk_installer/config.py': r'''
 """What the installer reads and keeps: Settings (the environment, read once per command), the
@@ -4379,7 +4551,7 @@ from pathlib import Path
 from typing import Any
 
 from dk_installer import __version__
-from dk_installer.bootstrap import ca_named_by_user
+from dk_installer.bootstrap import ca_named_by_user, index_url_from_environment
 from dk_installer.defaults import ALL_ADDRESSES, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import InstallerError, StateCorrupt
 
@@ -4461,7 +4633,7 @@ class Settings:
             min_free_bytes=int(env.get("DK_INSTALLER_MIN_FREE_BYTES") or MIN_FREE_DISK_BYTES),
             start_timeout_s=float(env.get("DK_INSTALLER_START_TIMEOUT") or START_TIMEOUT_S),
             force_pip=_flag(env.get("DK_INSTALLER_PACKAGE_ENGINE"), ("pip",)),
-            index_url=env.get("UV_INDEX_URL") or env.get("PIP_INDEX_URL") or None,
+            index_url=index_url_from_environment(env),
             no_color="NO_COLOR" in env,
             has_display=sys.platform == "darwin" or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")),
             do_not_track=_flag(env.get("DO_NOT_TRACK"), _YES),
@@ -4685,8 +4857,9 @@ def remove_tree(path: Path) -> None:
 
 
 def mask_userinfo(url: str) -> str:
-    """`https://user:token@host/…` -> `https://***@host/…`: shown, never with its secret."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
+    """`https://user:token@host/…` -> `https://[REDACTED]@host/…` (the runner's redaction mark):
+    shown, never with its secret."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "[REDACTED]@", url)
 ''',
     'dk_installer/console.py': r'''
 """What the user sees: steps with OK / SKIPPED / FAILED, live progress on a terminal, plain lines
@@ -4841,12 +5014,14 @@ def installer_command(*args: str, saved_copy: Path | None = None) -> list[str]:
     """The argv that runs this installer again with `args`, by the Python running it now: the
     package's cached bytecode with -I (the current folder and PYTHONPATH cannot shadow it), or the
     single file it came from (`saved_copy`, the installer's own copy in its home, when given and
-    present: a clone or a download folder may go away)."""
+    present: a clone or a download folder may go away). A copy runs as isolated as this one:
+    with -I here, PYTHONPATH is not imported by the copy either."""
     source = single_file()
     if source is None:
         return [sys.executable, "-I", "-m", "dk_installer", *args]
     script = saved_copy if saved_copy is not None and saved_copy.exists() else Path(source)
-    return [sys.executable, str(script.absolute()), *args]
+    isolated = ["-I"] if sys.flags.isolated else []
+    return [sys.executable, *isolated, str(script.absolute()), *args]
 ''',
     'dk_installer/defaults.py': r'''
 """The product's defaults that the command line shows: ports, the listen address, the actions.
@@ -4885,6 +5060,7 @@ how a failed package install is explained (not found, unreachable index, other).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -4892,11 +5068,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from dk_installer.bootstrap import venv_bin
 from dk_installer.config import DEFAULT_INDEX_URL
 from dk_installer.errors import CommandFailed, ErrorCode, InstallerError
-from dk_installer.runner import run_command
+from dk_installer.runner import USER_PYTHON_VARIABLES, probe, redact, run_command
 
 if TYPE_CHECKING:
     from dk_installer.config import InstallOptions, Settings
@@ -4912,16 +5089,15 @@ def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
     if not path:
         return None
     try:
-        out = subprocess.run(
+        # -I: neither the current folder nor PYTHONPATH can put code into the probed Python.
+        out = probe(
             [
                 path,
+                "-I",
                 "-c",
                 "import sys; print(sys.executable); print('.'.join(map(str, sys.version_info[:3])))",
             ],
-            capture_output=True,
-            text=True,
             timeout=15,
-            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -4929,6 +5105,16 @@ def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
     if out.returncode != 0 or len(lines) != 2:
         return None  # e.g. a pyenv shim for a version that is not selected
     return lines[0], tuple(int(part) for part in lines[1].split("."))
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of uv and pip: the user's, without the variables that would load the
+    user's code into a Python that uv runs, and with uv's configuration files ignored (uv reads
+    uv.toml and pyproject.toml from the folder it runs in and its parents, and from the user's and
+    the system's config folders): the installer passes what it means explicitly."""
+    env = {name: value for name, value in os.environ.items() if name not in USER_PYTHON_VARIABLES}
+    env["UV_NO_CONFIG"] = "1"
+    return env
 
 
 def find_uv() -> str | None:
@@ -4942,8 +5128,21 @@ def index_url_of(options: InstallOptions, settings: Settings) -> str:
     return options.index_url or settings.index_url or DEFAULT_INDEX_URL
 
 
+def chosen_index(options: InstallOptions, settings: Settings) -> str | None:
+    """The index the user chose (--index-url, --index-url-file, else UV_DEFAULT_INDEX /
+    UV_INDEX_URL / PIP_INDEX_URL), or None: PyPI, or no index at all with --find-links alone.
+    Its user and password are added to the redactor (also where they appear outside a URL)."""
+    index = options.index_url or (None if options.find_links else settings.index_url)
+    if index:
+        with contextlib.suppress(ValueError):  # not a URL: nothing to add, uv will say so
+            parts = urlsplit(index)
+            redact.add(parts.password or parts.username)
+    return index
+
+
 def unreachable_index_hint(index: str, settings: Settings) -> str:
-    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has."""
+    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has.
+    (`index` is named by the caller, masked.)"""
     proxy = (
         f"The proxy in HTTPS_PROXY ({settings.https_proxy}) is used: check it."
         if settings.https_proxy
@@ -4967,7 +5166,7 @@ class PackageEngine:
         return cls("uv" if uv else "pip", uv, paths, settings)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = child_environment()
         env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
         env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
         env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
@@ -4998,7 +5197,7 @@ class PackageEngine:
         if self.uv:
             cmd = [self.uv, "venv", "--quiet", "--python", python, str(target)]
         else:
-            cmd = [python, "-m", "venv", str(target)]
+            cmd = [python, "-I", "-m", "venv", str(target)]
         run_command(
             cmd,
             env=self.env(),
@@ -5007,36 +5206,50 @@ class PackageEngine:
             what="creating TestGen's venv",
         )
 
-    def install(
-        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings, progress: Progress
-    ) -> None:
+    def install_command(
+        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings
+    ) -> tuple[list[str], dict[str, str]]:
+        """The package install's argv and environment. The index goes in the environment, never in
+        argv, which every local user can read in /proc (it may carry a token)."""
+        env = self.env()
         sources: list[str] = []
-        if options.index_url:
-            sources += ["--index-url", options.index_url]
         if options.find_links:
             sources += ["--find-links", options.find_links]
             if not options.index_url:
                 sources.append("--no-index")
+        index = chosen_index(options, settings)
+        if index and self.uv:
+            env.pop("UV_INDEX_URL", None)  # UV_DEFAULT_INDEX would win anyway; one name is clearer
+            env["UV_DEFAULT_INDEX"] = index
+        elif index:
+            env["PIP_INDEX_URL"] = index
         python = venv_bin(venv, "python")
         if self.uv:
+            # Copies, not hardlinks into uv's cache: TestGen patches files of its venv in place
+            # (tg-patch-streamlit), which would change the cache and every venv sharing them.
             # -v: uv says nothing on a pipe until it is done; its debug lines show what it does.
-            cmd = [
-                self.uv,
+            install = [
                 "pip",
                 "install",
                 "-v",
                 "--python",
                 python,
                 "--compile-bytecode",
-                *sources,
-                requirement,
+                "--link-mode",
+                "copy",
             ]
-        else:
-            cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *sources, requirement]
+            return [self.uv, *install, *sources, requirement], env
+        pip = ["-I", "-m", "pip", "install", "--disable-pip-version-check"]
+        return [python, *pip, *sources, requirement], env
+
+    def install(
+        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings, progress: Progress
+    ) -> None:
+        cmd, env = self.install_command(venv, requirement, options, settings)
         try:
             run_command(
                 cmd,
-                env=self.env(),
+                env=env,
                 progress=progress,
                 error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
                 what=f"{self.name} install",
@@ -5113,6 +5326,7 @@ def classify_install_failure(
         index = options.find_links
     else:
         index = index_url_of(options, settings)
+    index = redact(index)  # an index URL may carry a user and token
     url, cause = uv_causes(exc.details)
     because = f" ({cause}{f', fetching {url}' if url else ''})" if cause else ""
 
@@ -5946,6 +6160,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
+from dk_installer.bootstrap import CHILD_CWD
 from dk_installer.config import LOG_FILES_KEPT
 from dk_installer.errors import CommandFailed, ErrorCode
 
@@ -5958,15 +6173,21 @@ log = logging.getLogger("dk_installer")
 
 SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
 REDACTED = "[REDACTED]"
+# Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
+# inspect an interpreter); the children get what the installer means, not what the shell has.
+USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
 
 
 class Redactor:
-    """Replaces known secret values, and the values of known secret keys, before text is stored."""
+    """Replaces known secret values, the values of known secret keys, and the user and password
+    of any URL (`https://user:token@mirror/simple`: a package index with credentials) before
+    text is stored or shown."""
 
     def __init__(self) -> None:
         self.secrets: set[str] = set()
         keys = "|".join(SECRET_KEYS)
         self._key_pattern = re.compile(rf"((?:{keys})\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+        self._userinfo_pattern = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 6:
@@ -5975,6 +6196,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        text = self._userinfo_pattern.sub(rf"\g<1>{REDACTED}@", text)
         return self._key_pattern.sub(rf"\g<1>{REDACTED}", text)
 
 
@@ -6045,10 +6267,27 @@ def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> N
         process.wait()
 
 
+def probe(
+    cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A short command whose output the caller reads (not logged): in CHILD_CWD, without stdin.
+    Raises OSError or SubprocessError (a timeout) like subprocess.run."""
+    return subprocess.run(
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=CHILD_CWD,
+    )
+
+
 def run_command(
     cmd: Sequence[str],
     *,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] = CHILD_CWD,
     stdin_text: str | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
@@ -6056,10 +6295,11 @@ def run_command(
     what: str | None = None,
     chatter: str | None = None,
 ) -> str:
-    """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
-    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines. Lines that
-    start with `chatter` (a verbose tool's debug lines) show what it is doing and go to the log,
-    but never crowd the tool's own error out of those last lines."""
+    """Run `cmd` in its own process group, in `cwd` (never the user's current folder), logging its
+    output (redacted) and feeding the latest line to `progress`. Returns stdout. Raises
+    CommandFailed with the last stderr lines. Lines that start with `chatter` (a verbose tool's
+    debug lines) show what it is doing and go to the log, but never crowd the tool's own error out
+    of those last lines."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -6067,6 +6307,7 @@ def run_command(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=cwd,
         start_new_session=True,
         text=True,
         errors="replace",
@@ -6162,6 +6403,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
 from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import probe
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -6210,9 +6452,7 @@ class ServiceManager:
         tool = ["launchctl", *args] if self.launchd else ["systemctl", "--user", *args]
         log.info("$ %s", " ".join(tool))
         try:
-            result = subprocess.run(
-                tool, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-            )
+            result = probe(tool, timeout=60)
         except (OSError, subprocess.SubprocessError) as exc:
             raise InstallerError(f"`{' '.join(tool)}` could not run ({type(exc).__name__}).") from None
         if check and result.returncode != 0:
@@ -6342,12 +6582,7 @@ class ServiceManager:
 
         user = getpass.getuser()
         try:
-            out = subprocess.run(
-                ["loginctl", "show-user", user, "--property=Linger"],
-                capture_output=True,
-                text=True,
-                timeout=15,
-            ).stdout
+            out = probe(["loginctl", "show-user", user, "--property=Linger"], timeout=15).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
         if "Linger=yes" in out:
@@ -7701,7 +7936,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dk_installer.bootstrap import EXIT_REQUIREMENTS, venv_bin
+from dk_installer.bootstrap import CHILD_CWD, EXIT_REQUIREMENTS, venv_bin
 from dk_installer.certificates import (
     EXPIRY_WARNING_DAYS,
     HOW_TO_GET_HTTPS,
@@ -7715,7 +7950,7 @@ from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
-from dk_installer.runner import file_tail, run_command
+from dk_installer.runner import USER_PYTHON_VARIABLES, file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
 from dk_installer.testgen.login import oauth_login
@@ -7897,9 +8132,14 @@ class TestGen:
             env["TG_MIXPANEL_URL"] = self.settings.analytics_url
         # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
         # to TLS; a CA bundle in the user's environment is not meant for that.
-        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
+        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", *USER_PYTHON_VARIABLES):
             env.pop(name, None)
         return env
+
+    @property
+    def working_dir(self) -> Path:
+        """Where TestGen's processes run: its home, never the user's current folder."""
+        return self.paths.testgen_home
 
     def cli(
         self,
@@ -7915,6 +8155,7 @@ class TestGen:
         return run_command(
             [str(self.program("testgen")), subcommand],
             env={**self.environment(), **(extra_env or {})},
+            cwd=self.working_dir,
             stdin_text=stdin_text,
             progress=progress,
             timeout=timeout,
@@ -7929,6 +8170,7 @@ class TestGen:
             run_command(
                 [str(patcher)],
                 env=self.environment(),
+                cwd=self.working_dir,
                 progress=progress,
                 error_code=ErrorCode.UPGRADE_FAILED,
                 what="tg-patch-streamlit",
@@ -8013,6 +8255,7 @@ class TestGen:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, OWNER_VARIABLE: environment[OWNER_VARIABLE]},
+            cwd=CHILD_CWD,
             start_new_session=True,
         )
         assert pump.stdin is not None
@@ -8025,7 +8268,7 @@ class TestGen:
                 stdout=pump.stdin,
                 stderr=subprocess.STDOUT,
                 env=environment,
-                cwd=paths.testgen_home,
+                cwd=self.working_dir,
                 start_new_session=True,
             )
         import psutil
@@ -8144,6 +8387,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import venv_bin
 from dk_installer.config import write_file_atomically
+from dk_installer.runner import probe
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -8164,16 +8408,14 @@ def installed_version(venv: Path) -> str | None:
     if not os.path.exists(python):
         return None
     try:
-        out = subprocess.run(
-            [python, "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
-            capture_output=True,
-            text=True,
+        # -I: importlib.metadata imports csv, which a csv.py in the current folder would replace.
+        result = probe(
+            [python, "-I", "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
             timeout=30,
-            check=True,
-        ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out or None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
 class TestGenConfig:
@@ -8820,6 +9062,8 @@ Options:
   --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
                             Default: newest 5.x.
   --index-url URL           Package index to install from (a mirror).
+  --index-url-file PATH     Read the package index URL from the first line of
+                            this file (keeps a token off the command line).
   --find-links DIR|URL      Wheels to install from (air-gapped installs).
   --python PATH             Python 3.11+ interpreter for TestGen.
   --no-demo                 Do not load the demo data.
@@ -8852,6 +9096,8 @@ Options:
   --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
                             Default: newest 5.x.
   --index-url URL           Package index to install from (a mirror).
+  --index-url-file PATH     Read the package index URL from the first line of
+                            this file (keeps a token off the command line).
   --find-links DIR|URL      Wheels to install from (air-gapped installs).
   --python PATH             Python 3.11+ interpreter for TestGen.
   --no-demo                 Do not load the demo data.
@@ -9085,16 +9331,18 @@ Usage: dk_installer.py upgrade [OPTIONS]
   An older version needs the data of that version: --from-backup FILE.
 
 Options:
-  --version VERSION     Target version or specifier. Default: newest of the
-                        installed major version.
-  --index-url URL       Package index to install from (a mirror).
-  --find-links DIR|URL  Wheels to install from (air-gapped installs).
-  --from-backup FILE    Go back to the older TestGen that made this backup,
-                        with its data.
-  --no-analytics        Send no analytics for this run (and turn TestGen's
-                        off).
-  -v, --verbose         Print debug output.
-  -h, --help            Show this message and exit.
+  --version VERSION      Target version or specifier. Default: newest of the
+                         installed major version.
+  --index-url URL        Package index to install from (a mirror).
+  --index-url-file PATH  Read the package index URL from the first line of
+                         this file (keeps a token off the command line).
+  --find-links DIR|URL   Wheels to install from (air-gapped installs).
+  --from-backup FILE     Go back to the older TestGen that made this backup,
+                         with its data.
+  --no-analytics         Send no analytics for this run (and turn TestGen's
+                         off).
+  -v, --verbose          Print debug output.
+  -h, --help             Show this message and exit.
 ''',
     'upgrade -h': r'''
 Usage: dk_installer.py upgrade [OPTIONS]
@@ -9105,16 +9353,18 @@ Usage: dk_installer.py upgrade [OPTIONS]
   An older version needs the data of that version: --from-backup FILE.
 
 Options:
-  --version VERSION     Target version or specifier. Default: newest of the
-                        installed major version.
-  --index-url URL       Package index to install from (a mirror).
-  --find-links DIR|URL  Wheels to install from (air-gapped installs).
-  --from-backup FILE    Go back to the older TestGen that made this backup,
-                        with its data.
-  --no-analytics        Send no analytics for this run (and turn TestGen's
-                        off).
-  -v, --verbose         Print debug output.
-  -h, --help            Show this message and exit.
+  --version VERSION      Target version or specifier. Default: newest of the
+                         installed major version.
+  --index-url URL        Package index to install from (a mirror).
+  --index-url-file PATH  Read the package index URL from the first line of
+                         this file (keeps a token off the command line).
+  --find-links DIR|URL   Wheels to install from (air-gapped installs).
+  --from-backup FILE     Go back to the older TestGen that made this backup,
+                         with its data.
+  --no-analytics         Send no analytics for this run (and turn TestGen's
+                         off).
+  -v, --verbose          Print debug output.
+  -h, --help             Show this message and exit.
 ''',
     'analytics disable --help': r'''
 Usage: dk_installer.py analytics disable [OPTIONS]
@@ -9281,7 +9531,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '0c722aa4a9ec4707'
+BUILD_ID = 'cc295e0ee5ea6d7a'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

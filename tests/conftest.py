@@ -37,29 +37,47 @@ FAKE_SOURCE = Path(__file__).parent / "fake_testgen" / "testgen"
 FAKE_VERSIONS = ("5.0.0", "5.1.0")
 
 
-def build_fake_wheel(version: str, dest: Path) -> Path:
-    """A real wheel of the stand-in TestGen, with a correct RECORD, built with zipfile."""
-    dist_info = f"dataops_testgen-{version}.dist-info"
-    files = {f"testgen/{p.name}": p.read_bytes() for p in sorted(FAKE_SOURCE.glob("*.py"))}
+def build_wheel(
+    name: str,
+    version: str,
+    files: dict[str, bytes],
+    dest: Path,
+    requires: tuple[str, ...] = (),
+    entry_points: bytes | None = None,
+    extras: tuple[str, ...] = (),
+) -> Path:
+    """A real wheel with a correct RECORD, built with zipfile."""
+    dist = name.replace("-", "_")
+    dist_info = f"{dist}-{version}.dist-info"
+    files = dict(files)
     files[f"{dist_info}/METADATA"] = (
-        "Metadata-Version: 2.1\nName: dataops-testgen\n"
-        f"Version: {version}\nRequires-Python: >=3.11\nProvides-Extra: standalone\n"
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.11\n"
+        + "".join(f"Provides-Extra: {extra}\n" for extra in extras)
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
     ).encode()
     files[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: dk-installer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     )
-    files[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
+    if entry_points is not None:
+        files[f"{dist_info}/entry_points.txt"] = entry_points
     record = []
-    for name, data in files.items():
+    for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = dest / f"dataops_testgen-{version}-py3-none-any.whl"
+    wheel = dest / f"{dist}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
+        for path, data in files.items():
+            archive.writestr(path, data)
     return wheel
+
+
+def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -> Path:
+    """A wheel of the stand-in TestGen (`requires`: its dependencies, like streamlit's for the real one)."""
+    files = {f"testgen/{p.name}": p.read_bytes() for p in sorted(FAKE_SOURCE.glob("*.py"))}
+    entry_points = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
+    return build_wheel("dataops-testgen", version, files, dest, requires, entry_points, ("standalone",))
 
 
 @pytest.fixture(scope="session")
@@ -135,10 +153,12 @@ class Sandbox:
         env: dict[str, str | None] | None = None,
         timeout: float = 300,
         input: str | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(INSTALLER), *args],
             env=self.merged_env(env),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,

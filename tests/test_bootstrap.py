@@ -17,7 +17,7 @@ from dk_installer.bootstrap import (
     CA_VARIABLES,
     RUNTIME_RECEIPT,
     RUNTIME_REQUIREMENTS,
-    _package_source_args,
+    _package_sources,
     _venv_unavailable_hint,
     python_too_old_message,
 )
@@ -40,14 +40,30 @@ def test_missing_venv_support_names_the_apt_package(monkeypatch: pytest.MonkeyPa
     assert _venv_unavailable_hint() is None
 
 
-def test_package_source_flags_are_mirrored_for_the_runtime() -> None:
-    argv = ["install", "--index-url", "https://mirror/simple", "--find-links=/wheels", "--port", "1"]
-    assert _package_source_args(argv) == [
-        "--index-url",
-        "https://mirror/simple",
+def test_package_sources_are_mirrored_for_the_runtime_with_the_index_outside_argv(tmp_path: Path) -> None:
+    """pip's command line is readable by every local user: the index (it may carry a token) goes
+    in PIP_INDEX_URL, from --index-url, --index-url-file or uv's variables, which pip ignores."""
+    index = "https://user:t0ken-secret@mirror/simple"
+    argv = ["install", "--index-url", index, "--find-links=/wheels", "--port", "1"]
+    assert _package_sources(argv, {}) == (["--find-links", "/wheels"], {"PIP_INDEX_URL": index})
+    url_file = tmp_path / "index-url"
+    url_file.write_text(index + "\n")
+    assert _package_sources(["install", "--index-url-file", str(url_file)], {}) == (
+        [],
+        {"PIP_INDEX_URL": index},
+    )
+    assert _package_sources(["status"], {"UV_INDEX_URL": index}) == ([], {"PIP_INDEX_URL": index})
+    assert _package_sources(["status"], {}) == ([], {})
+    # pip runs in "/", not the user's folder: a relative --find-links is made absolute first.
+    assert _package_sources(["install", "--find-links", "w", "--index-url", index], {})[0] == [
         "--find-links",
-        "/wheels",
+        os.path.abspath("w"),
     ]
+    # --find-links alone: no index at all, whatever the environment names.
+    assert _package_sources(["install", "--find-links", "/w"], {"UV_INDEX_URL": index}) == (
+        ["--find-links", "/w", "--no-index"],
+        {},
+    )
 
 
 def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) -> None:

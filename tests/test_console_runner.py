@@ -19,7 +19,7 @@ from conftest import INSTALLER, Sandbox
 
 from dk_installer.console import Progress
 from dk_installer.errors import CommandFailed
-from dk_installer.runner import RedactingFormatter, Redactor, deferred_signals, redact, run_command
+from dk_installer.runner import RedactingFormatter, Redactor, deferred_signals, probe, redact, run_command
 
 
 def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
@@ -85,6 +85,28 @@ def test_redactor_hides_known_secrets_and_secret_keys() -> None:
     assert redactor(text) == (
         "pw=[REDACTED]\nTG_JWT_HASHING_KEY=[REDACTED]\nTESTGEN_PASSWORD: [REDACTED]\nTESTGEN_USERNAME=admin"
     )
+
+
+def test_redactor_masks_the_user_and_password_of_any_url() -> None:
+    """A package index with credentials (issue 15, item 5), wherever its URL turns up."""
+    redactor = Redactor()
+    text = (
+        "$ uv --index-url https://ci:t0ken@mirror:8443/simple x\n"
+        "Looking in indexes: http://__token__:pypi-AgEI@h/simple, (https://glpat-xyz@gitlab/api)\n"
+        "odd: https://user:p@ss@host/x; plain https://mirror/simple stays"
+    )
+    assert redactor(text) == (
+        "$ uv --index-url https://[REDACTED]@mirror:8443/simple x\n"
+        "Looking in indexes: http://[REDACTED]@h/simple, (https://[REDACTED]@gitlab/api)\n"
+        "odd: https://[REDACTED]@host/x; plain https://mirror/simple stays"
+    )
+
+
+def test_children_run_outside_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15, item 1: the user's folder may hold a uv.toml or a csv.py."""
+    monkeypatch.chdir(tmp_path)
+    assert run_command(["pwd"]).strip() == "/"
+    assert probe(["pwd"], timeout=10).stdout.strip() == "/"
 
 
 def test_failing_command_raises_with_its_last_stderr_lines() -> None:

@@ -123,7 +123,7 @@ def test_a_dead_proxy_is_named_and_setting_one_is_not_suggested(sandbox: Sandbox
         result = sandbox.run(*sandbox.install_args("--index-url", server.url), env={**DEBUG, **proxy})
     assert result.returncode == 1, result.stdout + result.stderr
     output = result.stdout + result.stderr
-    assert "HTTPS_PROXY (http://***@127.0.0.1:9)" in output and "secret" not in output
+    assert "HTTPS_PROXY (http://[REDACTED]@127.0.0.1:9)" in output and "secret" not in output
     assert "Set HTTPS_PROXY" not in output
 
 
@@ -145,7 +145,7 @@ def test_uv_failures_are_told_apart() -> None:
         "operation timed out",
     )
     options = InstallOptions(index_url="http://127.0.0.1:1/simple")
-    with_proxy = Settings(https_proxy="http://***@proxy:3128")
+    with_proxy = Settings(https_proxy="http://[REDACTED]@proxy:3128")
 
     def classify(details: str, settings: Settings | None = None) -> tuple[ErrorCode, str]:
         failure = CommandFailed("uv failed", details=details)
@@ -154,7 +154,7 @@ def test_uv_failures_are_told_apart() -> None:
 
     assert classify(timed_out)[0] is ErrorCode.INDEX_UNREACHABLE
     assert "stopped answering (operation timed out, fetching http://" in classify(timed_out)[1]
-    assert "through the proxy http://***@proxy:3128" in classify(proxy, with_proxy)[1]
+    assert "through the proxy http://[REDACTED]@proxy:3128" in classify(proxy, with_proxy)[1]
     assert "Set HTTPS_PROXY" in classify("cause: dns error")[1]
     assert "Set HTTPS_PROXY" not in classify("cause: dns error", with_proxy)[1]
     assert classify("No solution found when resolving")[0] is ErrorCode.PACKAGE_NOT_FOUND

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from dk_installer import __version__
+from dk_installer.bootstrap import CHILD_CWD
 from dk_installer.config import (
     CI_PROVIDERS,
     LAUNCHERS,
@@ -393,6 +394,7 @@ def _start_sender(paths: Paths) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=CHILD_CWD,
         start_new_session=True,
         close_fds=True,
     )

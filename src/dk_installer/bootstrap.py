@@ -84,19 +84,58 @@ def _venv_unavailable_hint() -> str | None:
     return None
 
 
-def _package_source_args(argv: list[str]) -> list[str]:
-    """Mirror --index-url / --find-links for the runtime's own packages (air-gapped installs:
-    --find-links alone means no index, as for TestGen's own packages)."""
-    args: list[str] = []
-    for flag in ("--index-url", "--find-links"):
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                args += [flag, argv[i + 1]]
-            elif arg.startswith(flag + "="):
-                args += [flag, arg.split("=", 1)[1]]
-    if "--find-links" in args and "--index-url" not in args:
-        args.append("--no-index")
-    return args
+# Every child the installer starts runs here, never in the user's current folder, where a uv.toml
+# would choose the package index and a csv.py or venv.py would run inside a Python child. "/" always
+# exists (a detached child outlives the installer's temporary folder; status and doctor create
+# nothing) and only root can write in it. TestGen's own commands run in TestGen's home instead.
+CHILD_CWD = "/"
+
+
+def index_url_from_file(path: str) -> str:
+    """The package index URL in the first line of `path` (--index-url-file): a URL with a token in
+    it need not be typed on a command line, which every local user can read."""
+    with open(path, encoding="utf-8") as handle:
+        url = handle.readline().strip()
+    if not url:
+        raise ValueError(f"{path} is empty; its first line must be the package index URL")
+    return url
+
+
+def index_url_from_environment(environ: Mapping[str, str]) -> str | None:
+    """The index named in the environment, in uv's order of precedence, then pip's."""
+    names = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+    return next((environ[name] for name in names if environ.get(name)), None)
+
+
+def _option_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The runtime's own packages come from where TestGen's will: --find-links in pip's arguments
+    (alone, it means no index, as for TestGen), and the index (--index-url, --index-url-file, or
+    the environment's, which may be uv's) in PIP_INDEX_URL, never in argv:
+    a token in it would be readable in /proc by every local user."""
+    find_links = _option_value(argv, "--find-links")
+    if find_links is not None and "://" not in find_links:
+        find_links = os.path.abspath(find_links)  # pip runs in CHILD_CWD, not the user's folder
+    index = _option_value(argv, "--index-url")
+    index_file = _option_value(argv, "--index-url-file")
+    if index is None and index_file is not None:
+        try:
+            index = index_url_from_file(index_file)
+        except (OSError, ValueError):
+            pass  # the CLI explains an unreadable file; the runtime comes from the usual index
+    if find_links is not None and index is None:
+        return ["--find-links", find_links, "--no-index"], {}
+    args = ["--find-links", find_links] if find_links is not None else []
+    index = index or index_url_from_environment(environ)
+    return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
 def home_unusable_message(home: str) -> str | None:
@@ -184,24 +223,35 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     ticker.start()
     try:
         shutil.rmtree(staging, ignore_errors=True)
+        source_args, source_env = _package_sources(argv, os.environ)
+        # -I and CHILD_CWD: a venv.py or pip/ in the user's folder, or PYTHONPATH, is not imported.
+        env = {**os.environ, **source_env}
         with open(log_path, "w") as log:
             for cmd in (
-                [sys.executable, "-m", "venv", staging],
+                [sys.executable, "-I", "-m", "venv", staging],
                 [
                     venv_bin(staging, "python"),
+                    "-I",
                     "-m",
                     "pip",
                     "install",
                     "--disable-pip-version-check",
                     *_system_ca_args(),
-                    *_package_source_args(argv),
+                    *source_args,
                     *RUNTIME_REQUIREMENTS,
                 ],
             ):
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
-                if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL):
-                    raise OSError(f"'{' '.join(cmd[:4])}' failed")
+                if subprocess.call(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=CHILD_CWD,
+                    env=env,
+                ):
+                    raise OSError(f"'{' '.join(cmd[:5])}' failed")
         with open(os.path.join(staging, RUNTIME_RECEIPT), "w") as receipt:
             receipt.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
         # `python -m` works from a renamed venv (only its scripts embed the staging path), so the
@@ -270,7 +320,9 @@ def install_package(python: str, sources: dict[str, str], build_id: str) -> None
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
-    subprocess.call([python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL)
+    subprocess.call(
+        [python, "-I", "-m", "compileall", "-q", staging], stdin=subprocess.DEVNULL, cwd=CHILD_CWD
+    )
     with open(os.path.join(staging, PACKAGE_STAMP), "w") as handle:
         handle.write(build_id)
     if os.path.exists(target):

@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import EXIT_REQUIREMENTS
 from dk_installer.config import mask_userinfo
-from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
+from dk_installer.engine import (
+    UV_PYTHON,
+    _probe_python,
+    child_environment,
+    find_uv,
+    index_url_of,
+    unreachable_index_hint,
+)
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import port_free, port_holder
+from dk_installer.runner import probe, redact
 from dk_installer.testgen.config import PACKAGE, TESTGEN_MIN_PYTHON
 from dk_installer.tls import https_verify
 
@@ -86,13 +94,7 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
     uv = find_uv()
     if uv:
         try:
-            out = subprocess.run(
-                [uv, "python", "find", f">={needed}"],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=30,
-            )
+            out = probe([uv, "python", "find", f">={needed}"], timeout=30, env=child_environment())
             path = out.stdout.strip() if out.returncode == 0 else ""
         except (OSError, subprocess.SubprocessError):
             path = ""
@@ -177,6 +179,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
 
     index = index_url_of(options, settings)
     url = f"{index.rstrip('/')}/{PACKAGE}/"
+    shown = redact(index)  # a token in the URL is never printed
     try:
         response = requests.get(
             url, timeout=(5, 10), headers={"Accept": "text/html"}, verify=https_verify(settings)
@@ -186,7 +189,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.INDEX_UNREACHABLE,
             title,
             False,
-            f"could not reach {mask_userinfo(index)} ({type(exc).__name__}). "
+            f"Could not reach the package index {mask_userinfo(index)} ({type(exc).__name__}). "
             + unreachable_index_hint(index, settings),
             blocking=False,
         )
@@ -195,7 +198,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             ErrorCode.PACKAGE_NOT_FOUND,
             title,
             False,
-            f"{index} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
+            f"{shown} has no package '{PACKAGE}'. Pass --index-url with an index that has it.",
             blocking=False,
         )
     if response.status_code >= 400:
@@ -207,7 +210,7 @@ def check_index(options: InstallOptions, settings: Settings) -> Requirement:
             + unreachable_index_hint(index, settings),
             blocking=False,
         )
-    return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, index, blocking=False)
+    return Requirement(ErrorCode.INDEX_UNREACHABLE, title, True, shown, blocking=False)
 
 
 def report_requirements(console: Console, checks: list[Requirement]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -19,8 +20,10 @@ from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
 from dk_installer.cli_options import (
     CONTEXT_SETTINGS,
     PORT,
+    absolute_path,
     check_certificate_pair,
     check_listen_address,
+    chosen_index_url,
     common_flags,
     invocation_of,
     refuse_changes_to_an_install,
@@ -56,6 +59,12 @@ def cli(no_analytics: bool, verbose: bool) -> None:
     help="TestGen version (5.92.2) or specifier (>=5.90,<6). Default: newest 5.x.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @click.option("--python", "python", metavar="PATH", help="Python 3.11+ interpreter for TestGen.")
 @click.option("--no-demo", is_flag=True, help="Do not load the demo data.")
@@ -86,6 +95,7 @@ def install(
     api_port: int,
     version: str | None,
     index_url: str | None,
+    index_url_file: Path | None,
     find_links: str | None,
     python: str | None,
     no_demo: bool,
@@ -115,9 +125,9 @@ def install(
         ui_port=port,
         api_port=api_port,
         version=version,
-        index_url=index_url,
-        find_links=find_links,
-        python=python,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+        python=absolute_path(python) if python and os.sep in python else python,  # else a name on PATH
         demo=not no_demo,
         start=not no_start,
         browser=not no_browser,
@@ -198,6 +208,12 @@ def configure(
     help="Target version or specifier. Default: newest of the installed major version.",
 )
 @click.option("--index-url", metavar="URL", help="Package index to install from (a mirror).")
+@click.option(
+    "--index-url-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read the package index URL from the first line of this file (keeps a token off the command line).",
+)
 @click.option("--find-links", metavar="DIR|URL", help="Wheels to install from (air-gapped installs).")
 @click.option(
     "--from-backup",
@@ -210,6 +226,7 @@ def upgrade(
     ctx: click.Context,
     version: str | None,
     index_url: str | None,
+    index_url_file: Path | None,
     find_links: str | None,
     from_backup: Path | None,
     **_: Any,
@@ -221,7 +238,11 @@ def upgrade(
     from dk_installer.actions.install import upgrade_action
     from dk_installer.config import InstallOptions
 
-    options = InstallOptions(version=version, index_url=index_url, find_links=find_links)
+    options = InstallOptions(
+        version=version,
+        index_url=chosen_index_url(index_url, index_url_file),
+        find_links=absolute_path(find_links),
+    )
     return perform(
         invocation_of(ctx, "upgrade"),
         lambda action_ctx: upgrade_action(action_ctx, from_backup),

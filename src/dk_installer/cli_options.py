@@ -4,6 +4,7 @@ that make a usage error (exit 2) rather than a failed action."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -133,3 +134,44 @@ def check_certificate_pair(cert: Path | None, key: Path | None) -> None:
     problem = pair_problem(cert, key)
     if problem:
         raise click.BadParameter(f"{problem}.", param_hint="--ssl-cert-file / --ssl-key-file")
+
+
+def absolute_path(value: str | None) -> str | None:
+    """A path the user gave relative to their folder, made absolute: uv, pip and the Python
+    probes run elsewhere (never in the user's folder). URLs are kept."""
+    if value is None or "://" in value:
+        return value
+    return os.path.abspath(value)
+
+
+def chosen_index_url(index_url: str | None, index_url_file: Path | None) -> str | None:
+    """--index-url, or the first line of --index-url-file: a URL typed on a command line can be
+    read by every local user while the command runs (in /proc), a file can be kept private."""
+    if index_url_file is None:
+        return index_url
+    if index_url is not None:
+        raise click.UsageError("Pass --index-url or --index-url-file, not both.")
+    from urllib.parse import urlsplit
+
+    from dk_installer.bootstrap import index_url_from_file
+    from dk_installer.console import echo
+
+    try:
+        url = index_url_from_file(str(index_url_file))
+        readable_by_others = index_url_file.stat().st_mode & 0o044
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(
+            f"cannot read {index_url_file} ({reason}).", param_hint="--index-url-file"
+        ) from None
+    try:
+        credentials = bool(urlsplit(url).username)
+    except ValueError:
+        credentials = False  # not a URL: uv says so
+    if credentials and readable_by_others:
+        echo(
+            f"Warning: {index_url_file} holds the index's credentials and other users can read it; "
+            f"`chmod 600 {index_url_file}` keeps them yours.",
+            err=True,
+        )
+    return url

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dk_installer import __version__
-from dk_installer.bootstrap import ca_named_by_user
+from dk_installer.bootstrap import ca_named_by_user, index_url_from_environment
 from dk_installer.defaults import ALL_ADDRESSES, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import InstallerError, StateCorrupt
 
@@ -100,7 +100,7 @@ class Settings:
             min_free_bytes=int(env.get("DK_INSTALLER_MIN_FREE_BYTES") or MIN_FREE_DISK_BYTES),
             start_timeout_s=float(env.get("DK_INSTALLER_START_TIMEOUT") or START_TIMEOUT_S),
             force_pip=_flag(env.get("DK_INSTALLER_PACKAGE_ENGINE"), ("pip",)),
-            index_url=env.get("UV_INDEX_URL") or env.get("PIP_INDEX_URL") or None,
+            index_url=index_url_from_environment(env),
             no_color="NO_COLOR" in env,
             has_display=sys.platform == "darwin" or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")),
             do_not_track=_flag(env.get("DO_NOT_TRACK"), _YES),
@@ -324,5 +324,6 @@ def remove_tree(path: Path) -> None:
 
 
 def mask_userinfo(url: str) -> str:
-    """`https://user:token@host/…` -> `https://***@host/…`: shown, never with its secret."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
+    """`https://user:token@host/…` -> `https://[REDACTED]@host/…` (the runner's redaction mark):
+    shown, never with its secret."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "[REDACTED]@", url)

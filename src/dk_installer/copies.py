@@ -19,9 +19,11 @@ def installer_command(*args: str, saved_copy: Path | None = None) -> list[str]:
     """The argv that runs this installer again with `args`, by the Python running it now: the
     package's cached bytecode with -I (the current folder and PYTHONPATH cannot shadow it), or the
     single file it came from (`saved_copy`, the installer's own copy in its home, when given and
-    present: a clone or a download folder may go away)."""
+    present: a clone or a download folder may go away). A copy runs as isolated as this one:
+    with -I here, PYTHONPATH is not imported by the copy either."""
     source = single_file()
     if source is None:
         return [sys.executable, "-I", "-m", "dk_installer", *args]
     script = saved_copy if saved_copy is not None and saved_copy.exists() else Path(source)
-    return [sys.executable, str(script.absolute()), *args]
+    isolated = ["-I"] if sys.flags.isolated else []
+    return [sys.executable, *isolated, str(script.absolute()), *args]

@@ -3,6 +3,7 @@ how a failed package install is explained (not found, unreachable index, other).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -10,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from dk_installer.bootstrap import venv_bin
 from dk_installer.config import DEFAULT_INDEX_URL
 from dk_installer.errors import CommandFailed, ErrorCode, InstallerError
-from dk_installer.runner import run_command
+from dk_installer.runner import USER_PYTHON_VARIABLES, probe, redact, run_command
 
 if TYPE_CHECKING:
     from dk_installer.config import InstallOptions, Settings
@@ -30,16 +32,15 @@ def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
     if not path:
         return None
     try:
-        out = subprocess.run(
+        # -I: neither the current folder nor PYTHONPATH can put code into the probed Python.
+        out = probe(
             [
                 path,
+                "-I",
                 "-c",
                 "import sys; print(sys.executable); print('.'.join(map(str, sys.version_info[:3])))",
             ],
-            capture_output=True,
-            text=True,
             timeout=15,
-            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -47,6 +48,16 @@ def _probe_python(executable: str) -> tuple[str, tuple[int, ...]] | None:
     if out.returncode != 0 or len(lines) != 2:
         return None  # e.g. a pyenv shim for a version that is not selected
     return lines[0], tuple(int(part) for part in lines[1].split("."))
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of uv and pip: the user's, without the variables that would load the
+    user's code into a Python that uv runs, and with uv's configuration files ignored (uv reads
+    uv.toml and pyproject.toml from the folder it runs in and its parents, and from the user's and
+    the system's config folders): the installer passes what it means explicitly."""
+    env = {name: value for name, value in os.environ.items() if name not in USER_PYTHON_VARIABLES}
+    env["UV_NO_CONFIG"] = "1"
+    return env
 
 
 def find_uv() -> str | None:
@@ -60,8 +71,21 @@ def index_url_of(options: InstallOptions, settings: Settings) -> str:
     return options.index_url or settings.index_url or DEFAULT_INDEX_URL
 
 
+def chosen_index(options: InstallOptions, settings: Settings) -> str | None:
+    """The index the user chose (--index-url, --index-url-file, else UV_DEFAULT_INDEX /
+    UV_INDEX_URL / PIP_INDEX_URL), or None: PyPI, or no index at all with --find-links alone.
+    Its user and password are added to the redactor (also where they appear outside a URL)."""
+    index = options.index_url or (None if options.find_links else settings.index_url)
+    if index:
+        with contextlib.suppress(ValueError):  # not a URL: nothing to add, uv will say so
+            parts = urlsplit(index)
+            redact.add(parts.password or parts.username)
+    return index
+
+
 def unreachable_index_hint(index: str, settings: Settings) -> str:
-    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has."""
+    """What to try when the index cannot be reached; never "set HTTPS_PROXY" to someone who has.
+    (`index` is named by the caller, masked.)"""
     proxy = (
         f"The proxy in HTTPS_PROXY ({settings.https_proxy}) is used: check it."
         if settings.https_proxy
@@ -85,7 +109,7 @@ class PackageEngine:
         return cls("uv" if uv else "pip", uv, paths, settings)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = child_environment()
         env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
         env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
         env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
@@ -116,7 +140,7 @@ class PackageEngine:
         if self.uv:
             cmd = [self.uv, "venv", "--quiet", "--python", python, str(target)]
         else:
-            cmd = [python, "-m", "venv", str(target)]
+            cmd = [python, "-I", "-m", "venv", str(target)]
         run_command(
             cmd,
             env=self.env(),
@@ -125,36 +149,50 @@ class PackageEngine:
             what="creating TestGen's venv",
         )
 
-    def install(
-        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings, progress: Progress
-    ) -> None:
+    def install_command(
+        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings
+    ) -> tuple[list[str], dict[str, str]]:
+        """The package install's argv and environment. The index goes in the environment, never in
+        argv, which every local user can read in /proc (it may carry a token)."""
+        env = self.env()
         sources: list[str] = []
-        if options.index_url:
-            sources += ["--index-url", options.index_url]
         if options.find_links:
             sources += ["--find-links", options.find_links]
             if not options.index_url:
                 sources.append("--no-index")
+        index = chosen_index(options, settings)
+        if index and self.uv:
+            env.pop("UV_INDEX_URL", None)  # UV_DEFAULT_INDEX would win anyway; one name is clearer
+            env["UV_DEFAULT_INDEX"] = index
+        elif index:
+            env["PIP_INDEX_URL"] = index
         python = venv_bin(venv, "python")
         if self.uv:
+            # Copies, not hardlinks into uv's cache: TestGen patches files of its venv in place
+            # (tg-patch-streamlit), which would change the cache and every venv sharing them.
             # -v: uv says nothing on a pipe until it is done; its debug lines show what it does.
-            cmd = [
-                self.uv,
+            install = [
                 "pip",
                 "install",
                 "-v",
                 "--python",
                 python,
                 "--compile-bytecode",
-                *sources,
-                requirement,
+                "--link-mode",
+                "copy",
             ]
-        else:
-            cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *sources, requirement]
+            return [self.uv, *install, *sources, requirement], env
+        pip = ["-I", "-m", "pip", "install", "--disable-pip-version-check"]
+        return [python, *pip, *sources, requirement], env
+
+    def install(
+        self, venv: Path, requirement: str, options: InstallOptions, settings: Settings, progress: Progress
+    ) -> None:
+        cmd, env = self.install_command(venv, requirement, options, settings)
         try:
             run_command(
                 cmd,
-                env=self.env(),
+                env=env,
                 progress=progress,
                 error_code=ErrorCode.PACKAGE_INSTALL_FAILED,
                 what=f"{self.name} install",
@@ -231,6 +269,7 @@ def classify_install_failure(
         index = options.find_links
     else:
         index = index_url_of(options, settings)
+    index = redact(index)  # an index URL may carry a user and token
     url, cause = uv_causes(exc.details)
     because = f" ({cause}{f', fetching {url}' if url else ''})" if cause else ""
 

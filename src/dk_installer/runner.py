@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
+from dk_installer.bootstrap import CHILD_CWD
 from dk_installer.config import LOG_FILES_KEPT
 from dk_installer.errors import CommandFailed, ErrorCode
 
@@ -30,15 +31,21 @@ log = logging.getLogger("dk_installer")
 
 SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
 REDACTED = "[REDACTED]"
+# Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
+# inspect an interpreter); the children get what the installer means, not what the shell has.
+USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
 
 
 class Redactor:
-    """Replaces known secret values, and the values of known secret keys, before text is stored."""
+    """Replaces known secret values, the values of known secret keys, and the user and password
+    of any URL (`https://user:token@mirror/simple`: a package index with credentials) before
+    text is stored or shown."""
 
     def __init__(self) -> None:
         self.secrets: set[str] = set()
         keys = "|".join(SECRET_KEYS)
         self._key_pattern = re.compile(rf"((?:{keys})\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+        self._userinfo_pattern = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 6:
@@ -47,6 +54,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        text = self._userinfo_pattern.sub(rf"\g<1>{REDACTED}@", text)
         return self._key_pattern.sub(rf"\g<1>{REDACTED}", text)
 
 
@@ -117,10 +125,27 @@ def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> N
         process.wait()
 
 
+def probe(
+    cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A short command whose output the caller reads (not logged): in CHILD_CWD, without stdin.
+    Raises OSError or SubprocessError (a timeout) like subprocess.run."""
+    return subprocess.run(
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=CHILD_CWD,
+    )
+
+
 def run_command(
     cmd: Sequence[str],
     *,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] = CHILD_CWD,
     stdin_text: str | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
@@ -128,10 +153,11 @@ def run_command(
     what: str | None = None,
     chatter: str | None = None,
 ) -> str:
-    """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
-    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines. Lines that
-    start with `chatter` (a verbose tool's debug lines) show what it is doing and go to the log,
-    but never crowd the tool's own error out of those last lines."""
+    """Run `cmd` in its own process group, in `cwd` (never the user's current folder), logging its
+    output (redacted) and feeding the latest line to `progress`. Returns stdout. Raises
+    CommandFailed with the last stderr lines. Lines that start with `chatter` (a verbose tool's
+    debug lines) show what it is doing and go to the log, but never crowd the tool's own error out
+    of those last lines."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -139,6 +165,7 @@ def run_command(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=cwd,
         start_new_session=True,
         text=True,
         errors="replace",

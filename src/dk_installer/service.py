@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
 from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import probe
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -62,9 +63,7 @@ class ServiceManager:
         tool = ["launchctl", *args] if self.launchd else ["systemctl", "--user", *args]
         log.info("$ %s", " ".join(tool))
         try:
-            result = subprocess.run(
-                tool, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-            )
+            result = probe(tool, timeout=60)
         except (OSError, subprocess.SubprocessError) as exc:
             raise InstallerError(f"`{' '.join(tool)}` could not run ({type(exc).__name__}).") from None
         if check and result.returncode != 0:
@@ -194,12 +193,7 @@ class ServiceManager:
 
         user = getpass.getuser()
         try:
-            out = subprocess.run(
-                ["loginctl", "show-user", user, "--property=Linger"],
-                capture_output=True,
-                text=True,
-                timeout=15,
-            ).stdout
+            out = probe(["loginctl", "show-user", user, "--property=Linger"], timeout=15).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
         if "Linger=yes" in out:

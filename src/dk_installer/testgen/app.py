@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dk_installer.bootstrap import EXIT_REQUIREMENTS, venv_bin
+from dk_installer.bootstrap import CHILD_CWD, EXIT_REQUIREMENTS, venv_bin
 from dk_installer.certificates import (
     EXPIRY_WARNING_DAYS,
     HOW_TO_GET_HTTPS,
@@ -27,7 +27,7 @@ from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
-from dk_installer.runner import file_tail, run_command
+from dk_installer.runner import USER_PYTHON_VARIABLES, file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
 from dk_installer.testgen.login import oauth_login
@@ -209,9 +209,14 @@ class TestGen:
             env["TG_MIXPANEL_URL"] = self.settings.analytics_url
         # setup copies SSL_CERT_FILE/SSL_KEY_FILE into config.env, where they would switch TestGen
         # to TLS; a CA bundle in the user's environment is not meant for that.
-        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", "PYTHONHOME", "PYTHONPATH"):
+        for name in ("SSL_CERT_FILE", "SSL_KEY_FILE", *USER_PYTHON_VARIABLES):
             env.pop(name, None)
         return env
+
+    @property
+    def working_dir(self) -> Path:
+        """Where TestGen's processes run: its home, never the user's current folder."""
+        return self.paths.testgen_home
 
     def cli(
         self,
@@ -227,6 +232,7 @@ class TestGen:
         return run_command(
             [str(self.program("testgen")), subcommand],
             env={**self.environment(), **(extra_env or {})},
+            cwd=self.working_dir,
             stdin_text=stdin_text,
             progress=progress,
             timeout=timeout,
@@ -241,6 +247,7 @@ class TestGen:
             run_command(
                 [str(patcher)],
                 env=self.environment(),
+                cwd=self.working_dir,
                 progress=progress,
                 error_code=ErrorCode.UPGRADE_FAILED,
                 what="tg-patch-streamlit",
@@ -325,6 +332,7 @@ class TestGen:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, OWNER_VARIABLE: environment[OWNER_VARIABLE]},
+            cwd=CHILD_CWD,
             start_new_session=True,
         )
         assert pump.stdin is not None
@@ -337,7 +345,7 @@ class TestGen:
                 stdout=pump.stdin,
                 stderr=subprocess.STDOUT,
                 env=environment,
-                cwd=paths.testgen_home,
+                cwd=self.working_dir,
                 start_new_session=True,
             )
         import psutil

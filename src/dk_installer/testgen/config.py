@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.bootstrap import venv_bin
 from dk_installer.config import write_file_atomically
+from dk_installer.runner import probe
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
@@ -30,16 +31,14 @@ def installed_version(venv: Path) -> str | None:
     if not os.path.exists(python):
         return None
     try:
-        out = subprocess.run(
-            [python, "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
-            capture_output=True,
-            text=True,
+        # -I: importlib.metadata imports csv, which a csv.py in the current folder would replace.
+        result = probe(
+            [python, "-I", "-c", f"from importlib.metadata import version; print(version('{PACKAGE}'))"],
             timeout=30,
-            check=True,
-        ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out or None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
 class TestGenConfig:

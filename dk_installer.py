@@ -5119,7 +5119,8 @@ def open_backup(path: Path) -> BinaryIO:
         os.close(fd)
         raise refusal(path, "it is not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    # Unbuffered: a rewind reads the file again, never bytes kept from the checks (gzip buffers).
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def entry_kind(member: tarfile.TarInfo) -> str:
@@ -7625,7 +7626,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'a36b90a2d740a86c'
+BUILD_ID = '70ffdcf06da32612'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

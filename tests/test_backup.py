@@ -367,28 +367,41 @@ import dk_installer.actions.data as data
 
 real_read_backup = data.read_backup
 
-def read_then_swap(*args, **kwargs):
+def read_then_change(*args, **kwargs):
     manifest = real_read_backup(*args, **kwargs)
-    os.replace(os.environ["RACE_HOSTILE"], os.environ["RACE_SOURCE"])
+    hostile, source = os.environ["RACE_HOSTILE"], os.environ["RACE_SOURCE"]
+    if os.environ["RACE_HOW"] == "swap":
+        os.replace(hostile, source)
+    else:
+        with open(source, "r+b") as same_file:
+            same_file.write(open(hostile, "rb").read())
+            same_file.truncate()
     return manifest
 
-data.read_backup = read_then_swap
+data.read_backup = read_then_change
 sys.argv = ["dk_installer.py", *sys.argv[1:]]
 from dk_installer.cli import main
 main()
 """
 
 
-def test_a_backup_swapped_after_the_checks_is_never_read(sandbox: Sandbox, tmp_path: Path) -> None:
-    """The file at the path is replaced right after read_backup accepted it (the installer's own
-    code, run with read_backup wrapped): what is unpacked is the file that was checked."""
+@pytest.mark.parametrize("how", ["swap", "rewrite"])
+def test_a_backup_changed_after_the_checks_is_never_trusted(
+    sandbox: Sandbox, tmp_path: Path, how: str
+) -> None:
+    """Right after read_backup accepted the file (the installer's own code, run with read_backup
+    wrapped), another file takes its path (`swap`: never read, the checked one is restored) or
+    its bytes are rewritten (`rewrite`: what is unpacked is checked again, refused before TestGen
+    stops). The hostile archive writes outside and sets a restore_command."""
     installed(sandbox)
     good = tmp_path / "good.tar.gz"
     make_backup(sandbox, good)
     hostile = tmp_path / "hostile.tar.gz"
-    write_archive(hostile, [*entries_of(good), entry(f"{tmp_path}/pwned", b"written outside")])
-    marker(sandbox).write_text("made after the backup")
-    env = sandbox.merged_env({"RACE_HOSTILE": str(hostile), "RACE_SOURCE": str(good)})
+    write_archive(hostile, HOSTILE["restore_command_and_recovery_signal"][0](entries_of(good), tmp_path))
+    if how == "swap":
+        write_archive(hostile, [*entries_of(good), entry(f"{tmp_path}/pwned", b"written outside")])
+    marker(sandbox).write_text("current data")
+    env = sandbox.merged_env({"RACE_HOSTILE": str(hostile), "RACE_SOURCE": str(good), "RACE_HOW": how})
     restored = subprocess.run(
         [sys.executable, "-c", RACE, "restore", str(good), "--yes"],
         env=env,
@@ -398,10 +411,17 @@ def test_a_backup_swapped_after_the_checks_is_never_read(sandbox: Sandbox, tmp_p
         stdin=subprocess.DEVNULL,
         cwd=tmp_path,  # not the clone, whose dk_installer.py would shadow the package
     )
-    assert not hostile.exists(), restored.stdout + restored.stderr
-    assert restored.returncode == 0, restored.stdout + restored.stderr
     assert not (tmp_path / "pwned").exists()
-    assert not marker(sandbox).exists()
+    if how == "swap":
+        assert not hostile.exists(), restored.stdout + restored.stderr
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert not marker(sandbox).exists()
+    else:
+        assert good.read_bytes() == hostile.read_bytes()
+        assert restored.returncode == 1, restored.stdout + restored.stderr
+        assert "recovery.signal" in restored.stderr and "Stop TestGen" not in restored.stdout
+        assert marker(sandbox).read_text() == "current data"
+        assert not (sandbox.home / "testgen/home.restoring").exists()
     assert sandbox.status()["health"] == {"ui": True, "api": True}
 
 

@@ -279,7 +279,8 @@ def open_backup(path: Path) -> BinaryIO:
         os.close(fd)
         raise refusal(path, "it is not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    # Unbuffered: a rewind reads the file again, never bytes kept from the checks (gzip buffers).
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def entry_kind(member: tarfile.TarInfo) -> str:

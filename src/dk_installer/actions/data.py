@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dk_installer.actions.boundary import load_state
-from dk_installer.steps.backup import SnapshotData, SwapHome, UnpackBackup, WriteBackup, read_backup
+from dk_installer.steps.backup import (
+    SnapshotData,
+    SwapHome,
+    UnpackBackup,
+    WriteBackup,
+    open_backup,
+    read_backup,
+)
 from dk_installer.steps.base import run_steps
 from dk_installer.steps.install import RestartApp, StopApp, UpgradeDatabase, VerifyLogin
 
@@ -35,12 +42,11 @@ def restore_action(ctx: ActionContext, source: Path) -> None:
     state = load_state(ctx, required=True)
     assert state
     source = source.absolute()
-    manifest = read_backup(source, state.product_version)
-    ctx.console.say(
-        f"Restoring TestGen data from {manifest.get('created')} (TestGen {manifest.get('testgen_version')})\n"
-    )
-    run_steps(
-        ctx,
-        [UnpackBackup(source), StopApp(), SwapHome(), UpgradeDatabase(), RestartApp(), VerifyLogin()],
-    )
+    # Opened once: the checks and the unpacking read the same file, whatever happens at `source`.
+    with open_backup(source) as handle:
+        manifest = read_backup(handle, source, state.product_version, ctx.paths.testgen)
+        made, version = manifest.get("created"), manifest.get("testgen_version")
+        ctx.console.say(f"Restoring TestGen data from {made} (TestGen {version})\n")
+        steps = [UnpackBackup(source, handle), StopApp(), SwapHome(), UpgradeDatabase(), RestartApp()]
+        run_steps(ctx, [*steps, VerifyLogin()])
     ctx.console.say(f"TestGen's data is restored from {source}.")

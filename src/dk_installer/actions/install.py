@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -21,7 +21,7 @@ from dk_installer.config import InstallState, now_iso, remove_tree
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, read_backup
+from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, open_backup, read_backup
 from dk_installer.steps.base import Step, UpToDate, require, run_steps
 from dk_installer.steps.install import (
     CheckNewVersion,
@@ -212,12 +212,22 @@ def open_browser(url: str, settings: Settings) -> None:
 def upgrade_action(ctx: ActionContext, from_backup: Path | None = None) -> None:
     """Upgrade; or, with `from_backup`, go back to the older TestGen that made that backup, with
     its data (the current data is kept aside until the older TestGen runs)."""
+    if from_backup is None:
+        upgrade_with(ctx, None, None)
+        return
+    source = from_backup.absolute()
+    # Opened once, as restore does: the checks and the unpacking read the same file.
+    with open_backup(source) as handle:
+        upgrade_with(ctx, source, handle)
+
+
+def upgrade_with(ctx: ActionContext, from_backup: Path | None, handle: BinaryIO | None) -> None:
     state = load_state(ctx, required=True)
     assert state
     backup_version: str | None = None
     if from_backup is not None:
-        from_backup = from_backup.absolute()
-        manifest = read_backup(from_backup, state.product_version)
+        assert handle is not None
+        manifest = read_backup(handle, from_backup, state.product_version, ctx.paths.testgen)
         backup_version = str(manifest.get("testgen_version"))
         ctx.options.version = ctx.options.version or f"=={backup_version}"
     if ctx.options.version is None:
@@ -244,7 +254,7 @@ def upgrade_action(ctx: ActionContext, from_backup: Path | None = None) -> None:
         data: list[Step] = [StopApp(), BackupData(), SwapVenv(build)]
     else:
         # The backup's data takes the current data's place (kept aside by SwapHome until it runs).
-        data = [UnpackBackup(from_backup), StopApp(), SwapVenv(build), SwapHome()]
+        data = [UnpackBackup(from_backup, handle), StopApp(), SwapVenv(build), SwapHome()]
     try:
         run_steps(
             ctx,

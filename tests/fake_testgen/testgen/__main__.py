@@ -233,7 +233,23 @@ def release_postgres() -> None:
             time.sleep(0.05)
 
 
+def recover(pgdata: Path) -> None:
+    """Like PostgreSQL: with recovery.signal or standby.signal it starts in recovery and runs
+    restore_command (the last one set in postgresql.conf, then postgresql.auto.conf) with sh."""
+    if not any((pgdata / name).exists() for name in ("recovery.signal", "standby.signal")):
+        return
+    command = ""
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        if (pgdata / name).exists():
+            for line in (pgdata / name).read_text().splitlines():
+                if line.strip().startswith("restore_command"):
+                    command = line.split("=", 1)[1].strip().strip("'")
+    if command:
+        subprocess.run(["sh", "-c", command], cwd=pgdata, check=False)
+
+
 def fake_postgres(pgdata: str) -> int:
+    recover(Path(pgdata))
     pid_file = Path(pgdata) / "postmaster.pid"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

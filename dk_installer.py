@@ -42,6 +42,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
 
 
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
+
+
 def installer_home() -> str:
     default = os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
@@ -352,6 +360,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
@@ -430,7 +439,13 @@ from typing import Callable
 from dk_installer.analytics import ActionResult, analytics_consent, record_event, show_notice_once
 from dk_installer.bootstrap import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from dk_installer.checks import RequirementsNotMet
-from dk_installer.config import InstallerLock, InstallOptions, InstallState, Settings
+from dk_installer.config import (
+    InstallerLock,
+    InstallOptions,
+    InstallState,
+    Settings,
+    close_lock_files_to_others,
+)
 from dk_installer.console import Console, textwrap_indent
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.paths import Paths
@@ -539,6 +554,7 @@ def perform(
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
+            close_lock_files_to_others(paths.home)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)
@@ -1863,6 +1879,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
 
 
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
+
+
 def installer_home() -> str:
     default = os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
@@ -2173,6 +2197,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
@@ -2447,7 +2472,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from dk_installer import __version__
-from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home, restrict_umask
 from dk_installer.defaults import ACTIONS, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import raise_keyboard_interrupt
 
@@ -2982,6 +3007,8 @@ def analytics_send_spool(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     from dk_installer.config import Settings
 
+    # Again here: `pip install`ed, the launcher and the service come in without the bootstrap.
+    restrict_umask()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_keyboard_interrupt)
     settings = Settings.from_environment()
@@ -3308,6 +3335,35 @@ class InstallOptions:
     listen: str = LOOPBACK
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+
+
+def close_lock_files_to_others(top: Path) -> None:
+    """Take group and other write access from the lock files under `top` that tools create 0666
+    on purpose whatever the umask (uv, in its cache and in each venv). Everything else there was
+    made under the umask the installer tightened at start. Only a regular file of this user,
+    opened without following a link. Cheap: the walk reads folders only (d_type tells what is a
+    folder) and looks closer at lock files alone, so a real install's ~100k files cost a readdir
+    each, not a stat."""
+    import stat
+
+    folders = [top]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.name.endswith((".lock", "lockfile")):  # uv's .lock, <wheel>.lock; fasteners'
+                with contextlib.suppress(OSError):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    try:
+                        info = os.fstat(fd)
+                        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
+                            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
+                    finally:
+                        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:
@@ -7305,7 +7361,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '7ab22c4b86653442'
+BUILD_ID = '97b7fdb895e23bbd'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

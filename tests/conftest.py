@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import re
 import select
 import shutil
@@ -134,7 +135,9 @@ class Sandbox:
         env: dict[str, str | None] | None = None,
         timeout: float = 300,
         input: str | None = None,
+        umask: int = -1,
     ) -> subprocess.CompletedProcess[str]:
+        """`umask`: the one the user's shell would hand the installer (-1: this process's)."""
         return subprocess.run(
             [sys.executable, str(INSTALLER), *args],
             env=self.merged_env(env),
@@ -143,6 +146,7 @@ class Sandbox:
             timeout=timeout,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
+            umask=umask,
         )
 
     def popen(self, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
@@ -169,9 +173,9 @@ class Sandbox:
         ]
 
     def install(
-        self, *extra: str, env: dict[str, str | None] | None = None
+        self, *extra: str, env: dict[str, str | None] | None = None, umask: int = -1
     ) -> subprocess.CompletedProcess[str]:
-        return self.run(*self.install_args(*extra), env=env)
+        return self.run(*self.install_args(*extra), env=env, umask=umask)
 
     def state(self) -> dict:
         return json.loads((self.home / "state.json").read_text())
@@ -280,3 +284,29 @@ def sandbox_at(root: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox
     kill_all(leaked)
     if leaked:
         pytest.fail(f"test left processes running: {leaked}")
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[pwd.struct_passwd]:
+    """A second local user, as the other person on a shared machine; removed afterwards."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available: no second local user to test with")
+    name = f"dkitest{os.getpid()}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
+
+
+def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
+    """`cat > path`, run as that user."""
+    subprocess.run(
+        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
+        input=data,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        check=True,
+    )

@@ -182,6 +182,30 @@ def test_setup_failure_rolls_everything_back(sandbox: Sandbox) -> None:
     assert retry.returncode == 0, retry.stderr
 
 
+def writable_by_others(*tops: Path) -> list[str]:
+    """Files and folders (not symlinks, whose mode means nothing) that group or others can write."""
+    found = []
+    for top in tops:
+        for folder, dirs, files in os.walk(top):
+            for path in [folder] + [os.path.join(folder, name) for name in dirs + files]:
+                info = os.lstat(path)
+                if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022:
+                    found.append(f"{stat.filemode(info.st_mode)} {path}")
+    return sorted(set(found))
+
+
+def test_umask_000_leaves_nothing_writable_by_others(sandbox: Sandbox) -> None:
+    """Issue 15 item 6: a user's `umask 000` made the installer home, TestGen's code and the logs
+    world-writable (another local user could replace code or plant a journal), and PostgreSQL then
+    refused its data. uv also makes its lock files 0666 whatever the umask."""
+    result = sandbox.install(umask=0)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sandbox.run("stop", umask=0).returncode == 0
+    assert sandbox.run("start", umask=0).returncode == 0
+    assert writable_by_others(sandbox.home, sandbox.config, sandbox.user_home) == []
+    assert (sandbox.home / "credentials.txt").stat().st_mode & 0o777 == 0o600
+
+
 def test_demo_failure_does_not_fail_the_install(sandbox: Sandbox) -> None:
     result = sandbox.install(env={"FAKE_TESTGEN_FAIL": "quick-start"})
     assert result.returncode == 0, result.stderr

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import INSTALLER, ROOT, Sandbox, free_port
+from conftest import INSTALLER, ROOT, Sandbox, free_port, write_as
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -649,20 +649,6 @@ def test_from_clone_when_home_is_not_writable_runs_the_clone_file(user: Run, tmp
 LOCAL_BYTES = INSTALLER_BYTES + b"\n# a local copy, not the published file\n"
 
 
-@pytest.fixture(scope="module")
-def other_user() -> Iterator[pwd.struct_passwd]:
-    """A second local user, as the other person on a shared machine; removed afterwards."""
-    if shutil.which("useradd") is None:
-        pytest.skip("useradd is not available: no second local user to test with")
-    name = f"dkitest{os.getpid()}"
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        assert name not in {entry.pw_name for entry in pwd.getpwall()}, f"could not remove the user {name}"
-
-
 @pytest.fixture
 def shared_folder() -> Iterator[Path]:
     """A folder like /tmp (mode 1777, root's) that the second user can reach: pytest's own temp
@@ -688,18 +674,6 @@ def place_clone(
         digest = hashlib.sha256(content if checksum == "match" else b"something else").hexdigest()
         (folder / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
     return folder / "install.sh"
-
-
-def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
-    """`cat > path`, run as that user."""
-    subprocess.run(
-        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
-        input=data,
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        check=True,
-    )
 
 
 def untrusted_clone(case: str, tmp_path: Path, shared: Path, other: pwd.struct_passwd) -> Path:

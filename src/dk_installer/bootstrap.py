@@ -41,6 +41,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
 
 
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
+
+
 def installer_home() -> str:
     default = os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
@@ -351,6 +359,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")

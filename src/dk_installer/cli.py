@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from dk_installer import __version__
-from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home, restrict_umask
 from dk_installer.defaults import ACTIONS, DEFAULT_API_PORT, DEFAULT_UI_PORT, LOOPBACK
 from dk_installer.errors import raise_keyboard_interrupt
 
@@ -550,6 +550,8 @@ def analytics_send_spool(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     from dk_installer.config import Settings
 
+    # Again here: `pip install`ed, the launcher and the service come in without the bootstrap.
+    restrict_umask()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_keyboard_interrupt)
     settings = Settings.from_environment()

@@ -308,6 +308,35 @@ class InstallOptions:
     ssl_key: Path | None = None
 
 
+def close_lock_files_to_others(top: Path) -> None:
+    """Take group and other write access from the lock files under `top` that tools create 0666
+    on purpose whatever the umask (uv, in its cache and in each venv). Everything else there was
+    made under the umask the installer tightened at start. Only a regular file of this user,
+    opened without following a link. Cheap: the walk reads folders only (d_type tells what is a
+    folder) and looks closer at lock files alone, so a real install's ~100k files cost a readdir
+    each, not a stat."""
+    import stat
+
+    folders = [top]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.name.endswith((".lock", "lockfile")):  # uv's .lock, <wheel>.lock; fasteners'
+                with contextlib.suppress(OSError):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    try:
+                        info = os.fstat(fd)
+                        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
+                            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
+                    finally:
+                        os.close(fd)
+
+
 def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()

@@ -11,7 +11,13 @@ from typing import Callable
 from dk_installer.analytics import ActionResult, analytics_consent, record_event, show_notice_once
 from dk_installer.bootstrap import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from dk_installer.checks import RequirementsNotMet
-from dk_installer.config import InstallerLock, InstallOptions, InstallState, Settings
+from dk_installer.config import (
+    InstallerLock,
+    InstallOptions,
+    InstallState,
+    Settings,
+    close_lock_files_to_others,
+)
 from dk_installer.console import Console, textwrap_indent
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.paths import Paths
@@ -120,6 +126,7 @@ def perform(
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
+            close_lock_files_to_others(paths.home)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)

@@ -4583,6 +4583,36 @@ def stop_process_group(process: subprocess.Popen[Any], grace: float = 10.0) -> N
         process.wait()
 
 
+OUTPUT_TAIL_LINES = 200
+# What a child's own error looks like: an exception's last line (`ValueError: ...`), click's and
+# uv's `Error:` / `error:`, PostgreSQL's and loggers' severities. Warnings never match.
+_ERROR_LINE = re.compile(
+    r"\b[A-Za-z_.]*(?:Error|Exception)\b(?::|$)|\berror:|\b(?:FATAL|PANIC|ERROR|CRITICAL)\b"
+)
+
+
+def error_line_index(lines: Sequence[str]) -> int | None:
+    """Where the child's error is: the last line that looks like one (None when none does)."""
+    for index in range(len(lines) - 1, -1, -1):
+        if _ERROR_LINE.search(lines[index]) and "warning" not in lines[index].lower():
+            return index
+    return None
+
+
+def failure_report(output: Sequence[str], fallback: Sequence[str]) -> tuple[str, str]:
+    """The headline's end (": <the child's error line>") and the details shown under it, both
+    redacted. The details are the lines that led to the error and a few after it (uv's causes),
+    rather than blindly the last lines printed, which can be warnings that followed the error;
+    without an error line, the last lines of `fallback` (stderr, else stdout)."""
+    found = error_line_index(output)
+    if found is None:
+        return "", redact("\n".join(list(fallback)[-10:]))
+    cause = redact(output[found].strip()).rstrip(".")
+    if len(cause) > 200:
+        cause = cause[:200] + "…"
+    return f": {cause}", redact("\n".join(output[max(0, found - 9) : found + 6]))
+
+
 def run_command(
     cmd: Sequence[str],
     *,
@@ -4594,7 +4624,7 @@ def run_command(
     what: str | None = None,
 ) -> str:
     """Run `cmd` in its own process group, logging its output (redacted) and feeding the latest
-    line to `progress`. Returns stdout. Raises CommandFailed with the last stderr lines."""
+    line to `progress`. Returns stdout. Raises CommandFailed naming the child's error line."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -4608,12 +4638,16 @@ def run_command(
     )
     stdout_lines: list[str] = []
     stderr_tail: deque[str] = deque(maxlen=15)
+    # Both streams in the order they came: a child's error may be on either (TestGen logs its
+    # errors to stdout while getpass warns on stderr).
+    output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
 
     def pump(stream: Any, sink: Callable[[str], None], label: str) -> None:
         for line in stream:
             line = line.rstrip("\n")
             log.debug("%s| %s", label, line)
             sink(line)
+            output_tail.append(line)
             if progress and line.strip():
                 progress.update(redact(line)[:120])
 
@@ -4631,10 +4665,11 @@ def run_command(
         returncode = process.wait(timeout)
     except subprocess.TimeoutExpired:
         stop_process_group(process)
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
         raise CommandFailed(
-            f"{what or cmd[0]} did not finish within {timeout:.0f}s.",
+            f"{what or cmd[0]} did not finish within {timeout:.0f}s{cause}.",
             code=error_code,
-            details=redact("\n".join(stderr_tail)),
+            details=details,
         ) from None
     except BaseException:
         stop_process_group(process)
@@ -4643,10 +4678,11 @@ def run_command(
         reader.join(5)
     log.info("exit code %s", returncode)
     if returncode != 0:
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
         raise CommandFailed(
-            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).",
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}){cause}.",
             code=error_code,
-            details=redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:])),
+            details=details,
         )
     return "\n".join(stdout_lines)
 
@@ -7361,7 +7397,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '97b7fdb895e23bbd'
+BUILD_ID = 'f34b9eb3cb36bd54'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -182,6 +182,17 @@ def test_setup_failure_rolls_everything_back(sandbox: Sandbox) -> None:
     assert retry.returncode == 0, retry.stderr
 
 
+def test_a_failure_headline_shows_the_childs_error_not_its_last_words(sandbox: Sandbox) -> None:
+    """Issue 15 item 6: TestGen logs pgserver's failure on stdout while getpass's warnings are
+    all its stderr holds; the screen showed only those warnings."""
+    result = sandbox.install(env={"FAKE_TESTGEN_FAIL": "postgres"})
+    assert result.returncode == 1
+    headline = next(line for line in result.stderr.splitlines() if line.startswith("Error:"))
+    assert "testgen standalone-setup failed (exit code 1)" in headline
+    assert 'FATAL:  could not create lock file "postmaster.pid"' in headline
+    assert "Failed to start server." in result.stderr  # what led to it, under the headline
+
+
 def writable_by_others(*tops: Path) -> list[str]:
     """Files and folders (not symlinks, whose mode means nothing) that group or others can write."""
     found = []

@@ -108,9 +108,59 @@ def _package_source_args(argv: list[str]) -> list[str]:
     return args
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
@@ -438,7 +488,7 @@ from typing import Callable
 
 from dk_installer.analytics import ActionResult, analytics_consent, record_event, show_notice_once
 from dk_installer.bootstrap import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from dk_installer.checks import RequirementsNotMet
+from dk_installer.checks import RequirementsNotMet, check_home_writable
 from dk_installer.config import (
     InstallerLock,
     InstallOptions,
@@ -527,10 +577,13 @@ def perform(
     exit_code = EXIT_OK
     outcome = "success"
     error: BaseException | None = None
+    # A home that preflight refuses (a path TestGen cannot use, a folder that cannot be made) is
+    # never created: the lock and the run log would otherwise make it before preflight says no.
+    home_usable = paths.home.exists() or check_home_writable(paths).ok
     try:
-        if mutating:
+        if mutating and home_usable:
             lock.acquire()
-        if not writes_nothing:
+        if not writes_nothing and home_usable:
             start_run_log(paths, invocation.action, invocation.verbose)
         if mutating:
             recover_interrupted_action(ctx)
@@ -1945,9 +1998,59 @@ def _package_source_args(argv: list[str]) -> list[str]:
     return args
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
@@ -2251,7 +2354,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dk_installer.bootstrap import EXIT_REQUIREMENTS
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, home_path_problem
 from dk_installer.engine import UV_PYTHON, _probe_python, find_uv, index_url_of, unreachable_index_hint
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.net import port_free, port_holder
@@ -2366,6 +2469,11 @@ def check_disk(paths: Paths, settings: Settings) -> Requirement:
 
 
 def check_home_writable(paths: Paths) -> Requirement:
+    """A home TestGen can use: a path its PostgreSQL takes (the bootstrap's rule, which a first
+    run applies before building the runtime there), in a folder this user can write."""
+    problem = home_path_problem(str(paths.home))
+    if problem:
+        return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home path", False, problem)
     existing = _nearest_existing(paths.home)
     ok = os.access(existing, os.W_OK | os.X_OK) and existing.is_dir()
     detail = f"{paths.home}" + (
@@ -7397,7 +7505,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'f34b9eb3cb36bd54'
+BUILD_ID = 'a181047f8e374c4c'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

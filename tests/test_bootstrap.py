@@ -215,3 +215,20 @@ def test_unusable_home_on_a_first_run_is_a_requirement_failure(sandbox: Sandbox)
     assert "Traceback" not in result.stderr
     assert f"Installer home writable: {blocker / 'dk-home'} cannot be created or written" in result.stderr
     assert "Set DK_INSTALLER_HOME" in result.stderr
+
+
+def test_a_home_path_postgresql_cannot_take_is_refused_on_a_first_run_writing_nothing(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 15 item 8, on a first run: the runtime would be built inside the home, so the bootstrap
+    refuses the path before making any folder."""
+    parent = sandbox.root / "my hömé"
+    env = {**sandbox.env, "DK_INSTALLER_HOME": str(parent / "dk")}
+    result = subprocess.run(
+        [bare_python(), str(INSTALLER), "install"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"Installer home path: '{parent / 'dk'}' has a space and non-ASCII characters" in result.stderr
+    assert f"DK_INSTALLER_HOME={sandbox.root}/dk-installer" in result.stderr
+    assert "Preparing" not in result.stderr
+    assert not parent.exists()

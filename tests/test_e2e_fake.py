@@ -135,6 +135,27 @@ def test_home_not_writable(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "Installer home writable" in result.stdout
 
 
+def test_a_home_path_postgresql_cannot_take_is_refused_before_anything_is_written(sandbox: Sandbox) -> None:
+    """Issue 15 item 8: with a space in the home, preflight passed and Configure then failed
+    inside PostgreSQL (pgserver passes the data path unquoted). Refused up front, with a path
+    that works, and the home is never made (no lock, no run log)."""
+    parent = sandbox.root / "my hömé"
+    home = parent / "dk"
+    env = {"DK_INSTALLER_HOME": str(home)}
+    result = sandbox.install(env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"Installer home path: '{home}' has a space and non-ASCII characters" in result.stderr
+    assert f"DK_INSTALLER_HOME={sandbox.root}/dk-installer" in result.stderr
+    doctor = sandbox.run("doctor", env=env)
+    assert doctor.returncode == 3 and "Installer home path" in doctor.stdout
+    assert not parent.exists()
+    # The suggested home works.
+    suggested = {"DK_INSTALLER_HOME": str(sandbox.root / "dk-installer")}
+    done = sandbox.install("--no-demo", env=suggested)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sandbox.run("uninstall", "--yes", env=suggested).returncode == 0
+
+
 def test_disk_too_small(sandbox: Sandbox) -> None:
     result = sandbox.install(env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)})
     assert result.returncode == 3

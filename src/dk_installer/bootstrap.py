@@ -107,9 +107,59 @@ def _package_source_args(argv: list[str]) -> list[str]:
     return args
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:

@@ -204,8 +204,8 @@ def start_postgres() -> None:
     killed caller) unless it runs, and add this process to the handles in .handle_pids.json; at
     exit the handle goes, and the last one stops PostgreSQL. A pid left by a killed process is
     never pruned, so PostgreSQL then stays up (as with the real pgserver). Like the real one, it
-    refuses data in a folder that others can write (what `umask 000` made of TestGen's home);
-    FAKE_TESTGEN_FAIL=postgres makes it refuse to start for another reason."""
+    refuses data in a folder that others can write (what `umask 000` made of TestGen's home) and
+    a data path with a space; FAKE_TESTGEN_FAIL=postgres makes it refuse to start for another reason."""
     if not postmaster_alive():
         for folder in (PGDATA, HOME):
             if folder.stat().st_mode & 0o022:
@@ -215,6 +215,9 @@ def start_postgres() -> None:
                         f"DETAIL:  {folder} can be written by other users.",
                     ]
                 )
+        if " " in str(PGDATA):  # pgserver passes `-k <socket dir>` (PGDATA) to postgres unquoted
+            stray = str(PGDATA).split(" ", 1)[1]
+            refuse_to_start_postgres([f'postgres: invalid argument: "{stray}"'])
         if os.environ.get("FAKE_TESTGEN_FAIL") == "postgres":
             refuse_to_start_postgres(['FATAL:  could not create lock file "postmaster.pid": No space left'])
         subprocess.Popen(

@@ -30,6 +30,7 @@ RUNTIME_REQUIREMENTS = (
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -294,6 +295,38 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     )
 
 
+class RuntimeBuildLock:
+    """Held while a run builds the runtime or puts the package into it: two first runs at once
+    would otherwise build into the same staging folder. The second waits (saying so), then finds
+    the work done. Separate from the installer's command lock, which a whole install holds."""
+
+    def __init__(self, home: str) -> None:
+        self.path = os.path.join(home, RUNTIME_LOCK)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RuntimeBuildLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write("Waiting for another dk-installer run to finish preparing the runtime...\n")
+            sys.stderr.flush()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except KeyboardInterrupt:
+                sys.stderr.write("\nInterrupted.\n")
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
 PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
 
 
@@ -306,21 +339,32 @@ def runtime_site_packages(runtime: str) -> str:
     return found[0]
 
 
+def _package_is_current(target: str, build_id: str) -> bool:
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            return handle.read() == build_id
+    except OSError:
+        return False
+
+
 def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
     """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
     there already (one small read on every run). Staged and swapped, so a run that is killed
-    half-way leaves the previous copy whole."""
+    half-way leaves the previous copy whole; under the runtime build lock, so that two runs never
+    swap at once (a rename onto the copy the other just put in place would fail)."""
+    runtime = os.path.dirname(os.path.dirname(python))
+    target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+    if _package_is_current(target, build_id):
+        return
+    with RuntimeBuildLock(os.path.dirname(runtime)):
+        if not _package_is_current(target, build_id):  # another run may have put it there meanwhile
+            _swap_in_package(python, target, sources, build_id)
+
+
+def _swap_in_package(python: str, target: str, sources: dict[str, str], build_id: str) -> None:
     import shutil
     import subprocess
 
-    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
-    target = os.path.join(site, "dk_installer")
-    try:
-        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
-            if handle.read() == build_id:
-                return
-    except OSError:
-        pass
     staging = f"{target}.{os.getpid()}.tmp"
     old = f"{target}.{os.getpid()}.old"
     shutil.rmtree(staging, ignore_errors=True)
@@ -441,7 +485,9 @@ def run_single_file(
         if unusable:
             sys.stderr.write(unusable + "\n")
             raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        with RuntimeBuildLock(os.path.dirname(runtime)):
+            if not runtime_is_current(runtime):  # another run may have built it while this one waited
+                _create_runtime(runtime, argv)
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -1920,6 +1966,7 @@ RUNTIME_REQUIREMENTS = (
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -2184,6 +2231,38 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     )
 
 
+class RuntimeBuildLock:
+    """Held while a run builds the runtime or puts the package into it: two first runs at once
+    would otherwise build into the same staging folder. The second waits (saying so), then finds
+    the work done. Separate from the installer's command lock, which a whole install holds."""
+
+    def __init__(self, home: str) -> None:
+        self.path = os.path.join(home, RUNTIME_LOCK)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RuntimeBuildLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write("Waiting for another dk-installer run to finish preparing the runtime...\n")
+            sys.stderr.flush()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except KeyboardInterrupt:
+                sys.stderr.write("\nInterrupted.\n")
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
 PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
 
 
@@ -2196,21 +2275,32 @@ def runtime_site_packages(runtime: str) -> str:
     return found[0]
 
 
+def _package_is_current(target: str, build_id: str) -> bool:
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            return handle.read() == build_id
+    except OSError:
+        return False
+
+
 def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
     """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
     there already (one small read on every run). Staged and swapped, so a run that is killed
-    half-way leaves the previous copy whole."""
+    half-way leaves the previous copy whole; under the runtime build lock, so that two runs never
+    swap at once (a rename onto the copy the other just put in place would fail)."""
+    runtime = os.path.dirname(os.path.dirname(python))
+    target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+    if _package_is_current(target, build_id):
+        return
+    with RuntimeBuildLock(os.path.dirname(runtime)):
+        if not _package_is_current(target, build_id):  # another run may have put it there meanwhile
+            _swap_in_package(python, target, sources, build_id)
+
+
+def _swap_in_package(python: str, target: str, sources: dict[str, str], build_id: str) -> None:
     import shutil
     import subprocess
 
-    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
-    target = os.path.join(site, "dk_installer")
-    try:
-        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
-            if handle.read() == build_id:
-                return
-    except OSError:
-        pass
     staging = f"{target}.{os.getpid()}.tmp"
     old = f"{target}.{os.getpid()}.old"
     shutil.rmtree(staging, ignore_errors=True)
@@ -2331,7 +2421,9 @@ def run_single_file(
         if unusable:
             sys.stderr.write(unusable + "\n")
             raise SystemExit(EXIT_REQUIREMENTS)
-        _create_runtime(runtime, argv)
+        with RuntimeBuildLock(os.path.dirname(runtime)):
+            if not runtime_is_current(runtime):  # another run may have built it while this one waited
+                _create_runtime(runtime, argv)
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -7505,7 +7597,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'a181047f8e374c4c'
+BUILD_ID = '3e2181645ca2967b'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

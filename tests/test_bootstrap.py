@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -232,3 +233,41 @@ def test_a_home_path_postgresql_cannot_take_is_refused_on_a_first_run_writing_no
     assert f"DK_INSTALLER_HOME={sandbox.root}/dk-installer" in result.stderr
     assert "Preparing" not in result.stderr
     assert not parent.exists()
+
+
+def test_two_first_runs_at_once_build_the_runtime_once_and_both_succeed(sandbox: Sandbox) -> None:
+    """Issue 15 item 13: two first runs raced on runtime.staging (one failed with a missing file
+    and a proxy hint). The second now waits for the first's build, then uses it. Under `umask 000`
+    too: the runtime they build is writable by nobody else (item 6)."""
+    python = bare_python()
+    env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS" and k not in CA_VARIABLES}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    runs = [
+        subprocess.Popen(
+            [python, str(INSTALLER), "status"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            umask=0,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == 0, stderr
+        assert "not installed" in stdout
+    [built] = [stderr for _, stderr in outputs if "Preparing dk-installer's runtime" in stderr]
+    [other] = [stderr for _, stderr in outputs if stderr != built]
+    assert "Waiting for another dk-installer run" in other
+    assert (sandbox.home / "runtime" / RUNTIME_RECEIPT).exists()
+    assert not (sandbox.home / "runtime.staging").exists() and not (sandbox.home / "runtime.old").exists()
+    assert not list(sandbox.home.glob("runtime/lib/python3.9/site-packages/dk_installer.*"))
+    writable = []
+    for folder, dirs, files in os.walk(sandbox.home):
+        for path in [folder] + [os.path.join(folder, name) for name in dirs + files]:
+            info = os.lstat(path)
+            if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022:
+                writable.append(path)
+    assert writable == []

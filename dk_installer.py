@@ -1167,7 +1167,7 @@ from dk_installer.checks import (
     find_testgen_python,
     report_requirements,
 )
-from dk_installer.config import InstallOptions, InstallState
+from dk_installer.config import InstallerLock, InstallOptions, InstallState
 from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
@@ -1180,8 +1180,15 @@ if TYPE_CHECKING:
     from dk_installer.steps.base import ActionContext
 
 
+def in_progress(action: str, pid: int | None) -> str:
+    """What status and doctor say about the command that holds the lock (`install` is in progress
+    (pid 42)): until it ends, what they see (no receipt yet, ports taken) is work in progress."""
+    return f"`{action}` is in progress" + (f" (pid {pid})" if pid else "")
+
+
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
     paths = ctx.paths
+    holder = InstallerLock.holder(paths.lock)
     status: dict[str, Any] = {
         "installed": False,
         "version": None,
@@ -1198,6 +1205,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "home": str(paths.home),
         "state": "missing",
         "interrupted_action": interrupted_action(paths),
+        "in_progress": {"action": holder[0], "pid": holder[1]} if holder else None,
     }
     try:
         state = InstallState.load(paths.state)
@@ -1227,6 +1235,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
+    command = status["in_progress"]  # another dk-installer command, running now
     if as_json:
         echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
@@ -1234,7 +1243,11 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
         )
     elif not status["installed"]:
-        ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
+        ctx.console.say(
+            f"TestGen is not installed yet: {in_progress(**command)} (home: {ctx.paths.home})."
+            if command
+            else f"TestGen is not installed (home: {ctx.paths.home})."
+        )
     else:
         running = f"running (pid {status['pid']})" if status["running"] else "stopped"
         ctx.console.say(f"TestGen {status['version']}: installed, {running}")
@@ -1249,6 +1262,8 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         ctx.console.say(f"  MCP       {status['mcp_url']}")
         shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
         ctx.console.say(f"  Listening on {shared}")
+    if status["installed"] and command and not as_json:
+        ctx.console.warn(f"dk-installer {in_progress(**command)}: what is shown may change as it runs.")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -1296,6 +1311,15 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             "none"
             if interrupted is None
             else f"an interrupted `{interrupted}` was found; `{ctx.self_command()} {interrupted}` repairs it",
+        )
+    )
+    holder = InstallerLock.holder(paths.lock)
+    checks.append(
+        Requirement(
+            ErrorCode.BUSY,
+            "No command in progress",
+            holder is None,
+            "none" if holder is None else f"{in_progress(*holder)}; run doctor again once it has ended",
         )
     )
     state: InstallState | None = None
@@ -3499,18 +3523,22 @@ class InstallerLock:
         return self._handle is not None
 
     @staticmethod
-    def held_elsewhere(path: Path) -> bool:
-        """Does a running command hold the lock? (For read-only commands, which never take it.)"""
+    def holder(path: Path) -> tuple[str, int | None] | None:
+        """The action and pid of the running command that holds the lock, or None when none
+        does. For read-only commands, which never take it ("another command" when the holder has
+        not written its name yet)."""
         import fcntl
 
         try:
             with open(path) as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    written = re.fullmatch(r"(\w+) \(pid (\d+)\)", handle.read().strip())
+                    return (written[1], int(written[2])) if written else ("another command", None)
         except OSError:
-            return False
-        return False
+            return None
+        return None
 
     def release(self) -> None:
         if self._handle is not None:
@@ -4598,7 +4626,7 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
     before the journal existed count too: config.env with no receipt and no credentials is what
     a killed `standalone-setup` leaves. While another command holds the lock, its journal is
     work in progress, not an interruption."""
-    if not lock_is_ours and InstallerLock.held_elsewhere(paths.lock):
+    if not lock_is_ours and InstallerLock.holder(paths.lock):
         return None
     journal = Journal.found(paths)
     if journal is not None:
@@ -7597,7 +7625,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '3e2181645ca2967b'
+BUILD_ID = 'd5658d798624f5cc'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

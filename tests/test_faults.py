@@ -310,6 +310,27 @@ def test_status_and_doctor_report_an_interrupted_install_and_change_nothing(sand
     assert_outcome(sandbox, "install", sandbox.run(*command(sandbox, "install")))
 
 
+def test_status_and_doctor_report_an_install_in_progress(sandbox: Sandbox) -> None:
+    """Issue 15 item 13: while an install ran, `status` said "not installed" and `doctor`
+    "Everything looks fine"."""
+    process = sandbox.popen(*command(sandbox, "install"), env={"DK_INSTALLER_FAILPOINT": "start"})
+    try:
+        wait_for_line(process, "failpoint start")
+        status = sandbox.run("status")
+        assert status.returncode == 0, status.stderr
+        assert f"TestGen is not installed yet: `install` is in progress (pid {process.pid})" in status.stdout
+        assert sandbox.status()["in_progress"] == {"action": "install", "pid": process.pid}
+        doctor = sandbox.run("doctor")
+        assert doctor.returncode == 3
+        assert "Everything looks fine" not in doctor.stdout
+        [row] = [line for line in doctor.stdout.splitlines() if "No command in progress" in line]
+        assert "FAIL" in row and f"`install` is in progress (pid {process.pid})" in row
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    assert sandbox.status()["in_progress"] is None
+
+
 def test_a_journal_another_user_planted_never_deletes_what_it_names(
     open_sandbox: Sandbox, other_user: pwd.struct_passwd
 ) -> None:

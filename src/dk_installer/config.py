@@ -270,18 +270,22 @@ class InstallerLock:
         return self._handle is not None
 
     @staticmethod
-    def held_elsewhere(path: Path) -> bool:
-        """Does a running command hold the lock? (For read-only commands, which never take it.)"""
+    def holder(path: Path) -> tuple[str, int | None] | None:
+        """The action and pid of the running command that holds the lock, or None when none
+        does. For read-only commands, which never take it ("another command" when the holder has
+        not written its name yet)."""
         import fcntl
 
         try:
             with open(path) as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    written = re.fullmatch(r"(\w+) \(pid (\d+)\)", handle.read().strip())
+                    return (written[1], int(written[2])) if written else ("another command", None)
         except OSError:
-            return False
-        return False
+            return None
+        return None
 
     def release(self) -> None:
         if self._handle is not None:

@@ -30,6 +30,7 @@ RUNTIME_REQUIREMENTS = (
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -40,6 +41,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     needed = ".".join(map(str, MIN_PYTHON))
     version = ".".join(map(str, found[:3]))
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
+
+
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
 
 
 def installer_home() -> str:
@@ -139,9 +148,59 @@ def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[
     return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
@@ -286,6 +345,38 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     )
 
 
+class RuntimeBuildLock:
+    """Held while a run builds the runtime or puts the package into it: two first runs at once
+    would otherwise build into the same staging folder. The second waits (saying so), then finds
+    the work done. Separate from the installer's command lock, which a whole install holds."""
+
+    def __init__(self, home: str) -> None:
+        self.path = os.path.join(home, RUNTIME_LOCK)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RuntimeBuildLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write("Waiting for another dk-installer run to finish preparing the runtime...\n")
+            sys.stderr.flush()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except KeyboardInterrupt:
+                sys.stderr.write("\nInterrupted.\n")
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
 PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
 
 
@@ -298,21 +389,32 @@ def runtime_site_packages(runtime: str) -> str:
     return found[0]
 
 
+def _package_is_current(target: str, build_id: str) -> bool:
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            return handle.read() == build_id
+    except OSError:
+        return False
+
+
 def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
     """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
     there already (one small read on every run). Staged and swapped, so a run that is killed
-    half-way leaves the previous copy whole."""
+    half-way leaves the previous copy whole; under the runtime build lock, so that two runs never
+    swap at once (a rename onto the copy the other just put in place would fail)."""
+    runtime = os.path.dirname(os.path.dirname(python))
+    target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+    if _package_is_current(target, build_id):
+        return
+    with RuntimeBuildLock(os.path.dirname(runtime)):
+        if not _package_is_current(target, build_id):  # another run may have put it there meanwhile
+            _swap_in_package(python, target, sources, build_id)
+
+
+def _swap_in_package(python: str, target: str, sources: dict[str, str], build_id: str) -> None:
     import shutil
     import subprocess
 
-    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
-    target = os.path.join(site, "dk_installer")
-    try:
-        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
-            if handle.read() == build_id:
-                return
-    except OSError:
-        pass
     staging = f"{target}.{os.getpid()}.tmp"
     old = f"{target}.{os.getpid()}.old"
     shutil.rmtree(staging, ignore_errors=True)
@@ -554,6 +656,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
@@ -598,9 +701,11 @@ def run_single_file(
         except BundleError as exc:
             sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
             raise SystemExit(EXIT_FAILED) from None
-        _create_runtime(
-            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
-        )
+        with RuntimeBuildLock(os.path.dirname(runtime)):
+            if not runtime_is_current(runtime):  # another run may have built it while this one waited
+                _create_runtime(
+                    runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+                )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -649,8 +754,14 @@ from typing import Callable
 
 from dk_installer.analytics import ActionResult, analytics_consent, record_event, show_notice_once
 from dk_installer.bootstrap import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from dk_installer.checks import RequirementsNotMet
-from dk_installer.config import InstallerLock, InstallOptions, InstallState, Settings
+from dk_installer.checks import RequirementsNotMet, check_home_writable
+from dk_installer.config import (
+    InstallerLock,
+    InstallOptions,
+    InstallState,
+    Settings,
+    close_lock_files_to_others,
+)
 from dk_installer.console import Console, textwrap_indent
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.paths import Paths
@@ -732,10 +843,13 @@ def perform(
     exit_code = EXIT_OK
     outcome = "success"
     error: BaseException | None = None
+    # A home that preflight refuses (a path TestGen cannot use, a folder that cannot be made) is
+    # never created: the lock and the run log would otherwise make it before preflight says no.
+    home_usable = paths.home.exists() or check_home_writable(paths).ok
     try:
-        if mutating:
+        if mutating and home_usable:
             lock.acquire()
-        if not writes_nothing:
+        if not writes_nothing and home_usable:
             start_run_log(paths, invocation.action, invocation.verbose)
         if mutating:
             recover_interrupted_action(ctx)
@@ -767,6 +881,7 @@ def perform(
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
+            close_lock_files_to_others(paths.home)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)
@@ -1712,7 +1827,7 @@ from dk_installer.checks import (
     find_testgen_python,
     report_requirements,
 )
-from dk_installer.config import InstallOptions, InstallState
+from dk_installer.config import InstallerLock, InstallOptions, InstallState
 from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
@@ -1725,8 +1840,15 @@ if TYPE_CHECKING:
     from dk_installer.steps.base import ActionContext
 
 
+def in_progress(action: str, pid: int | None) -> str:
+    """What status and doctor say about the command that holds the lock (`install` is in progress
+    (pid 42)): until it ends, what they see (no receipt yet, ports taken) is work in progress."""
+    return f"`{action}` is in progress" + (f" (pid {pid})" if pid else "")
+
+
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
     paths = ctx.paths
+    holder = InstallerLock.holder(paths.lock)
     status: dict[str, Any] = {
         "installed": False,
         "version": None,
@@ -1746,6 +1868,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "home": str(paths.home),
         "state": "missing",
         "interrupted_action": interrupted_action(paths),
+        "in_progress": {"action": holder[0], "pid": holder[1]} if holder else None,
     }
     try:
         state = InstallState.load(paths.state)
@@ -1782,6 +1905,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
+    command = status["in_progress"]  # another dk-installer command, running now
     if as_json:
         echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
@@ -1789,7 +1913,11 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
         )
     elif not status["installed"]:
-        ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
+        ctx.console.say(
+            f"TestGen is not installed yet: {in_progress(**command)} (home: {ctx.paths.home})."
+            if command
+            else f"TestGen is not installed (home: {ctx.paths.home})."
+        )
     else:
         running = f"running (pid {status['pid']})" if status["running"] else "stopped"
         ctx.console.say(f"TestGen {status['version']}: installed, {running}")
@@ -1811,6 +1939,8 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             )
         for warning in status["warnings"]:
             ctx.console.warn(f"Warning: {warning}")
+    if status["installed"] and command and not as_json:
+        ctx.console.warn(f"dk-installer {in_progress(**command)}: what is shown may change as it runs.")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -1858,6 +1988,15 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             "none"
             if interrupted is None
             else f"an interrupted `{interrupted}` was found; `{ctx.self_command()} {interrupted}` repairs it",
+        )
+    )
+    holder = InstallerLock.holder(paths.lock)
+    checks.append(
+        Requirement(
+            ErrorCode.BUSY,
+            "No command in progress",
+            holder is None,
+            "none" if holder is None else f"{in_progress(*holder)}; run doctor again once it has ended",
         )
     )
     state: InstallState | None = None
@@ -2787,6 +2926,7 @@ RUNTIME_REQUIREMENTS = (
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -2797,6 +2937,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     needed = ".".join(map(str, MIN_PYTHON))
     version = ".".join(map(str, found[:3]))
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
+
+
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
 
 
 def installer_home() -> str:
@@ -2896,9 +3044,59 @@ def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[
     return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
@@ -3043,6 +3241,38 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     )
 
 
+class RuntimeBuildLock:
+    """Held while a run builds the runtime or puts the package into it: two first runs at once
+    would otherwise build into the same staging folder. The second waits (saying so), then finds
+    the work done. Separate from the installer's command lock, which a whole install holds."""
+
+    def __init__(self, home: str) -> None:
+        self.path = os.path.join(home, RUNTIME_LOCK)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RuntimeBuildLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write("Waiting for another dk-installer run to finish preparing the runtime...\n")
+            sys.stderr.flush()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except KeyboardInterrupt:
+                sys.stderr.write("\nInterrupted.\n")
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
 PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
 
 
@@ -3055,21 +3285,32 @@ def runtime_site_packages(runtime: str) -> str:
     return found[0]
 
 
+def _package_is_current(target: str, build_id: str) -> bool:
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            return handle.read() == build_id
+    except OSError:
+        return False
+
+
 def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
     """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
     there already (one small read on every run). Staged and swapped, so a run that is killed
-    half-way leaves the previous copy whole."""
+    half-way leaves the previous copy whole; under the runtime build lock, so that two runs never
+    swap at once (a rename onto the copy the other just put in place would fail)."""
+    runtime = os.path.dirname(os.path.dirname(python))
+    target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+    if _package_is_current(target, build_id):
+        return
+    with RuntimeBuildLock(os.path.dirname(runtime)):
+        if not _package_is_current(target, build_id):  # another run may have put it there meanwhile
+            _swap_in_package(python, target, sources, build_id)
+
+
+def _swap_in_package(python: str, target: str, sources: dict[str, str], build_id: str) -> None:
     import shutil
     import subprocess
 
-    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
-    target = os.path.join(site, "dk_installer")
-    try:
-        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
-            if handle.read() == build_id:
-                return
-    except OSError:
-        pass
     staging = f"{target}.{os.getpid()}.tmp"
     old = f"{target}.{os.getpid()}.old"
     shutil.rmtree(staging, ignore_errors=True)
@@ -3311,6 +3552,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
@@ -3355,9 +3597,11 @@ def run_single_file(
         except BundleError as exc:
             sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
             raise SystemExit(EXIT_FAILED) from None
-        _create_runtime(
-            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
-        )
+        with RuntimeBuildLock(os.path.dirname(runtime)):
+            if not runtime_is_current(runtime):  # another run may have built it while this one waited
+                _create_runtime(
+                    runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+                )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"
@@ -3516,7 +3760,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dk_installer.bootstrap import EXIT_REQUIREMENTS
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, home_path_problem
 from dk_installer.config import mask_userinfo
 from dk_installer.engine import (
     UV_PYTHON,
@@ -3634,6 +3878,11 @@ def check_disk(paths: Paths, settings: Settings) -> Requirement:
 
 
 def check_home_writable(paths: Paths) -> Requirement:
+    """A home TestGen can use: a path its PostgreSQL takes (the bootstrap's rule, which a first
+    run applies before building the runtime there), in a folder this user can write."""
+    problem = home_path_problem(str(paths.home))
+    if problem:
+        return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home path", False, problem)
     existing = _nearest_existing(paths.home)
     ok = os.access(existing, os.W_OK | os.X_OK) and existing.is_dir()
     detail = f"{paths.home}" + (
@@ -3744,7 +3993,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dk_installer import __version__
-from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home, restrict_umask
 from dk_installer.cli_options import (
     CONTEXT_SETTINGS,
     PORT,
@@ -4350,6 +4599,8 @@ def analytics_send_spool(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     from dk_installer.config import Settings
 
+    # Again here: `pip install`ed, the launcher and the service come in without the bootstrap.
+    restrict_umask()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_keyboard_interrupt)
     settings = Settings.from_environment()
@@ -4826,18 +5077,22 @@ class InstallerLock:
         return self._handle is not None
 
     @staticmethod
-    def held_elsewhere(path: Path) -> bool:
-        """Does a running command hold the lock? (For read-only commands, which never take it.)"""
+    def holder(path: Path) -> tuple[str, int | None] | None:
+        """The action and pid of the running command that holds the lock, or None when none
+        does. For read-only commands, which never take it ("another command" when the holder has
+        not written its name yet)."""
         import fcntl
 
         try:
             with open(path) as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    written = re.fullmatch(r"(\w+) \(pid (\d+)\)", handle.read().strip())
+                    return (written[1], int(written[2])) if written else ("another command", None)
         except OSError:
-            return False
-        return False
+            return None
+        return None
 
     def release(self) -> None:
         if self._handle is not None:
@@ -4863,6 +5118,35 @@ class InstallOptions:
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
+
+
+def close_lock_files_to_others(top: Path) -> None:
+    """Take group and other write access from the lock files under `top` that tools create 0666
+    on purpose whatever the umask (uv, in its cache and in each venv). Everything else there was
+    made under the umask the installer tightened at start. Only a regular file of this user,
+    opened without following a link. Cheap: the walk reads folders only (d_type tells what is a
+    folder) and looks closer at lock files alone, so a real install's ~100k files cost a readdir
+    each, not a stat."""
+    import stat
+
+    folders = [top]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.name.endswith((".lock", "lockfile")):  # uv's .lock, <wheel>.lock; fasteners'
+                with contextlib.suppress(OSError):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    try:
+                        info = os.fstat(fd)
+                        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
+                            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
+                    finally:
+                        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:
@@ -6090,7 +6374,7 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
     before the journal existed count too: config.env with no receipt and no credentials is what
     a killed `standalone-setup` leaves. While another command holds the lock, its journal is
     work in progress, not an interruption."""
-    if not lock_is_ours and InstallerLock.held_elsewhere(paths.lock):
+    if not lock_is_ours and InstallerLock.holder(paths.lock):
         return None
     journal = Journal.found(paths)
     if journal is not None:
@@ -6299,6 +6583,37 @@ def probe(
     )
 
 
+OUTPUT_TAIL_LINES = 200
+# What a child's own error looks like: an exception's last line (`ValueError: ...`), click's and
+# uv's `Error:` / `error:`, PostgreSQL's and loggers' severities. Warnings never match.
+_ERROR_LINE = re.compile(
+    r"\b[A-Za-z_.]*(?:Error|Exception)\b(?::|$)|\berror:|\b(?:FATAL|PANIC|ERROR|CRITICAL)\b"
+)
+
+
+def error_line_index(lines: Sequence[str]) -> int | None:
+    """Where the child's error is: the last line that looks like one (None when none does)."""
+    for index in range(len(lines) - 1, -1, -1):
+        if _ERROR_LINE.search(lines[index]) and "warning" not in lines[index].lower():
+            return index
+    return None
+
+
+def failure_report(output: Sequence[str], fallback: Sequence[str]) -> tuple[str, str]:
+    """The headline's end (": <the child's error line>") and the details shown under it, both
+    redacted. The details are the lines that led to the error and a few after it (uv's causes),
+    rather than blindly the last lines printed, which can be warnings that followed the error;
+    without an error line, the last lines of `fallback` (stderr, else stdout)."""
+    found = error_line_index(output)
+    if found is None:
+        return "", redact("\n".join(list(fallback)[-10:]))
+    cause = redact(output[found].strip()).rstrip(".")
+    if len(cause) > 200:
+        cause = cause[:200] + "…"
+    # uv prints its causes after its error line, wrapped: keep enough of them.
+    return f": {cause}", redact("\n".join(output[max(0, found - 9) : found + 12]))
+
+
 def run_command(
     cmd: Sequence[str],
     *,
@@ -6313,9 +6628,9 @@ def run_command(
 ) -> str:
     """Run `cmd` in its own process group, in `cwd` (never the user's current folder), logging its
     output (redacted) and feeding the latest line to `progress`. Returns stdout. Raises
-    CommandFailed with the last stderr lines. Lines that start with `chatter` (a verbose tool's
+    CommandFailed naming the child's error line. Lines that start with `chatter` (a verbose tool's
     debug lines) show what it is doing and go to the log, but never crowd the tool's own error out
-    of those last lines."""
+    of the failure's details."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -6330,6 +6645,9 @@ def run_command(
     )
     stdout_lines: list[str] = []
     stderr_tail: deque[str] = deque(maxlen=15)
+    # Both streams in the order they came: a child's error may be on either (TestGen logs its
+    # errors to stdout while getpass warns on stderr).
+    output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
 
     def pump(stream: Any, sink: Callable[[str], None], label: str) -> None:
         for line in stream:
@@ -6338,6 +6656,7 @@ def run_command(
             is_chatter = chatter is not None and line.startswith(chatter)
             if not is_chatter:
                 sink(line)
+                output_tail.append(line)
             if progress and line.strip():
                 progress.update(redact(line.removeprefix(chatter) if is_chatter and chatter else line)[:120])
 
@@ -6355,10 +6674,11 @@ def run_command(
         returncode = process.wait(timeout)
     except subprocess.TimeoutExpired:
         stop_process_group(process)
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
         raise CommandFailed(
-            f"{what or cmd[0]} did not finish within {timeout:.0f}s.",
+            f"{what or cmd[0]} did not finish within {timeout:.0f}s{cause}.",
             code=error_code,
-            details=redact("\n".join(stderr_tail)),
+            details=details,
         ) from None
     except BaseException:
         stop_process_group(process)
@@ -6367,15 +6687,17 @@ def run_command(
         reader.join(5)
     log.info("exit code %s", returncode)
     if returncode != 0:
-        details = redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:]))
-        if any("no space left on device" in line.lower() for line in [*stderr_tail, *stdout_lines[-50:]]):
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
+        if any("no space left on device" in line.lower() for line in output_tail):
             raise CommandFailed(
                 f"{what or Path(cmd[0]).name} failed: no space left on device.",
                 code=ErrorCode.DISK_FULL,
                 details=details,
             )
         raise CommandFailed(
-            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).", code=error_code, details=details
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}){cause}.",
+            code=error_code,
+            details=details,
         )
     return "\n".join(stdout_lines)
 
@@ -9862,7 +10184,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'd3dc71789067675a'
+BUILD_ID = '3fb223b2ca9e6dd8'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

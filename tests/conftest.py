@@ -154,7 +154,9 @@ class Sandbox:
         timeout: float = 300,
         input: str | None = None,
         cwd: Path | None = None,
+        umask: int = -1,
     ) -> subprocess.CompletedProcess[str]:
+        """`umask`: the one the user's shell would hand the installer (-1: this process's)."""
         return subprocess.run(
             [sys.executable, str(INSTALLER), *args],
             env=self.merged_env(env),
@@ -164,6 +166,7 @@ class Sandbox:
             timeout=timeout,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
+            umask=umask,
         )
 
     def popen(self, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
@@ -190,9 +193,9 @@ class Sandbox:
         ]
 
     def install(
-        self, *extra: str, env: dict[str, str | None] | None = None
+        self, *extra: str, env: dict[str, str | None] | None = None, umask: int = -1
     ) -> subprocess.CompletedProcess[str]:
-        return self.run(*self.install_args(*extra), env=env)
+        return self.run(*self.install_args(*extra), env=env, umask=umask)
 
     def state(self) -> dict:
         return json.loads((self.home / "state.json").read_text())
@@ -327,3 +330,15 @@ def sandbox_at(root: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox
     kill_all(leaked)
     if leaked:
         pytest.fail(f"test left processes running: {leaked}")
+
+
+def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
+    """`cat > path`, run as that user."""
+    subprocess.run(
+        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
+        input=data,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        check=True,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -231,3 +232,58 @@ def test_unusable_home_on_a_first_run_is_a_requirement_failure(sandbox: Sandbox)
     assert "Traceback" not in result.stderr
     assert f"Installer home writable: {blocker / 'dk-home'} cannot be created or written" in result.stderr
     assert "Set DK_INSTALLER_HOME" in result.stderr
+
+
+def test_a_home_path_postgresql_cannot_take_is_refused_on_a_first_run_writing_nothing(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 15 item 8, on a first run: the runtime would be built inside the home, so the bootstrap
+    refuses the path before making any folder."""
+    parent = sandbox.root / "my hömé"
+    env = {**sandbox.env, "DK_INSTALLER_HOME": str(parent / "dk")}
+    result = subprocess.run(
+        [bare_python(), str(INSTALLER), "install"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"Installer home path: '{parent / 'dk'}' has a space and non-ASCII characters" in result.stderr
+    assert f"DK_INSTALLER_HOME={sandbox.root}/dk-installer" in result.stderr
+    assert "Preparing" not in result.stderr
+    assert not parent.exists()
+
+
+def test_two_first_runs_at_once_build_the_runtime_once_and_both_succeed(sandbox: Sandbox) -> None:
+    """Issue 15 item 13: two first runs raced on runtime.staging (one failed with a missing file
+    and a proxy hint). The second now waits for the first's build, then uses it. Under `umask 000`
+    too: the runtime they build is writable by nobody else (item 6)."""
+    python = bare_python()
+    env = {k: v for k, v in sandbox.env.items() if k != "PIP_FIND_LINKS" and k not in CA_VARIABLES}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    runs = [
+        subprocess.Popen(
+            [python, str(INSTALLER), "status"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            umask=0,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == 0, stderr
+        assert "not installed" in stdout
+    [built] = [stderr for _, stderr in outputs if "Preparing dk-installer's runtime" in stderr]
+    [other] = [stderr for _, stderr in outputs if stderr != built]
+    assert "Waiting for another dk-installer run" in other
+    assert (sandbox.home / "runtime" / RUNTIME_RECEIPT).exists()
+    assert not (sandbox.home / "runtime.staging").exists() and not (sandbox.home / "runtime.old").exists()
+    assert not list(sandbox.home.glob("runtime/lib/python3.9/site-packages/dk_installer.*"))
+    writable = []
+    for folder, dirs, files in os.walk(sandbox.home):
+        for path in [folder] + [os.path.join(folder, name) for name in dirs + files]:
+            info = os.lstat(path)
+            if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022:
+                writable.append(path)
+    assert writable == []

@@ -169,6 +169,34 @@ def alive(pid: int) -> bool:
         return False
 
 
+def test_a_failure_names_the_childs_error_even_when_warnings_follow_it() -> None:
+    """Issue 15 item 6: the headline showed a child's last lines (warnings), not its error."""
+    script = (
+        "import sys, time\n"
+        "print('Initializing database...', flush=True)\n"
+        "time.sleep(0.3)  # the two streams are read apart: keep their order certain\n"
+        "print('Traceback (most recent call last):', file=sys.stderr)\n"
+        "print('    raise ValueError(msg)', file=sys.stderr)\n"
+        "print('ValueError: the data folder is not usable', file=sys.stderr, flush=True)\n"
+        "for i in range(12):\n"
+        "    print(f'UserWarning: something old {i}', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    with pytest.raises(CommandFailed) as failed:
+        run_command([sys.executable, "-c", script], what="child")
+    assert failed.value.message == "child failed (exit code 3): ValueError: the data folder is not usable."
+    assert failed.value.details.splitlines()[:4] == [
+        "Initializing database...",
+        "Traceback (most recent call last):",
+        "    raise ValueError(msg)",
+        "ValueError: the data folder is not usable",
+    ]
+    # Without an error line, the last lines it printed, as before.
+    with pytest.raises(CommandFailed) as quiet:
+        run_command([sys.executable, "-c", "import sys; print('no luck', file=sys.stderr); sys.exit(2)"])
+    assert quiet.value.message.endswith("failed (exit code 2).") and quiet.value.details == "no luck"
+
+
 def test_timeout_and_interrupt_stop_the_whole_process_group(tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
     script = (

@@ -135,6 +135,27 @@ def test_home_not_writable(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "Installer home writable" in result.stdout
 
 
+def test_a_home_path_postgresql_cannot_take_is_refused_before_anything_is_written(sandbox: Sandbox) -> None:
+    """Issue 15 item 8: with a space in the home, preflight passed and Configure then failed
+    inside PostgreSQL (pgserver passes the data path unquoted). Refused up front, with a path
+    that works, and the home is never made (no lock, no run log)."""
+    parent = sandbox.root / "my hömé"
+    home = parent / "dk"
+    env = {"DK_INSTALLER_HOME": str(home)}
+    result = sandbox.install(env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"Installer home path: '{home}' has a space and non-ASCII characters" in result.stderr
+    assert f"DK_INSTALLER_HOME={sandbox.root}/dk-installer" in result.stderr
+    doctor = sandbox.run("doctor", env=env)
+    assert doctor.returncode == 3 and "Installer home path" in doctor.stdout
+    assert not parent.exists()
+    # The suggested home works.
+    suggested = {"DK_INSTALLER_HOME": str(sandbox.root / "dk-installer")}
+    done = sandbox.install("--no-demo", env=suggested)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sandbox.run("uninstall", "--yes", env=suggested).returncode == 0
+
+
 def test_disk_too_small(sandbox: Sandbox) -> None:
     result = sandbox.install(env={"DK_INSTALLER_MIN_FREE_BYTES": str(10**15)})
     assert result.returncode == 3
@@ -180,6 +201,41 @@ def test_setup_failure_rolls_everything_back(sandbox: Sandbox) -> None:
     assert not (sandbox.home / "testgen" / "venv").exists()
     retry = sandbox.install("--no-demo")
     assert retry.returncode == 0, retry.stderr
+
+
+def test_a_failure_headline_shows_the_childs_error_not_its_last_words(sandbox: Sandbox) -> None:
+    """Issue 15 item 6: TestGen logs pgserver's failure on stdout while getpass's warnings are
+    all its stderr holds; the screen showed only those warnings."""
+    result = sandbox.install(env={"FAKE_TESTGEN_FAIL": "postgres"})
+    assert result.returncode == 1
+    headline = next(line for line in result.stderr.splitlines() if line.startswith("Error:"))
+    assert "testgen standalone-setup failed (exit code 1)" in headline
+    assert 'FATAL:  could not create lock file "postmaster.pid"' in headline
+    assert "Failed to start server." in result.stderr  # what led to it, under the headline
+
+
+def writable_by_others(*tops: Path) -> list[str]:
+    """Files and folders (not symlinks, whose mode means nothing) that group or others can write."""
+    found = []
+    for top in tops:
+        for folder, dirs, files in os.walk(top):
+            for path in [folder] + [os.path.join(folder, name) for name in dirs + files]:
+                info = os.lstat(path)
+                if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022:
+                    found.append(f"{stat.filemode(info.st_mode)} {path}")
+    return sorted(set(found))
+
+
+def test_umask_000_leaves_nothing_writable_by_others(sandbox: Sandbox) -> None:
+    """Issue 15 item 6: a user's `umask 000` made the installer home, TestGen's code and the logs
+    world-writable (another local user could replace code or plant a journal), and PostgreSQL then
+    refused its data. uv also makes its lock files 0666 whatever the umask."""
+    result = sandbox.install(umask=0)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sandbox.run("stop", umask=0).returncode == 0
+    assert sandbox.run("start", umask=0).returncode == 0
+    assert writable_by_others(sandbox.home, sandbox.config, sandbox.user_home) == []
+    assert (sandbox.home / "credentials.txt").stat().st_mode & 0o777 == 0o600
 
 
 def test_demo_failure_does_not_fail_the_install(sandbox: Sandbox) -> None:

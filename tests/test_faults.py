@@ -7,8 +7,10 @@ commands are stopped mid-way with the stand-in's FAKE_TESTGEN_HANG."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pty
+import pwd
 import select
 import signal
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import INSTALLER, Sandbox, bare_python, free_port, wait_for_line
+from conftest import INSTALLER, Sandbox, bare_python, free_port, wait_for_line, write_as
 
 import dk_installer.recovery  # noqa: F401 (every step registered in Step.by_name)
 from dk_installer.steps.base import Step
@@ -325,6 +327,54 @@ def test_status_and_doctor_report_an_interrupted_install_and_change_nothing(sand
     assert "No interrupted command" in doctor.stdout and "an interrupted `install` was found" in doctor.stdout
     assert (sandbox.home / "journal.json").read_text() == journal
     assert_outcome(sandbox, "install", sandbox.run(*command(sandbox, "install")))
+
+
+def test_status_and_doctor_report_an_install_in_progress(sandbox: Sandbox) -> None:
+    """Issue 15 item 13: while an install ran, `status` said "not installed" and `doctor`
+    "Everything looks fine"."""
+    process = sandbox.popen(*command(sandbox, "install"), env={"DK_INSTALLER_FAILPOINT": "start"})
+    try:
+        wait_for_line(process, "failpoint start")
+        status = sandbox.run("status")
+        assert status.returncode == 0, status.stderr
+        assert f"TestGen is not installed yet: `install` is in progress (pid {process.pid})" in status.stdout
+        assert sandbox.status()["in_progress"] == {"action": "install", "pid": process.pid}
+        doctor = sandbox.run("doctor")
+        assert doctor.returncode == 3
+        assert "Everything looks fine" not in doctor.stdout
+        [row] = [line for line in doctor.stdout.splitlines() if "No command in progress" in line]
+        assert "FAIL" in row and f"`install` is in progress (pid {process.pid})" in row
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    assert sandbox.status()["in_progress"] is None
+
+
+def test_a_journal_another_user_planted_never_deletes_what_it_names(
+    open_sandbox: Sandbox, other_user: pwd.struct_passwd
+) -> None:
+    """Issue 15 item 6: in a home that `umask 000` left world-writable (as earlier installers did),
+    another local user plants a journal.json whose `partial_file` names a file of ours elsewhere,
+    named just as a cut-short backup is. The next command recovers, and must leave that file."""
+    sandbox = open_sandbox
+    elsewhere = sandbox.root / "elsewhere"
+    elsewhere.mkdir()
+    precious = elsewhere / ".precious.tar.gz.4242.tmp"
+    precious.write_text("mine")
+    sandbox.home.mkdir(mode=0o777)
+    sandbox.home.chmod(0o777)
+    planted = {
+        "action": "backup",
+        "pid": 1,
+        "steps": ["stop", "snapshot_data", "restart", "write_backup"],
+        "partial_file": str(precious),
+    }
+    write_as(other_user, sandbox.home / "journal.json", json.dumps(planted).encode())
+    assert (sandbox.home / "journal.json").stat().st_uid == other_user.pw_uid
+    result = sandbox.install("--no-demo", "--version", "5.0.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert precious.read_text() == "mine"
+    assert not (sandbox.home / "journal.json").exists()
 
 
 def test_home_broken_by_an_earlier_installer_is_recognised(sandbox: Sandbox) -> None:

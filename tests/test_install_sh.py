@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import INSTALLER, ROOT, Sandbox, free_port
+from conftest import INSTALLER, ROOT, Sandbox, free_port, write_as
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -661,18 +661,6 @@ def place_clone(
         digest = hashlib.sha256(content if checksum == "match" else b"something else").hexdigest()
         (folder / "dk_installer.py.sha256").write_text(f"{digest}  dk_installer.py\n")
     return folder / "install.sh"
-
-
-def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
-    """`cat > path`, run as that user."""
-    subprocess.run(
-        ["sh", "-c", 'cat > "$1"', "sh", str(path)],
-        input=data,
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        check=True,
-    )
 
 
 def untrusted_clone(case: str, tmp_path: Path, shared: Path, other: pwd.struct_passwd) -> Path:

@@ -29,6 +29,7 @@ RUNTIME_REQUIREMENTS = (
 RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
+RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REQUIREMENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -39,6 +40,14 @@ def python_too_old_message(found: tuple[int, ...], executable: str) -> str | Non
     needed = ".".join(map(str, MIN_PYTHON))
     version = ".".join(map(str, found[:3]))
     return f"dk-installer needs Python {needed} or newer; {executable} is Python {version}."
+
+
+def restrict_umask() -> None:
+    """Add 022 to the process umask, first thing on every run: under `umask 000` the installer's
+    home, the runtime and TestGen's code would otherwise be writable by every local user, who
+    could then replace code or plant files (a journal) that the next command acts on. Children
+    (pip, uv, TestGen, its PostgreSQL) inherit it. A stricter umask the user chose is kept."""
+    os.umask(os.umask(0o022) | 0o022)
 
 
 def installer_home() -> str:
@@ -138,9 +147,59 @@ def _package_sources(argv: list[str], environ: Mapping[str, str]) -> tuple[list[
     return args, ({"PIP_INDEX_URL": index} if index else {})
 
 
+# TestGen's embedded PostgreSQL (pgserver) hands its data and socket paths to postgres unquoted, in
+# an option string that pg_ctl passes through a shell: a space splits the path, non-ASCII fails,
+# and a shell character would be interpreted. Everything TestGen keeps is under the home.
+SAFE_PATH_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+@")
+SAFE_PATH_WORDS = "letters, digits and / . _ - + @"
+
+
+def _usable_home_near(home: str) -> str | None:
+    """The nearest ancestor of `home` with a safe path that this user can write, plus
+    /dk-installer (None when there is none)."""
+    folder = os.path.dirname(home)
+    while True:
+        if (
+            set(folder) <= SAFE_PATH_CHARACTERS
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
+            return os.path.join(folder, "dk-installer")
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+
+
+def home_path_problem(home: str) -> str | None:
+    """Why TestGen could not run from a home at this path, with one that would work; None when
+    the path is fine. Checked before anything is written there."""
+    unsafe = sorted(set(home) - SAFE_PATH_CHARACTERS)
+    if not unsafe:
+        return None
+    kinds = []
+    if any(c.isspace() for c in unsafe):
+        kinds.append("a space")
+    if any(ord(c) > 127 for c in unsafe):
+        kinds.append("non-ASCII characters")
+    others = [c for c in unsafe if not c.isspace() and ord(c) <= 127]
+    if others:
+        kinds.append("the character" + ("s " if len(others) > 1 else " ") + " ".join(others))
+    suggestion = _usable_home_near(home)
+    example = f", for example DK_INSTALLER_HOME={suggestion}" if suggestion else ""
+    return (
+        f"{home!r} has {' and '.join(kinds)}, which TestGen's PostgreSQL cannot take in its data "
+        f"path. Set DK_INSTALLER_HOME to a folder you can write whose path has only {SAFE_PATH_WORDS}"
+        f"{example}."
+    )
+
+
 def home_unusable_message(home: str) -> str | None:
     """Why DK_INSTALLER_HOME cannot hold the installer's files, or None when it can; the same
-    words as the preflight check, so a first run and a later one fail alike."""
+    words as the preflight check, so a first run and a later one fail alike. The path is judged
+    before the folder is made: a refused home is never created."""
+    problem = home_path_problem(home)
+    if problem:
+        return f"Requirements not met:\n  - Installer home path: {problem}"
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
@@ -285,6 +344,38 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
     )
 
 
+class RuntimeBuildLock:
+    """Held while a run builds the runtime or puts the package into it: two first runs at once
+    would otherwise build into the same staging folder. The second waits (saying so), then finds
+    the work done. Separate from the installer's command lock, which a whole install holds."""
+
+    def __init__(self, home: str) -> None:
+        self.path = os.path.join(home, RUNTIME_LOCK)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RuntimeBuildLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write("Waiting for another dk-installer run to finish preparing the runtime...\n")
+            sys.stderr.flush()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except KeyboardInterrupt:
+                sys.stderr.write("\nInterrupted.\n")
+                raise SystemExit(EXIT_INTERRUPTED) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the lock
+            self._fd = None
+
+
 PACKAGE_STAMP = "BUILD"  # in the runtime's copy of the package: the build it was made from
 
 
@@ -297,21 +388,32 @@ def runtime_site_packages(runtime: str) -> str:
     return found[0]
 
 
+def _package_is_current(target: str, build_id: str) -> bool:
+    try:
+        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
+            return handle.read() == build_id
+    except OSError:
+        return False
+
+
 def install_package(python: str, sources: dict[str, str], build_id: str) -> None:
     """Put the package from `sources` into the runtime, byte-compiled, unless that exact build is
     there already (one small read on every run). Staged and swapped, so a run that is killed
-    half-way leaves the previous copy whole."""
+    half-way leaves the previous copy whole; under the runtime build lock, so that two runs never
+    swap at once (a rename onto the copy the other just put in place would fail)."""
+    runtime = os.path.dirname(os.path.dirname(python))
+    target = os.path.join(runtime_site_packages(runtime), "dk_installer")
+    if _package_is_current(target, build_id):
+        return
+    with RuntimeBuildLock(os.path.dirname(runtime)):
+        if not _package_is_current(target, build_id):  # another run may have put it there meanwhile
+            _swap_in_package(python, target, sources, build_id)
+
+
+def _swap_in_package(python: str, target: str, sources: dict[str, str], build_id: str) -> None:
     import shutil
     import subprocess
 
-    site = runtime_site_packages(os.path.dirname(os.path.dirname(python)))
-    target = os.path.join(site, "dk_installer")
-    try:
-        with open(os.path.join(target, PACKAGE_STAMP)) as handle:
-            if handle.read() == build_id:
-                return
-    except OSError:
-        pass
     staging = f"{target}.{os.getpid()}.tmp"
     old = f"{target}.{os.getpid()}.old"
     shutil.rmtree(staging, ignore_errors=True)
@@ -553,6 +655,7 @@ def run_single_file(
     """The single file's whole life: check the Python, answer --help and --version from the file
     itself, then run the package, in this interpreter when it has the runtime's packages, else in
     the runtime venv (built first when missing or out of date)."""
+    restrict_umask()
     refusal = python_too_old_message(tuple(sys.version_info), sys.executable)
     if refusal:
         sys.stderr.write(refusal + "\n")
@@ -597,9 +700,11 @@ def run_single_file(
         except BundleError as exc:
             sys.stderr.write(f"Error: {exc}. Nothing was installed.\n")
             raise SystemExit(EXIT_FAILED) from None
-        _create_runtime(
-            runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
-        )
+        with RuntimeBuildLock(os.path.dirname(runtime)):
+            if not runtime_is_current(runtime):  # another run may have built it while this one waited
+                _create_runtime(
+                    runtime, ["--find-links", os.path.join(unpacked, "wheels", "runtime")] if bundle else argv
+                )
     python = venv_bin(runtime, "python")
     install_package(python, sources, build_id)
     os.environ["DK_INSTALLER_BOOTSTRAPPED"] = "1"

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dk_installer.bootstrap import EXIT_REQUIREMENTS
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, home_path_problem
 from dk_installer.config import mask_userinfo
 from dk_installer.engine import (
     UV_PYTHON,
@@ -128,6 +128,11 @@ def check_disk(paths: Paths, settings: Settings) -> Requirement:
 
 
 def check_home_writable(paths: Paths) -> Requirement:
+    """A home TestGen can use: a path its PostgreSQL takes (the bootstrap's rule, which a first
+    run applies before building the runtime there), in a folder this user can write."""
+    problem = home_path_problem(str(paths.home))
+    if problem:
+        return Requirement(ErrorCode.HOME_NOT_WRITABLE, "Installer home path", False, problem)
     existing = _nearest_existing(paths.home)
     ok = os.access(existing, os.W_OK | os.X_OK) and existing.is_dir()
     detail = f"{paths.home}" + (

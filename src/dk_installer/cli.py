@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dk_installer import __version__
-from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home
+from dk_installer.bootstrap import EXIT_INTERRUPTED, EXIT_OK, installer_home, restrict_umask
 from dk_installer.cli_options import (
     CONTEXT_SETTINGS,
     PORT,
@@ -622,6 +622,8 @@ def analytics_send_spool(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     from dk_installer.config import Settings
 
+    # Again here: `pip install`ed, the launcher and the service come in without the bootstrap.
+    restrict_umask()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_keyboard_interrupt)
     settings = Settings.from_environment()

@@ -277,18 +277,22 @@ class InstallerLock:
         return self._handle is not None
 
     @staticmethod
-    def held_elsewhere(path: Path) -> bool:
-        """Does a running command hold the lock? (For read-only commands, which never take it.)"""
+    def holder(path: Path) -> tuple[str, int | None] | None:
+        """The action and pid of the running command that holds the lock, or None when none
+        does. For read-only commands, which never take it ("another command" when the holder has
+        not written its name yet)."""
         import fcntl
 
         try:
             with open(path) as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    written = re.fullmatch(r"(\w+) \(pid (\d+)\)", handle.read().strip())
+                    return (written[1], int(written[2])) if written else ("another command", None)
         except OSError:
-            return False
-        return False
+            return None
+        return None
 
     def release(self) -> None:
         if self._handle is not None:
@@ -314,6 +318,35 @@ class InstallOptions:
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
+
+
+def close_lock_files_to_others(top: Path) -> None:
+    """Take group and other write access from the lock files under `top` that tools create 0666
+    on purpose whatever the umask (uv, in its cache and in each venv). Everything else there was
+    made under the umask the installer tightened at start. Only a regular file of this user,
+    opened without following a link. Cheap: the walk reads folders only (d_type tells what is a
+    folder) and looks closer at lock files alone, so a real install's ~100k files cost a readdir
+    each, not a stat."""
+    import stat
+
+    folders = [top]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.name.endswith((".lock", "lockfile")):  # uv's .lock, <wheel>.lock; fasteners'
+                with contextlib.suppress(OSError):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    try:
+                        info = os.fstat(fd)
+                        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022:
+                            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
+                    finally:
+                        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

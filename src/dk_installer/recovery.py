@@ -29,7 +29,7 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
     before the journal existed count too: config.env with no receipt and no credentials is what
     a killed `standalone-setup` leaves. While another command holds the lock, its journal is
     work in progress, not an interruption."""
-    if not lock_is_ours and InstallerLock.held_elsewhere(paths.lock):
+    if not lock_is_ours and InstallerLock.holder(paths.lock):
         return None
     journal = Journal.found(paths)
     if journal is not None:

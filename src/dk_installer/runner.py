@@ -141,6 +141,37 @@ def probe(
     )
 
 
+OUTPUT_TAIL_LINES = 200
+# What a child's own error looks like: an exception's last line (`ValueError: ...`), click's and
+# uv's `Error:` / `error:`, PostgreSQL's and loggers' severities. Warnings never match.
+_ERROR_LINE = re.compile(
+    r"\b[A-Za-z_.]*(?:Error|Exception)\b(?::|$)|\berror:|\b(?:FATAL|PANIC|ERROR|CRITICAL)\b"
+)
+
+
+def error_line_index(lines: Sequence[str]) -> int | None:
+    """Where the child's error is: the last line that looks like one (None when none does)."""
+    for index in range(len(lines) - 1, -1, -1):
+        if _ERROR_LINE.search(lines[index]) and "warning" not in lines[index].lower():
+            return index
+    return None
+
+
+def failure_report(output: Sequence[str], fallback: Sequence[str]) -> tuple[str, str]:
+    """The headline's end (": <the child's error line>") and the details shown under it, both
+    redacted. The details are the lines that led to the error and a few after it (uv's causes),
+    rather than blindly the last lines printed, which can be warnings that followed the error;
+    without an error line, the last lines of `fallback` (stderr, else stdout)."""
+    found = error_line_index(output)
+    if found is None:
+        return "", redact("\n".join(list(fallback)[-10:]))
+    cause = redact(output[found].strip()).rstrip(".")
+    if len(cause) > 200:
+        cause = cause[:200] + "…"
+    # uv prints its causes after its error line, wrapped: keep enough of them.
+    return f": {cause}", redact("\n".join(output[max(0, found - 9) : found + 12]))
+
+
 def run_command(
     cmd: Sequence[str],
     *,
@@ -155,9 +186,9 @@ def run_command(
 ) -> str:
     """Run `cmd` in its own process group, in `cwd` (never the user's current folder), logging its
     output (redacted) and feeding the latest line to `progress`. Returns stdout. Raises
-    CommandFailed with the last stderr lines. Lines that start with `chatter` (a verbose tool's
+    CommandFailed naming the child's error line. Lines that start with `chatter` (a verbose tool's
     debug lines) show what it is doing and go to the log, but never crowd the tool's own error out
-    of those last lines."""
+    of the failure's details."""
     log.info("$ %s", " ".join(cmd))
     process = subprocess.Popen(
         list(cmd),
@@ -172,6 +203,9 @@ def run_command(
     )
     stdout_lines: list[str] = []
     stderr_tail: deque[str] = deque(maxlen=15)
+    # Both streams in the order they came: a child's error may be on either (TestGen logs its
+    # errors to stdout while getpass warns on stderr).
+    output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
 
     def pump(stream: Any, sink: Callable[[str], None], label: str) -> None:
         for line in stream:
@@ -180,6 +214,7 @@ def run_command(
             is_chatter = chatter is not None and line.startswith(chatter)
             if not is_chatter:
                 sink(line)
+                output_tail.append(line)
             if progress and line.strip():
                 progress.update(redact(line.removeprefix(chatter) if is_chatter and chatter else line)[:120])
 
@@ -197,10 +232,11 @@ def run_command(
         returncode = process.wait(timeout)
     except subprocess.TimeoutExpired:
         stop_process_group(process)
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
         raise CommandFailed(
-            f"{what or cmd[0]} did not finish within {timeout:.0f}s.",
+            f"{what or cmd[0]} did not finish within {timeout:.0f}s{cause}.",
             code=error_code,
-            details=redact("\n".join(stderr_tail)),
+            details=details,
         ) from None
     except BaseException:
         stop_process_group(process)
@@ -209,15 +245,17 @@ def run_command(
         reader.join(5)
     log.info("exit code %s", returncode)
     if returncode != 0:
-        details = redact("\n".join(list(stderr_tail)[-10:] or stdout_lines[-10:]))
-        if any("no space left on device" in line.lower() for line in [*stderr_tail, *stdout_lines[-50:]]):
+        cause, details = failure_report(list(output_tail), list(stderr_tail) or stdout_lines)
+        if any("no space left on device" in line.lower() for line in output_tail):
             raise CommandFailed(
                 f"{what or Path(cmd[0]).name} failed: no space left on device.",
                 code=ErrorCode.DISK_FULL,
                 details=details,
             )
         raise CommandFailed(
-            f"{what or Path(cmd[0]).name} failed (exit code {returncode}).", code=error_code, details=details
+            f"{what or Path(cmd[0]).name} failed (exit code {returncode}){cause}.",
+            code=error_code,
+            details=details,
         )
     return "\n".join(stdout_lines)
 

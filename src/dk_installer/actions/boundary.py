@@ -12,8 +12,14 @@ from typing import Callable
 
 from dk_installer.analytics import ActionResult, analytics_consent, record_event, show_notice_once
 from dk_installer.bootstrap import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from dk_installer.checks import RequirementsNotMet
-from dk_installer.config import InstallerLock, InstallOptions, InstallState, Settings
+from dk_installer.checks import RequirementsNotMet, check_home_writable
+from dk_installer.config import (
+    InstallerLock,
+    InstallOptions,
+    InstallState,
+    Settings,
+    close_lock_files_to_others,
+)
 from dk_installer.console import Console, textwrap_indent
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.paths import Paths
@@ -95,10 +101,13 @@ def perform(
     exit_code = EXIT_OK
     outcome = "success"
     error: BaseException | None = None
+    # A home that preflight refuses (a path TestGen cannot use, a folder that cannot be made) is
+    # never created: the lock and the run log would otherwise make it before preflight says no.
+    home_usable = paths.home.exists() or check_home_writable(paths).ok
     try:
-        if mutating:
+        if mutating and home_usable:
             lock.acquire()
-        if not writes_nothing:
+        if not writes_nothing and home_usable:
             start_run_log(paths, invocation.action, invocation.verbose)
         if mutating:
             recover_interrupted_action(ctx)
@@ -130,6 +139,7 @@ def perform(
     finally:
         if mutating and lock.held:
             remove_temporary_files(ctx)
+            close_lock_files_to_others(paths.home)
         lock.release()
         result = action_result(invocation, ctx, outcome, error, time.monotonic() - started)
         log.info("%s ended: %s (exit %s)", invocation.action, outcome, exit_code)

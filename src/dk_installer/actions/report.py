@@ -21,7 +21,7 @@ from dk_installer.checks import (
     find_testgen_python,
     report_requirements,
 )
-from dk_installer.config import InstallOptions, InstallState
+from dk_installer.config import InstallerLock, InstallOptions, InstallState
 from dk_installer.console import Console, echo
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
@@ -34,8 +34,15 @@ if TYPE_CHECKING:
     from dk_installer.steps.base import ActionContext
 
 
+def in_progress(action: str, pid: int | None) -> str:
+    """What status and doctor say about the command that holds the lock (`install` is in progress
+    (pid 42)): until it ends, what they see (no receipt yet, ports taken) is work in progress."""
+    return f"`{action}` is in progress" + (f" (pid {pid})" if pid else "")
+
+
 def collect_status(ctx: ActionContext) -> dict[str, Any]:
     paths = ctx.paths
+    holder = InstallerLock.holder(paths.lock)
     status: dict[str, Any] = {
         "installed": False,
         "version": None,
@@ -55,6 +62,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "home": str(paths.home),
         "state": "missing",
         "interrupted_action": interrupted_action(paths),
+        "in_progress": {"action": holder[0], "pid": holder[1]} if holder else None,
     }
     try:
         state = InstallState.load(paths.state)
@@ -91,6 +99,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
 
 def status_action(ctx: ActionContext, as_json: bool) -> None:
     status = collect_status(ctx)
+    command = status["in_progress"]  # another dk-installer command, running now
     if as_json:
         echo(json.dumps(status, indent=2))  # a reader that left (`| head -1`) is no error
     elif status["state"] == "damaged":
@@ -98,7 +107,11 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             f"The install receipt {ctx.paths.state} is damaged; run `{ctx.self_command()} doctor`."
         )
     elif not status["installed"]:
-        ctx.console.say(f"TestGen is not installed (home: {ctx.paths.home}).")
+        ctx.console.say(
+            f"TestGen is not installed yet: {in_progress(**command)} (home: {ctx.paths.home})."
+            if command
+            else f"TestGen is not installed (home: {ctx.paths.home})."
+        )
     else:
         running = f"running (pid {status['pid']})" if status["running"] else "stopped"
         ctx.console.say(f"TestGen {status['version']}: installed, {running}")
@@ -120,6 +133,8 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
             )
         for warning in status["warnings"]:
             ctx.console.warn(f"Warning: {warning}")
+    if status["installed"] and command and not as_json:
+        ctx.console.warn(f"dk-installer {in_progress(**command)}: what is shown may change as it runs.")
     if status["interrupted_action"] and not as_json:
         action = status["interrupted_action"]
         ctx.console.warn(
@@ -167,6 +182,15 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             "none"
             if interrupted is None
             else f"an interrupted `{interrupted}` was found; `{ctx.self_command()} {interrupted}` repairs it",
+        )
+    )
+    holder = InstallerLock.holder(paths.lock)
+    checks.append(
+        Requirement(
+            ErrorCode.BUSY,
+            "No command in progress",
+            holder is None,
+            "none" if holder is None else f"{in_progress(*holder)}; run doctor again once it has ended",
         )
     )
     state: InstallState | None = None

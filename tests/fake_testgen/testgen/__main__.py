@@ -19,7 +19,6 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-import warnings
 from hashlib import blake2b
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
@@ -114,10 +113,11 @@ def read_config() -> dict[str, str]:
 
 
 def hidden_prompt(text: str) -> str:
-    """click's hide_input prompt: getpass, which reads a line from a stdin that is no terminal."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", getpass.GetPassWarning)
-        return getpass.getpass(f"{text}: ")
+    """click's hide_input prompt: getpass, which reads a line from a stdin that is no terminal and,
+    without a controlling terminal (the installer starts it in its own session), warns on stderr
+    ("GetPassWarning: Can not control echo on the terminal.", "Warning: Password input may be
+    echoed.") as the real one does."""
+    return getpass.getpass(f"{text}: ")
 
 
 def setup() -> int:
@@ -203,12 +203,37 @@ def postmaster_alive() -> bool:
     return True
 
 
+def refuse_to_start_postgres(why: list[str]) -> None:
+    """pgserver when pg_ctl fails: its logger (TestGen's, on stdout) shows PostgreSQL's log, and
+    the command ends with exit code 1; stderr holds nothing but what came before (getpass)."""
+    print("Failed to start server.", flush=True)
+    print(f"Showing contents of postgres server log ({PGDATA / 'log'}) below:", flush=True)
+    for line in why:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} UTC [{os.getpid()}] {line}", flush=True)
+    sys.exit(1)
+
+
 def start_postgres() -> None:
     """pgserver's get_server: start PostgreSQL (a daemon in its own session, which outlives a
     killed caller) unless it runs, and add this process to the handles in .handle_pids.json; at
     exit the handle goes, and the last one stops PostgreSQL. A pid left by a killed process is
-    never pruned, so PostgreSQL then stays up (as with the real pgserver)."""
+    never pruned, so PostgreSQL then stays up (as with the real pgserver). Like the real one, it
+    refuses data in a folder that others can write (what `umask 000` made of TestGen's home) and
+    a data path with a space; FAKE_TESTGEN_FAIL=postgres makes it refuse to start for another reason."""
     if not postmaster_alive():
+        for folder in (PGDATA, HOME):
+            if folder.stat().st_mode & 0o022:
+                refuse_to_start_postgres(
+                    [
+                        f'FATAL:  data directory "{PGDATA}" has invalid permissions',
+                        f"DETAIL:  {folder} can be written by other users.",
+                    ]
+                )
+        if " " in str(PGDATA):  # pgserver passes `-k <socket dir>` (PGDATA) to postgres unquoted
+            stray = str(PGDATA).split(" ", 1)[1]
+            refuse_to_start_postgres([f'postgres: invalid argument: "{stray}"'])
+        if os.environ.get("FAKE_TESTGEN_FAIL") == "postgres":
+            refuse_to_start_postgres(['FATAL:  could not create lock file "postmaster.pid": No space left'])
         subprocess.Popen(
             [sys.executable, "-m", "testgen", "fake-postgres", "-D", str(PGDATA)],
             start_new_session=True,

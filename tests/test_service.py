@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox
+from conftest import INSTALLER, Sandbox
 
 FAKE_TOOLS = Path(__file__).parent / "fake_tools"
 UNIT = "dk-installer-testgen.service"
@@ -281,3 +281,15 @@ def test_the_launchd_agent_on_macos(
         f"kickstart gui/{uid}/{label}",
         f"bootout gui/{uid}/{label}",
     ]
+
+
+def test_the_unit_runs_the_installers_own_copy_not_a_clone(sandbox: Sandbox) -> None:
+    """Issue 15, item 14: run from a clone (or a download folder), the service must not point at a
+    file that may go away: it runs the copy kept in DK_INSTALLER_HOME when there is one."""
+    assert sandbox.install("--no-demo", "--no-start").returncode == 0
+    copy = sandbox.home / "dk_installer.py"
+    shutil.copy(INSTALLER, copy)
+    printed = sandbox.run("service", "enable", "--print")
+    assert printed.returncode == 0, printed.stderr
+    exec_start = next(line for line in printed.stdout.splitlines() if line.startswith("ExecStart="))
+    assert str(copy) in exec_start and str(INSTALLER) not in exec_start, exec_start

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import Sandbox, listening_addresses, processes_mentioning
+from conftest import Sandbox, free_port, listening_addresses, processes_mentioning
 
 from dk_installer.config import Settings
 from dk_installer.paths import Paths
@@ -62,6 +62,16 @@ def change_password(sandbox: Sandbox, env: dict[str, str | None], password: str)
         timeout=300,
     )
     assert changed.returncode == 0, changed.stderr
+
+
+def listening_addresses_of(*ports: int) -> dict[int, set[str]]:
+    import psutil
+
+    found: dict[int, set[str]] = {port: set() for port in ports}
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
+            found[connection.laddr.port].add(connection.laddr.ip)
+    return found
 
 
 def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float) -> None:
@@ -142,6 +152,31 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     assert listening_addresses(sandbox) == {sandbox.ui_port: {"127.0.0.1"}, sandbox.api_port: {"127.0.0.1"}}
     pgdata = str(sandbox.home / "testgen/home/pgdata")
     assert processes_mentioning(pgdata), "the embedded PostgreSQL should run while TestGen runs"
+
+    # configure (issue 16), each option both ways, on the real TestGen: other ports, plain HTTP,
+    # then back to the original ports with HTTPS. Each one restarts TestGen and logs in again.
+    cert_args = [
+        "--ssl-cert-file",
+        str(certificates / "cert.pem"),
+        "--ssl-key-file",
+        str(certificates / "key.pem"),
+    ]
+    ui, api = free_port(), free_port()
+    for change, scheme, ports in (
+        (["--port", str(ui), "--api-port", str(api)], "https", (ui, api)),
+        (["--no-ssl"], "http", (ui, api)),
+        (["--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port), *cert_args], "https", None),
+    ):
+        started = time.monotonic()
+        changed = sandbox.run("configure", *change, env=env, timeout=600)
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert "'admin' logged in" in changed.stdout, changed.stdout
+        print(f"configure {' '.join(change[:2])}: {time.monotonic() - started:.1f}s")
+        status = json.loads(sandbox.run("status", "--json", env=env).stdout)
+        ui_port, api_port = ports or (sandbox.ui_port, sandbox.api_port)
+        assert status["health"] == {"ui": True, "api": True}
+        assert status["ui_url"] == f"{scheme}://localhost:{ui_port}"
+        assert listening_addresses_of(ui_port, api_port) == {ui_port: {"127.0.0.1"}, api_port: {"127.0.0.1"}}
 
     assert sandbox.run("stop", timeout=180, env=env).returncode == 0
     change_password(sandbox, env, "a-password-changed-in-the-ui")

@@ -115,3 +115,21 @@ def test_a_tampered_bundle_is_refused_before_anything_is_written(
             )
             assert not (target.home / "runtime").exists() and not (target.home / "bundle").exists()
             assert not (target.home / "testgen").exists()
+
+
+def test_a_target_without_the_bundles_python_is_told_what_it_lacks(
+    made_bundle: tuple[Path, float], tmp_path: Path, wheelhouse: Path, uv_cache: Path
+) -> None:
+    """The bundle carries no Python (uv manages none on the bundling machine here): a target
+    whose Python is not the one TestGen's wheels are for is told so plainly, and nothing is
+    installed."""
+    bundle, _ = made_bundle
+    root = tmp_path / "no-python-target"
+    root.mkdir()
+    for target in sandbox_at(root, wheelhouse, uv_cache):
+        result = target.run(
+            "install", "--bundle", str(bundle), "--python", bare_python(), "--no-browser", env=OFFLINE
+        )
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert "wheels are for Python 3.11" in result.stderr and "lacks it" in result.stderr
+        assert not (target.home / "testgen").exists()

@@ -5032,10 +5032,15 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def mask_userinfo(url: str) -> str:
-    """`https://user:token@host/…` -> `https://[REDACTED]@host/…` (the runner's redaction mark):
-    shown, never with its secret."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "[REDACTED]@", url)
+REDACTED = "[REDACTED]"  # what stands where a secret was, in logs, messages and the support zip
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
+
+
+def mask_userinfo(text: str) -> str:
+    """The user and password of every URL in `text` masked (`https://user:token@host/…` ->
+    `https://[REDACTED]@host/…`): the one rule for URLs with credentials, which the runner's
+    redactor applies to everything it stores or shows."""
+    return _URL_USERINFO.sub(rf"\g<1>{REDACTED}@", text)
 ''',
     'dk_installer/console.py': r'''
 """What the user sees: steps with OK / SKIPPED / FAILED, live progress on a terminal, plain lines
@@ -6337,7 +6342,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
 from dk_installer.bootstrap import CHILD_CWD
-from dk_installer.config import LOG_FILES_KEPT
+from dk_installer.config import LOG_FILES_KEPT, REDACTED, mask_userinfo
 from dk_installer.errors import CommandFailed, ErrorCode
 
 if TYPE_CHECKING:
@@ -6348,7 +6353,6 @@ log = logging.getLogger("dk_installer")
 
 
 SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
-REDACTED = "[REDACTED]"
 # Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
 # inspect an interpreter); the children get what the installer means, not what the shell has.
 USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
@@ -6363,7 +6367,6 @@ class Redactor:
         self.secrets: set[str] = set()
         keys = "|".join(SECRET_KEYS)
         self._key_pattern = re.compile(rf"((?:{keys})\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
-        self._userinfo_pattern = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 6:
@@ -6372,7 +6375,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        text = self._userinfo_pattern.sub(rf"\g<1>{REDACTED}@", text)
+        text = mask_userinfo(text)
         return self._key_pattern.sub(rf"\g<1>{REDACTED}", text)
 
 
@@ -10228,7 +10231,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '36467f1d969864f1'
+BUILD_ID = '8efc4fdd0afc824b'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -240,9 +240,9 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 12
     pytest.fail(f"never saw {text!r}; stderr so far: {''.join(seen)}")
 
 
-def listening_addresses(sandbox: Sandbox) -> dict[int, set[str]]:
-    """The addresses the app's UI and API ports listen on."""
-    found: dict[int, set[str]] = {sandbox.ui_port: set(), sandbox.api_port: set()}
+def listening_addresses(sandbox: Sandbox, ports: tuple[int, ...] = ()) -> dict[int, set[str]]:
+    """The addresses the app's UI and API ports (or `ports`) listen on."""
+    found: dict[int, set[str]] = {port: set() for port in ports or (sandbox.ui_port, sandbox.api_port)}
     for connection in psutil.net_connections(kind="tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
             found[connection.laddr.port].add(connection.laddr.ip)

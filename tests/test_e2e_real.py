@@ -64,16 +64,6 @@ def change_password(sandbox: Sandbox, env: dict[str, str | None], password: str)
     assert changed.returncode == 0, changed.stderr
 
 
-def listening_addresses_of(*ports: int) -> dict[int, set[str]]:
-    import psutil
-
-    found: dict[int, set[str]] = {port: set() for port in ports}
-    for connection in psutil.net_connections(kind="tcp"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
-            found[connection.laddr.port].add(connection.laddr.ip)
-    return found
-
-
 def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float) -> None:
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
@@ -176,7 +166,10 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
         ui_port, api_port = ports or (sandbox.ui_port, sandbox.api_port)
         assert status["health"] == {"ui": True, "api": True}
         assert status["ui_url"] == f"{scheme}://localhost:{ui_port}"
-        assert listening_addresses_of(ui_port, api_port) == {ui_port: {"127.0.0.1"}, api_port: {"127.0.0.1"}}
+        assert listening_addresses(sandbox, (ui_port, api_port)) == {
+            ui_port: {"127.0.0.1"},
+            api_port: {"127.0.0.1"},
+        }
 
     assert sandbox.run("stop", timeout=180, env=env).returncode == 0
     change_password(sandbox, env, "a-password-changed-in-the-ui")

@@ -356,7 +356,12 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def mask_userinfo(url: str) -> str:
-    """`https://user:token@host/…` -> `https://[REDACTED]@host/…` (the runner's redaction mark):
-    shown, never with its secret."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "[REDACTED]@", url)
+REDACTED = "[REDACTED]"  # what stands where a secret was, in logs, messages and the support zip
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
+
+
+def mask_userinfo(text: str) -> str:
+    """The user and password of every URL in `text` masked (`https://user:token@host/…` ->
+    `https://[REDACTED]@host/…`): the one rule for URLs with credentials, which the runner's
+    redactor applies to everything it stores or shows."""
+    return _URL_USERINFO.sub(rf"\g<1>{REDACTED}@", text)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from dk_installer import __version__
 from dk_installer.bootstrap import CHILD_CWD
-from dk_installer.config import LOG_FILES_KEPT
+from dk_installer.config import LOG_FILES_KEPT, REDACTED, mask_userinfo
 from dk_installer.errors import CommandFailed, ErrorCode
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ log = logging.getLogger("dk_installer")
 
 
 SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
-REDACTED = "[REDACTED]"
 # Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
 # inspect an interpreter); the children get what the installer means, not what the shell has.
 USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
@@ -45,7 +44,6 @@ class Redactor:
         self.secrets: set[str] = set()
         keys = "|".join(SECRET_KEYS)
         self._key_pattern = re.compile(rf"((?:{keys})\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
-        self._userinfo_pattern = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"<>]+@")
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 6:
@@ -54,7 +52,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        text = self._userinfo_pattern.sub(rf"\g<1>{REDACTED}@", text)
+        text = mask_userinfo(text)
         return self._key_pattern.sub(rf"\g<1>{REDACTED}", text)
 
 

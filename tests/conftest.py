@@ -69,13 +69,29 @@ def build_wheel(
     wheel = dest / f"{dist}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in files.items():
-            archive.writestr(path, data)
+            info = zipfile.ZipInfo(path)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o755 if "/bin/" in path else 0o644) << 16  # tools stay runnable
+            archive.writestr(info, data)
     return wheel
+
+
+def postgres_bin() -> Path:
+    """The newest PostgreSQL programs Debian installed (tests/run.sh installs them when missing)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
 
 
 def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -> Path:
     """A wheel of the stand-in TestGen (`requires`: its dependencies, like streamlit's for the real one)."""
-    files = {f"testgen/{p.name}": p.read_bytes() for p in sorted(FAKE_SOURCE.glob("*.py"))}
+    source = FAKE_SOURCE.parent
+    files = {
+        p.relative_to(source).as_posix(): p.read_bytes()
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    # Where the stand-in's client tools find the machine's PostgreSQL (Debian's, in /usr/lib/postgresql).
+    files["testgen/_pgbin.py"] = f"PG_BIN = {str(postgres_bin())!r}\n".encode()
     entry_points = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
     return build_wheel("dataops-testgen", version, files, dest, requires, entry_points, ("standalone",))
 

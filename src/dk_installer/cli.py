@@ -25,6 +25,8 @@ from dk_installer.cli_options import (
     check_listen_address,
     chosen_index_url,
     common_flags,
+    database_choices,
+    database_options,
     invocation_of,
     refuse_changes_to_an_install,
     version_option_value,
@@ -86,6 +88,17 @@ def cli(no_analytics: bool, verbose: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Install from this bundle (made by `bundle`), with no network at all.",
 )
+@click.option(
+    "--database",
+    metavar="URL",
+    help="Keep TestGen's data on your PostgreSQL server: postgresql://USER@HOST:PORT/DBNAME (no password).",
+)
+@database_options
+@click.option(
+    "--database-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reuse the TestGen schema on the server: the config.env (keys) of the install that made it.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -105,8 +118,10 @@ def install(
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
     bundle: Path | None,
+    database: str | None,
+    database_keys_file: Path | None,
     yes: bool,
-    **_: Any,
+    **params: Any,
 ) -> int:
     """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
     from dk_installer.actions.boundary import perform
@@ -136,6 +151,9 @@ def install(
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
         bundle=bundle,
+        database=database,
+        database_keys_file=absolute_path(str(database_keys_file)) if database_keys_file else None,
+        **database_choices(params),
     )
     if bundle and (index_url or find_links or version):
         raise click.UsageError(
@@ -286,12 +304,38 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
     )
 
 
+@cli.command("migrate-database", context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--to", "url", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DBNAME (no password)."
+)
+@database_options
+@common_flags
+@click.pass_context
+def migrate_database(ctx: click.Context, url: str, **params: Any) -> int:
+    """Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.database import migrate_database_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(database=url, **database_choices(params))
+    return perform(
+        invocation_of(ctx, "migrate_database"),
+        lambda action_ctx: migrate_database_action(action_ctx, url),
+        options=options,
+    )
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--keep-data", is_flag=True, help="Keep TestGen's data and credentials for a later install.")
+@click.option(
+    "--drop-schema",
+    is_flag=True,
+    help="Also drop TestGen's schema on your PostgreSQL server (nothing else there).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_flags
 @click.pass_context
-def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
+def uninstall(ctx: click.Context, keep_data: bool, drop_schema: bool, yes: bool, **_: Any) -> int:
     """Stop TestGen and remove everything the installer created."""
     from dk_installer.actions.boundary import perform
     from dk_installer.actions.install import uninstall_action
@@ -300,11 +344,14 @@ def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
         if not sys.stdin.isatty():
             raise click.UsageError("uninstall asks for confirmation; pass --yes to run it without a terminal")
         what = "TestGen (keeping its data)" if keep_data else "TestGen and ALL its data"
+        if drop_schema:
+            what += ", and its schema on the PostgreSQL server"
         if not click.confirm(f"Remove {what} from {installer_home()}?", default=False):
             click.echo("Nothing was removed.")
             return EXIT_OK
     return perform(
-        invocation_of(ctx, "uninstall"), lambda action_ctx: uninstall_action(action_ctx, keep_data)
+        invocation_of(ctx, "uninstall"),
+        lambda action_ctx: uninstall_action(action_ctx, keep_data, drop_schema),
     )
 
 

@@ -52,6 +52,61 @@ def invocation_of(ctx: click.Context, action: str) -> Invocation:
     return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How to reach and log in to the user's PostgreSQL server (install --database, migrate-database).
+    Passwords come from a file, PGPASSWORD or a hidden prompt: never from the command line."""
+    options = [
+        click.option(
+            "--database-sslmode",
+            type=click.Choice(SSL_MODES),
+            help="libpq sslmode for the server (default: prefer).",
+        ),
+        click.option(
+            "--database-ca-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="CA (PEM) the server's certificate chains to.",
+        ),
+        click.option(
+            "--database-admin-user",
+            metavar="USER",
+            help="A role that may create TestGen's schema, for setup.",
+        ),
+        click.option(
+            "--database-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the user's password from this file (0600), else PGPASSWORD, else a prompt.",
+        ),
+        click.option(
+            "--database-admin-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the admin user's password from this file (0600), else a prompt.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def database_choices(params: dict[str, Any]) -> dict[str, str | None]:
+    """The server options as InstallOptions fields (paths made absolute: the installer runs elsewhere)."""
+    return {
+        "database_sslmode": params.get("database_sslmode"),
+        "database_ca_file": absolute_path(str(params["database_ca_file"]))
+        if params.get("database_ca_file")
+        else None,
+        "database_admin_user": params.get("database_admin_user"),
+        "database_password_file": absolute_path(str(params["database_password_file"]))
+        if params.get("database_password_file")
+        else None,
+        "database_admin_password_file": absolute_path(str(params["database_admin_password_file"]))
+        if params.get("database_admin_password_file")
+        else None,
+    }
+
+
 def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from dk_installer.versions import version_specifier
 
@@ -84,6 +139,18 @@ def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) ->
         return  # install rebuilds it
     if state is None:
         return
+    if options.database is not None and options.database != state.database:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            f"TestGen is already installed, with its data on {state.database or 'its embedded PostgreSQL'}. "
+            + (
+                f"Move that data to a server with: {command} migrate-database --to {options.database}"
+                if not state.database
+                else "Moving it between servers is not something install does: back it up and "
+                "restore it on a new install."
+            )
+        )
     options_set = {
         name
         for name in ("port", "api_port", "listen")

@@ -182,6 +182,7 @@ class InstallState:
     # plain HTTP. Updating the installer must never cut a team off its shared VM.
     listen: str = ALL_ADDRESSES
     tls: bool = False
+    database: str = ""  # the server holding TestGen's data (its URL, no password); "" = embedded
     installer_version: str = __version__
     schema: int = STATE_SCHEMA
 
@@ -318,6 +319,14 @@ class InstallOptions:
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
+    # TestGen's data on the user's PostgreSQL server (postgresql://USER@HOST:PORT/DBNAME), not embedded
+    database: str | None = None
+    database_sslmode: str | None = None
+    database_ca_file: str | None = None
+    database_admin_user: str | None = None
+    database_password_file: str | None = None
+    database_admin_password_file: str | None = None
+    database_keys_file: str | None = None  # the keys of the install that made a schema to reuse
 
 
 def close_lock_files_to_others(top: Path) -> None:

@@ -26,4 +26,5 @@ ACTIONS = (
     "configure",
     "self_update",
     "bundle",
+    "migrate_database",
 )

@@ -43,6 +43,8 @@ class JournalRecord:
     safety_copy: bool = False  # a complete copy of TestGen's home is in upgrade_backup
     keep_data: bool = False
     partial_file: str | None = None  # a backup being written (beside its target)
+    schema_created: bool = False  # TestGen's schema on the user's server, made by this action
+    demo_database_created: bool = False  # the demo's database on the user's server, made by this action
     readable: bool = True  # False: the journal was there but could not be read or trusted
 
     @property

@@ -152,6 +152,11 @@ class Paths:
         return self.testgen / "settings.before"
 
     @property
+    def backup_schema(self) -> Path:
+        """pg_dump of TestGen's schema on the user's server, archived by `backup` beside the home."""
+        return self.testgen / "schema.dump"
+
+    @property
     def restore_staging(self) -> Path:
         """Where `restore` unpacks a backup before it takes the current home's place."""
         return self.testgen / "home.restoring"

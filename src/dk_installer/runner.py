@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("dk_installer")
 
 
-SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
+SECRET_KEYS = (
+    "TESTGEN_PASSWORD",
+    "TG_DECRYPT_PASSWORD",
+    "TG_DECRYPT_SALT",
+    "TG_JWT_HASHING_KEY",
+    "TG_METADATA_DB_PASSWORD",
+    "TG_METADATA_DB_ADMIN_PASSWORD",
+    "PGPASSWORD",
+)
 # Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
 # inspect an interpreter); the children get what the installer means, not what the shell has.
 USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")

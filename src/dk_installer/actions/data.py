@@ -17,6 +17,7 @@ from dk_installer.steps.backup import (
     read_backup,
 )
 from dk_installer.steps.base import run_steps
+from dk_installer.steps.database import BackupSchema, LoadSchemaDump, server_of
 from dk_installer.steps.install import RestartApp, StopApp, UpgradeDatabase, VerifyLogin
 
 if TYPE_CHECKING:
@@ -31,7 +32,11 @@ def backup_action(ctx: ActionContext, output: Path | None) -> None:
     started = time.monotonic()
     # A stopped PostgreSQL gives an exact copy with cp and tarfile (pg_dump would need the server
     # up and pgserver's socket); TestGen is down only for the copy, not for the compression.
-    run_steps(ctx, [StopApp(), SnapshotData(), RestartApp(), WriteBackup(target)])
+    if server_of(ctx):
+        # TestGen keeps running: pg_dump reads one consistent snapshot of its schema.
+        run_steps(ctx, [SnapshotData(), BackupSchema(), WriteBackup(target)])
+    else:
+        run_steps(ctx, [StopApp(), SnapshotData(), RestartApp(), WriteBackup(target)])
     ctx.console.say(
         f"Backup written to {target} in {time.monotonic() - started:.1f}s (readable only by you)."
     )
@@ -47,6 +52,10 @@ def restore_action(ctx: ActionContext, source: Path) -> None:
         manifest = read_backup(handle, source, state.product_version, ctx.paths.testgen)
         made, version = manifest.get("created"), manifest.get("testgen_version")
         ctx.console.say(f"Restoring TestGen data from {made} (TestGen {version})\n")
-        steps = [UnpackBackup(source, handle), StopApp(), SwapHome(), UpgradeDatabase(), RestartApp()]
-        run_steps(ctx, [*steps, VerifyLogin()])
+        steps = [UnpackBackup(source, handle), StopApp(), SwapHome(), LoadSchemaDump(), UpgradeDatabase()]
+        run_steps(ctx, [*steps, RestartApp(), VerifyLogin()])
+    server = server_of(ctx)
+    # The restored config.env says where the data is now (a backup of the other kind changes it).
+    state.database = server[0].url() if server else ""
+    state.save(ctx.paths.state)
     ctx.console.say(f"TestGen's data is restored from {source}.")

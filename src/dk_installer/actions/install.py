@@ -15,7 +15,7 @@ import click
 from dk_installer.actions.boundary import load_state
 from dk_installer.actions.bundle import use_bundle
 from dk_installer.actions.lifecycle import start_action
-from dk_installer.bootstrap import BUNDLE_DIR, venv_bin
+from dk_installer.bootstrap import BUNDLE_DIR, EXIT_USAGE, venv_bin
 from dk_installer.checks import find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
@@ -23,6 +23,14 @@ from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, open_backup, read_backup
 from dk_installer.steps.base import Step, UpToDate, require, run_steps
+from dk_installer.steps.database import (
+    CheckDatabase,
+    ConfigureOnServer,
+    DropSchema,
+    DumpSchema,
+    choose_database,
+    server_of,
+)
 from dk_installer.steps.install import (
     CheckNewVersion,
     ChoosePackageEngine,
@@ -110,16 +118,20 @@ def install_or_repair(ctx: ActionContext) -> None:
     if state:
         finish_existing_install(ctx, state)
         return
+    if ctx.options.database:
+        refuse_kept_data_for_a_server(ctx)
+        choose_database(ctx, ctx.options.database)
     ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
+    on_server = ctx.database is not None
     run_steps(
         ctx,
         [
             Preflight(),
+            *([CheckDatabase()] if on_server else []),
             ChoosePackageEngine(),
             DownloadPython(),
             InstallPackage(),
-            BackupData(),
-            Configure(),
+            *([ConfigureOnServer()] if on_server else [BackupData(), Configure()]),
             InstallCertificate(),
             LoadDemoData(),
             StartApp(),
@@ -129,6 +141,18 @@ def install_or_repair(ctx: ActionContext) -> None:
         ],
     )
     print_summary(ctx)
+
+
+def refuse_kept_data_for_a_server(ctx: ActionContext) -> None:
+    if ctx.paths.config_env.exists():
+        raise InstallerError(
+            f"TestGen's data from an earlier install is kept in {ctx.paths.testgen_home}, and "
+            "install --database "
+            f"would not use it. Install without --database (the kept data comes back), then move it with "
+            f"`{ctx.self_command()} migrate-database --to URL`.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
 
 
 def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
@@ -251,7 +275,7 @@ def upgrade_with(ctx: ActionContext, from_backup: Path | None, handle: BinaryIO 
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)
     if from_backup is None:
-        data: list[Step] = [StopApp(), BackupData(), SwapVenv(build)]
+        data: list[Step] = [StopApp(), BackupData(), DumpSchema(), SwapVenv(build)]
     else:
         # The backup's data takes the current data's place (kept aside by SwapHome until it runs).
         data = [UnpackBackup(from_backup, handle), StopApp(), SwapVenv(build), SwapHome()]
@@ -277,7 +301,7 @@ def upgrade_with(ctx: ActionContext, from_backup: Path | None, handle: BinaryIO 
     ctx.console.say(f"TestGen is {verb} from {state.product_version} to {ctx.installed_version}.")
 
 
-def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+def uninstall_action(ctx: ActionContext, keep_data: bool, drop_schema: bool = False) -> None:
     paths = ctx.paths
     bookkeeping = {paths.lock.name, paths.logs.name}
     if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
@@ -286,7 +310,21 @@ def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
         return
     with contextlib.suppress(InstallerError):
         load_state(ctx, required=False)
-    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    server = server_of(ctx)
+    if drop_schema and server is None:
+        raise InstallerError(
+            "--drop-schema is for TestGen's data on a PostgreSQL server; this install keeps it embedded.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
+    drop = [DropSchema(*server)] if drop_schema and server else []
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data), *drop])
+    if server and not drop_schema:
+        target = server[0]
+        ctx.console.say(
+            f"TestGen's data on the server is left as it is: schema {target.schema} in {target.url()} "
+            f"(`{ctx.self_command()} uninstall --drop-schema` removes it; nothing else there is touched)."
+        )
     if keep_data:
         ctx.console.say(
             f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "

@@ -28,6 +28,7 @@ from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
+from dk_installer.steps.database import describe_server
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "https": None,
         "certificate_expires": None,
         "certificate_days_left": None,
+        "database": None,
         "warnings": [],
         "service": ServiceManager(paths).installed(),
         "home": str(paths.home),
@@ -91,6 +93,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
             certificate_expires=certificate.not_after.date().isoformat(),
             certificate_days_left=certificate.days_left(),
         )
+    status["database"] = describe_server(testgen.config.read())
     app = testgen.app_process()
     if app is not None:
         status.update(running=True, pid=app.pid, health=testgen.health())
@@ -126,6 +129,14 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         ctx.console.say(f"  MCP       {status['mcp_url']}")
         shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
         ctx.console.say(f"  Listening on {shared}")
+        server = status["database"]
+        if server is None:
+            ctx.console.say("  Data      embedded PostgreSQL")
+        elif server["answers"]:
+            tls = "TLS" if server["tls"] else "no TLS"
+            ctx.console.say(f"  Data      {server['url']} (PostgreSQL {server['version']}, {tls})")
+        else:
+            ctx.console.say(f"  Data      {server['url']}: NOT answering ({server['problem']})")
         if status["certificate_expires"]:
             ctx.console.say(
                 f"  HTTPS certificate expires on {status['certificate_expires']} "
@@ -237,6 +248,18 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             )
         )
         checks += https_checks(ctx)
+        server = describe_server(testgen.config.read())
+        if server is not None:
+            checks.append(
+                Requirement(
+                    ErrorCode.DATABASE_UNREACHABLE,
+                    "PostgreSQL server",
+                    server["answers"],
+                    f"{server['url']}: PostgreSQL {server['version']}, {'TLS' if server['tls'] else 'no TLS'}"
+                    if server["answers"]
+                    else f"{server['url']}: {server['problem']}",
+                )
+            )
         if running:
             health = testgen.health()
             checks.append(

@@ -167,6 +167,8 @@ class WriteBackup(Step):
             else None,
             "installer_version": __version__,
             "created": now_iso(),
+            # "server": TestGen's data is the schema dump of the user's PostgreSQL server
+            "data": "server" if paths.backup_schema.exists() else "embedded",
         }
         try:
             self.write(paths, manifest, progress)
@@ -197,11 +199,15 @@ class WriteBackup(Step):
             )
             if paths.credentials.exists():
                 archive.add(str(paths.credentials), arcname="credentials.txt")
+            if paths.backup_schema.exists():
+                archive.add(str(paths.backup_schema), arcname="schema.dump")
         os.replace(self.partial, self.target)
+        remove_tree(paths.backup_schema)
 
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(self.partial)
         remove_tree(ctx.paths.backup_snapshot)
+        remove_tree(ctx.paths.backup_schema)
 
     @classmethod
     def recover(cls, paths: Paths, entry: JournalRecord) -> None:
@@ -210,6 +216,7 @@ class WriteBackup(Step):
         if entry.partial_file and is_partial_backup(Path(entry.partial_file)):
             remove_tree(Path(entry.partial_file))
         remove_tree(paths.backup_snapshot)
+        remove_tree(paths.backup_schema)
 
 
 # Limits of what `restore` unpacks. A manifest is a few hundred bytes and a PostgreSQL settings
@@ -222,7 +229,7 @@ MAX_RATIO = 100
 RATIO_FLOOR_BYTES = 512 * 1024**2
 DISK_MARGIN_BYTES = 256 * 1024**2
 TAR_BLOCK = 512
-TOP_FILES = ("manifest.json", "credentials.txt")
+TOP_FILES = ("manifest.json", "credentials.txt", "schema.dump")
 # With one of these in pgdata, PostgreSQL starts in recovery and runs restore_command.
 SIGNAL_FILES = tuple(f"home/pgdata/{name}" for name in ("recovery.signal", "standby.signal", "recovery.conf"))
 # Settings that make PostgreSQL run a shell command, load a library, or use files outside pgdata.
@@ -408,13 +415,20 @@ def check_settings(name: str, kinds: dict[str, bool], read: Callable[[str], byte
                 raise BadBackup(f"{name} sets {key} ({problem})")
 
 
-def check_home(kinds: dict[str, bool], read: Callable[[str], bytes]) -> None:
+def check_home(kinds: dict[str, bool], read: Callable[[str], bytes], on_server: bool = False) -> None:
     """A complete TestGen home (config.env and a database) that PostgreSQL starts without
-    running a command: no recovery or standby signal, no such setting."""
+    running a command: no recovery or standby signal, no such setting. The database of a backup
+    made on a server is its schema dump (restored by pg_restore into the server, in one transaction)."""
     if kinds.get("home") is False:
         raise BadBackup("its home is a file, not TestGen's home folder")
     if kinds.get("home/config.env") is not False:
         raise BadBackup("it is not a complete TestGen home (it has no home/config.env)")
+    if on_server:
+        if kinds.get("schema.dump") is not False:
+            raise BadBackup("its manifest says its data is on a server, but it has no schema.dump")
+        if "home/pgdata" in kinds:
+            raise BadBackup("its manifest says its data is on a server, but it holds an embedded database")
+        return
     if kinds.get("home/pgdata") is not True or kinds.get("home/pgdata/PG_VERSION") is not False:
         raise BadBackup("it is not a complete TestGen home (it has no database: home/pgdata/PG_VERSION)")
     for signal_file in SIGNAL_FILES:
@@ -476,7 +490,7 @@ def read_backup(handle: BinaryIO, path: Path, installed_version: str, room: Path
                 member = archive.getmember(name)
                 return read_small(archive.extractfile(member), name, member.size)
 
-            check_home(kinds, read)
+            check_home(kinds, read, manifest.get("data") == "server")
     except BadBackup as exc:
         raise refusal(path, exc.why) from None
     except (tarfile.TarError, OSError, EOFError, zlib.error):
@@ -567,14 +581,16 @@ class UnpackBackup(Step):
 
         try:
             kinds = unpack(self.handle, staging)
-            check_home(kinds, read)
+            manifest = json.loads(read("manifest.json"))
+            check_home(kinds, read, isinstance(manifest, dict) and manifest.get("data") == "server")
             if kinds.get("credentials.txt") is False:
                 read("credentials.txt")  # bounded: parse_credentials reads it whole
         except BadBackup as exc:
             raise refusal(self.source, exc.why) from None
         except (tarfile.TarError, EOFError, zlib.error):
             raise refusal(self.source, "it is not a readable .tar.gz (damaged or cut short?)") from None
-        give_database_to_its_user(ctx.paths.pgdata, staging / "home" / "pgdata")
+        if (staging / "home" / "pgdata").exists():
+            give_database_to_its_user(ctx.paths.pgdata, staging / "home" / "pgdata")
         restored = parse_credentials(staging / "credentials.txt")
         if restored:
             ctx.password = restored[1]

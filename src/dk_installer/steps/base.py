@@ -20,9 +20,12 @@ from dk_installer.runner import current_log_path, deferred_signals
 from dk_installer.testgen.app import TestGen
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dk_installer.checks import Requirement
     from dk_installer.config import InstallState, Settings
     from dk_installer.console import Console, Progress
+    from dk_installer.database import DatabaseTarget, ServerFacts
     from dk_installer.engine import PackageEngine
     from dk_installer.paths import Paths
 
@@ -52,6 +55,13 @@ class ActionContext:
     checks: list[Requirement] = dataclasses.field(default_factory=list)
     installed_version: str | None = None
     login_success: bool | None = None
+    # TestGen's data on the user's PostgreSQL server: where, how to log in, what the check found
+    database: DatabaseTarget | None = None
+    database_password: str | None = None
+    database_admin_password: str | None = None
+    database_keys: dict[str, str] | None = None
+    server: ServerFacts | None = None
+    migration_dumps: tuple[Path, Path | None] | None = None
     _testgen: TestGen | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -225,4 +235,5 @@ MUTATING_ACTIONS = (
     "restore",
     "configure",
     "self_update",
+    "migrate_database",
 )

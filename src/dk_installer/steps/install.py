@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.checks import check_disk, check_home_writable, check_index, check_ports, find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree, write_file_atomically
+from dk_installer.database import DatabaseTarget
 from dk_installer.engine import UV_PYTHON, PackageEngine, _probe_python
 from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
 from dk_installer.launcher import launcher_is_ours, launcher_script
@@ -20,6 +21,7 @@ from dk_installer.runner import file_tail, redact
 from dk_installer.steps.base import Step, UpToDate, require
 from dk_installer.testgen.config import (
     ADMIN_USERNAME,
+    DEMO_DATABASE,
     PACKAGE,
     PACKAGE_EXTRA,
     installed_version,
@@ -335,6 +337,25 @@ class InstallLauncher(Step):
             remove_tree(paths.launcher)
 
 
+def demo_refusal(ctx: ActionContext) -> str | None:
+    """Why TestGen's demo cannot go on this server, or None. Its loader (quick-start) makes the
+    demo database and drops and re-creates TestGen's own database: on a database that holds
+    anything else, that would lose the user's data."""
+    facts = ctx.server
+    target = ctx.database
+    if facts is None or target is None:
+        return None
+    if not facts.can_create_database:
+        return f"the demo needs CREATE DATABASE on the server ({DEMO_DATABASE}), which {target.user} lacks"
+    if facts.other_objects:
+        return (
+            f"TestGen's demo loader drops and re-creates the database {target.dbname}, which holds other data"
+        )
+    if facts.schema_exists:
+        return "the existing TestGen schema is kept as it is"
+    return None
+
+
 class LoadDemoData(Step):
     name = "demo_data"
     title = "Load demo data"
@@ -345,6 +366,10 @@ class LoadDemoData(Step):
             raise StepSkipped("--no-demo")
         if ctx.kept_data:
             raise StepSkipped("kept data is left as it was")
+        refusal = demo_refusal(ctx)
+        if refusal:
+            ctx.options.demo = False  # the receipt then says there is no demo
+            raise StepSkipped(refusal)
         ctx.testgen.cli("quick-start", progress=progress, timeout=1800)
 
 
@@ -422,6 +447,9 @@ class SaveState(Step):
             demo_data=self.previous.demo_data if self.previous else ctx.options.demo and not ctx.kept_data,
             listen=testgen.listen,
             tls=testgen.tls,
+            database=server.url()
+            if (server := DatabaseTarget.from_testgen_settings(testgen.config.read()))
+            else "",
         )
         state.save(ctx.paths.state)
         ctx.state = state

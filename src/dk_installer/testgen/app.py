@@ -221,7 +221,7 @@ class TestGen:
     def cli(
         self,
         subcommand: str,
-        *,
+        *arguments: str,
         progress: Progress | None = None,
         stdin_text: str | None = None,
         timeout: float | None = None,
@@ -230,7 +230,7 @@ class TestGen:
     ) -> str:
         """The one way to run a `testgen` command: TestGen's environment, logged, redacted."""
         return run_command(
-            [str(self.program("testgen")), subcommand],
+            [str(self.program("testgen")), subcommand, *arguments],
             env={**self.environment(), **(extra_env or {})},
             cwd=self.working_dir,
             stdin_text=stdin_text,

@@ -20,6 +20,8 @@ PACKAGE = "dataops-testgen"
 PACKAGE_EXTRA = "standalone"
 TESTGEN_MIN_PYTHON = (3, 11)
 ADMIN_USERNAME = "admin"
+DEMO_DATABASE = "demo_db"  # TestGen's PROJECT_DATABASE_NAME: where quick-start puts the demo's data
+EMBEDDED_HOST = "<embedded>"  # the demo connection's host in standalone mode (resolved only there)
 # Set in the environment of every TestGen process the installer starts, and inherited by their
 # children (PostgreSQL included): how stop() tells our processes from a `testgen` the user runs.
 OWNER_VARIABLE = "DK_INSTALLER_TESTGEN"

@@ -35,17 +35,119 @@ def password_hash(password: str, salt: str) -> str:
     return hashlib.sha256((salt + password).encode()).hexdigest()
 
 
+def on_server() -> bool:
+    """Outside standalone mode TestGen keeps its data on the PostgreSQL server config.env names."""
+    return setting("TG_STANDALONE_MODE", "no").lower() not in ("yes", "true", "1")
+
+
+def sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def psql(sql: str, *, database: str | None = None, admin: bool = False, check: bool = True) -> str:
+    """One statement on the server, as TestGen's SQLAlchemy engine would run it (the admin user for
+    setup), through the machine's real psql: a wrong password, a missing database or a server that
+    insists on TLS fail here the way they fail TestGen, with PostgreSQL's own message and exit 1."""
+    from testgen._pgbin import PG_BIN
+
+    user = setting("TG_METADATA_DB_USER", "")
+    password = setting("TG_METADATA_DB_PASSWORD", "")
+    if admin:
+        user, password = (
+            setting("TG_METADATA_DB_ADMIN_USER", user),
+            setting("TG_METADATA_DB_ADMIN_PASSWORD", password),
+        )
+    parts = {
+        "host": setting("TG_METADATA_DB_HOST", "localhost"),
+        "port": setting("TG_METADATA_DB_PORT", "5432"),
+        "user": user,
+        "dbname": database or setting("TG_METADATA_DB_NAME", "datakitchen"),
+        "sslmode": setting("TG_METADATA_DB_SSLMODE", ""),
+    }
+    root = setting("TG_METADATA_DB_SSLROOTCERT", "system")
+    if parts["sslmode"] and root != "system":
+        parts["sslrootcert"] = root
+    conninfo = " ".join(f"{key}={sql_text(value)}" for key, value in parts.items() if value)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    result = subprocess.run(
+        [f"{PG_BIN}/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql],
+        env={**env, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        print(
+            f"sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) {result.stderr.strip()}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    return result.stdout.strip()
+
+
+def schema() -> str:
+    return setting("TG_METADATA_DB_SCHEMA", "testgen")
+
+
 def set_password(username: str, password: str) -> None:
-    users = json.loads(USERS.read_text()) if USERS.exists() else {}
     salt = secrets.token_hex(8)
+    if on_server():
+        psql(
+            f"INSERT INTO {schema()}.auth_users VALUES ({sql_text(username)}, {sql_text(salt)}, "
+            f"{sql_text(password_hash(password, salt))}) ON CONFLICT (username) DO UPDATE SET salt = "
+            "EXCLUDED.salt, hash = EXCLUDED.hash"
+        )
+        return
+    users = json.loads(USERS.read_text()) if USERS.exists() else {}
     users[username] = {"salt": salt, "hash": password_hash(password, salt)}
     USERS.write_text(json.dumps(users))
 
 
 def password_ok(username: str, password: str) -> bool:
-    users = json.loads(USERS.read_text()) if USERS.exists() else {}
-    user = users.get(username)
+    if on_server():
+        row = psql(f"SELECT salt, hash FROM {schema()}.auth_users WHERE username = {sql_text(username)}")
+        user = dict(zip(("salt", "hash"), row.split("|"))) if row else None
+    else:
+        users = json.loads(USERS.read_text()) if USERS.exists() else {}
+        user = users.get(username)
     return bool(user) and password_hash(password, user["salt"]) == user["hash"]
+
+
+def setup_system_db() -> int:
+    """Outside standalone mode: CREATE DATABASE from the `postgres` database (an error there is
+    ignored, as TestGen ignores it), then TestGen's schema, its admin user and its revision, as the
+    admin user; the app user gets rights on them when it is another role."""
+    fault("setup-system-db")
+    psql(
+        f"CREATE DATABASE {setting('TG_METADATA_DB_NAME', 'datakitchen')}",
+        database="postgres",
+        admin=True,
+        check=False,
+    )
+    name = schema()
+    statements = [
+        f"CREATE SCHEMA IF NOT EXISTS {name}",
+        f"CREATE TABLE {name}.auth_users (username text PRIMARY KEY, salt text NOT NULL, hash text NOT NULL)",
+        f"CREATE TABLE {name}.tg_revision (component text PRIMARY KEY, revision text NOT NULL)",
+        f"CREATE TABLE {name}.connections (connection_id integer PRIMARY KEY, project_host varchar(250), "
+        "project_port varchar(5), project_user varchar(256), project_db text, project_pw_encrypted bytea)",
+        f"INSERT INTO {name}.tg_revision VALUES ('metadata_db', {sql_text(version('dataops-testgen'))})",
+    ]
+    app_user, admin_user = setting("TG_METADATA_DB_USER", ""), setting("TG_METADATA_DB_ADMIN_USER", "")
+    if admin_user and admin_user != app_user:
+        statements += [
+            f'GRANT USAGE ON SCHEMA {name} TO "{app_user}"',
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {name} TO "{app_user}"',
+        ]
+    psql(";\n".join(statements), admin=True)
+    salt = secrets.token_hex(8)
+    user = setting("TESTGEN_USERNAME", "admin")
+    psql(
+        f"INSERT INTO {name}.auth_users VALUES ({sql_text(user)}, {sql_text(salt)}, "
+        f"{sql_text(password_hash(setting('TESTGEN_PASSWORD', ''), salt))})"
+    )
+    print("setup-system-db has successfully finished.")
+    return 0
 
 
 def record(name: str, line: str) -> None:
@@ -69,7 +171,7 @@ def send_event(name: str, username: str) -> None:
     api.mixpanel.com: tests send only to 127.0.0.1, so without TG_MIXPANEL_URL it records and stops."""
     if setting("TG_ANALYTICS", "yes").lower() not in ("yes", "true"):
         return
-    stored = PGDATA / "instance_id"
+    stored = (HOME if on_server() else PGDATA) / "instance_id"
     if stored.exists():
         instance_id = stored.read_text().strip()
     else:
@@ -175,16 +277,78 @@ def setup() -> int:
 
 def quick_start() -> int:
     fault("quick-start")
+    if on_server():
+        # Like TestGen outside standalone mode: the demo database on the same server (CREATE
+        # DATABASE, an error ignored), then `setup-system-db --delete-db`: TestGen's own database
+        # is DROPPED and made again, whatever else it held.
+        psql("CREATE DATABASE demo_db", database="postgres", admin=True, check=False)
+        app_db = setting("TG_METADATA_DB_NAME", "datakitchen")
+        psql(f"DROP DATABASE IF EXISTS {app_db} WITH (FORCE)", database="postgres", admin=True)
+        setup_system_db()
+        psql(
+            "CREATE SCHEMA demo; CREATE TABLE demo.customers (id integer PRIMARY KEY); "
+            "INSERT INTO demo.customers VALUES (1), (2), (3)",
+            database="demo_db",
+        )
+        from testgen.common.encrypt import EncryptText
+
+        secret = EncryptText(setting("TG_METADATA_DB_PASSWORD", ""))
+        psql(
+            f"INSERT INTO {schema()}.connections VALUES (1, "
+            + ", ".join(
+                sql_text(setting(name, ""))
+                for name in ("TG_METADATA_DB_HOST", "TG_METADATA_DB_PORT", "TG_METADATA_DB_USER")
+            )
+            + f", 'demo_db', convert_to({sql_text(secret)}, 'UTF8'))"
+        )
     (HOME / "demo-loaded").write_text("yes\n")
     print("Quick start has successfully finished.")
+    return 0
+
+
+def run_profile() -> int:
+    """Profiling of the demo's table group: a query on the demo connection's database. Outside
+    standalone mode a host of <embedded> means nothing (TestGen resolves it only in standalone
+    mode), and a password encrypted with other keys cannot be read."""
+    if not on_server():
+        print("Profiling run completed (embedded).")
+        return 0
+    from testgen.common.encrypt import DecryptText
+
+    row = psql(
+        "SELECT project_host, project_port, project_user, project_db, "
+        f"convert_from(project_pw_encrypted, 'UTF8') FROM {schema()}.connections WHERE connection_id = 1"
+    )
+    if not row:
+        print("Error: the demo's connection is missing", file=sys.stderr)
+        return 1
+    host, port, user, database, secret = row.split("|")
+    if host == "<embedded>":
+        print(
+            f'psycopg2.OperationalError: could not translate host name "{host}" to address', file=sys.stderr
+        )
+        return 1
+    os.environ.update(
+        TG_METADATA_DB_HOST=host,
+        TG_METADATA_DB_PORT=port,
+        TG_METADATA_DB_USER=user,
+        TG_METADATA_DB_PASSWORD=DecryptText(secret),
+    )
+    count = psql("SELECT count(*) FROM demo.customers", database=database)
+    print(f"Profiling run completed: {count} rows in demo.customers.")
     return 0
 
 
 def upgrade_system_version() -> int:
     if os.environ.get("FAKE_TESTGEN_FAIL") == "upgrade-system-version":
         # A real failing migration has already changed data: a rollback must put it back.
-        (PGDATA / "half-upgraded").write_text(version("dataops-testgen") + "\n")
+        if on_server():
+            psql(f"CREATE TABLE {schema()}.half_upgraded (id integer)")
+        else:
+            (PGDATA / "half-upgraded").write_text(version("dataops-testgen") + "\n")
     fault("upgrade-system-version")
+    if on_server():
+        psql(f"UPDATE {schema()}.tg_revision SET revision = {sql_text(version('dataops-testgen'))}")
     (HOME / "schema-version").write_text(version("dataops-testgen") + "\n")
     print("System and services upgrade is not required.")
     return 0
@@ -428,6 +592,8 @@ def main() -> int:
         "quick-start": quick_start,
         "run-app": run_app,
         "upgrade-system-version": upgrade_system_version,
+        "setup-system-db": setup_system_db,
+        "run-profile": run_profile,
     }
     if command not in commands:
         print(f"Error: No such command '{command}'.", file=sys.stderr)

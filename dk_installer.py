@@ -18,7 +18,9 @@ from collections.abc import Mapping
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
 # and "which processes are ours", on Linux and macOS alike; truststore: the system trust store
-# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9).
+# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9); pg8000 (with
+# scramp, asn1crypto, python-dateutil and six): the client for TestGen's metadata on the user's own
+# PostgreSQL, at the newest versions that still run on Python 3.9 (scramp 1.4.7 and later need 3.10).
 RUNTIME_REQUIREMENTS = (
     "click==8.1.8",
     "requests==2.32.4",
@@ -27,8 +29,13 @@ RUNTIME_REQUIREMENTS = (
     "truststore==0.10.5; python_version >= '3.10'",
     "uv==0.13.9",
     "packaging==26.3",
+    "pg8000==1.31.5",
+    "scramp==1.4.6",
+    "asn1crypto==1.5.1",
+    "python-dateutil==2.9.0.post0",
+    "six==1.17.0",
 )
-RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
+RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging", "pg8000")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
 RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
@@ -278,7 +285,8 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
 
     reason = "its pinned packages changed" if rebuilding else "first run only"
     sys.stderr.write(
-        f"Preparing dk-installer's runtime ({reason}): click, requests, distro, psutil, packaging, uv\n"
+        f"Preparing dk-installer's runtime ({reason}): "
+        "click, requests, distro, psutil, packaging, pg8000, uv\n"
     )
     ticker = threading.Thread(target=progress, daemon=True)
     ticker.start()
@@ -2917,7 +2925,9 @@ from collections.abc import Mapping
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
 # and "which processes are ours", on Linux and macOS alike; truststore: the system trust store
-# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9).
+# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9); pg8000 (with
+# scramp, asn1crypto, python-dateutil and six): the client for TestGen's metadata on the user's own
+# PostgreSQL, at the newest versions that still run on Python 3.9 (scramp 1.4.7 and later need 3.10).
 RUNTIME_REQUIREMENTS = (
     "click==8.1.8",
     "requests==2.32.4",
@@ -2926,8 +2936,13 @@ RUNTIME_REQUIREMENTS = (
     "truststore==0.10.5; python_version >= '3.10'",
     "uv==0.13.9",
     "packaging==26.3",
+    "pg8000==1.31.5",
+    "scramp==1.4.6",
+    "asn1crypto==1.5.1",
+    "python-dateutil==2.9.0.post0",
+    "six==1.17.0",
 )
-RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
+RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging", "pg8000")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
 RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
@@ -3177,7 +3192,8 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
 
     reason = "its pinned packages changed" if rebuilding else "first run only"
     sys.stderr.write(
-        f"Preparing dk-installer's runtime ({reason}): click, requests, distro, psutil, packaging, uv\n"
+        f"Preparing dk-installer's runtime ({reason}): "
+        "click, requests, distro, psutil, packaging, pg8000, uv\n"
     )
     ticker = threading.Thread(target=progress, daemon=True)
     ticker.start()
@@ -10231,7 +10247,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '8efc4fdd0afc824b'
+BUILD_ID = '8ecab0855f71428a'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pg_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = ROOT / "dk_installer.py"
@@ -358,3 +359,25 @@ def write_as(user: pwd.struct_passwd, path: Path, data: bytes) -> None:
         extra_groups=[],
         check=True,
     )
+
+
+def postgres_session(tls: bool) -> Iterator[PostgresServer]:
+    server = PostgresServer(free_port(), tls=tls)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (SCRAM-SHA-256, 127.0.0.1, no TLS), one per xdist worker. Tests make
+    their own roles and databases, with unique names."""
+    yield from postgres_session(tls=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_tls_server() -> Iterator[PostgresServer]:
+    """Like postgres_server, but it accepts TLS connections only (pg_hba.conf `hostssl`), with a
+    certificate for 127.0.0.1 and localhost from a test CA (`ca_file`)."""
+    yield from postgres_session(tls=True)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command (README "Running the tests"; .ci/run calls it). It installs everything the
-# tests need by itself: Debian tools (shellcheck, busybox, dash, curl, wget, openssl, perl, and
-# systemd for systemd-analyze), a test venv with the project and its test packages; then it runs
-# ruff and the whole pytest suite, the real TestGen end-to-end test included.
+# tests need by itself: Debian tools (shellcheck, busybox, dash, curl, wget, openssl, perl,
+# systemd for systemd-analyze, postgresql for a real database server), a test venv with the
+# project and its test packages; then it runs ruff and the whole pytest suite, the real TestGen
+# end-to-end test included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ for pair in shellcheck:shellcheck busybox:busybox dash:dash curl:curl wget:wget 
     systemd-analyze:systemd; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# A real PostgreSQL server for tests/test_database.py (tests/pg_server.py runs its initdb).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -80,7 +80,7 @@ def test_first_run_builds_the_runtime_and_later_runs_reuse_it(sandbox: Sandbox) 
     assert "not installed" in first.stdout
     assert "Preparing dk-installer's runtime" in first.stderr
     runtime = sandbox.home / "runtime"
-    for module in ("click", "requests", "distro", "psutil", "packaging"):
+    for module in ("click", "requests", "distro", "psutil", "packaging", "pg8000"):
         assert list(runtime.glob(f"lib/python3.9/site-packages/{module}")), module
     assert (runtime / "bin" / "uv").exists()
     # The package, byte-compiled, exactly the build in the single file.

@@ -221,9 +221,16 @@ CASES: dict[str, Case] = {
         prepare=installed(),
     ),
 }
+DATABASE_ONLY = "no command checks a server of the user's own; tests/test_database.py provokes it directly"
 # Codes no test can provoke, and why (README's error-code table says the same).
 NOT_PROVOKED = {
     "config_not_writable": "doctor's check; with the settings folder unwritable no event can be saved",
+    "database_auth_failed": DATABASE_ONLY,
+    "database_missing": DATABASE_ONLY,
+    "database_privileges": DATABASE_ONLY,
+    "database_tls": DATABASE_ONLY,
+    "database_unreachable": DATABASE_ONLY,
+    "database_version": DATABASE_ONLY,
     "stop_failed": "needs a process of ours that survives SIGKILL (one we may not signal)",
     "subprocess_failed": "only `uv python find` failing right after `uv python install` succeeded",
     "unexpected": "a bug; test_privacy pushes arbitrary exceptions through perform() instead",

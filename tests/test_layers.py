@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "paths", "versions", "copies", "defaults", "singlefile"),
     ("config",),
     ("console", "tls", "net", "certificates"),
-    ("runner",),
+    ("runner", "database"),
     ("analytics", "engine", "service", "launcher", "testgen.config", "testgen.venvs"),
     ("testgen.processes", "testgen.login", "testgen.dumps", "journal"),
     ("testgen.app", "checks"),

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 MIN_PYTHON = (3, 9)
 # The runtime is rebuilt whenever this list changes (runtime_is_current). psutil: process trees
 # and "which processes are ours", on Linux and macOS alike; truststore: the system trust store
-# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9).
+# for the installer's own HTTPS (it needs Python 3.10+; https_verify() covers 3.9); pg8000 (with
+# scramp, asn1crypto, python-dateutil and six): the client for TestGen's metadata on the user's own
+# PostgreSQL, at the newest versions that still run on Python 3.9 (scramp 1.4.7 and later need 3.10).
 RUNTIME_REQUIREMENTS = (
     "click==8.1.8",
     "requests==2.32.4",
@@ -24,8 +26,13 @@ RUNTIME_REQUIREMENTS = (
     "truststore==0.10.5; python_version >= '3.10'",
     "uv==0.13.9",
     "packaging==26.3",
+    "pg8000==1.31.5",
+    "scramp==1.4.6",
+    "asn1crypto==1.5.1",
+    "python-dateutil==2.9.0.post0",
+    "six==1.17.0",
 )
-RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging")
+RUNTIME_MODULES = ("click", "requests", "distro", "psutil", "packaging", "pg8000")
 RUNTIME_DIR = "runtime"
 RUNTIME_RECEIPT = "dk-installer-requirements.txt"
 RUNTIME_LOCK = "runtime.lock"  # in the home: one run at a time builds the runtime or its package copy
@@ -275,7 +282,8 @@ def _create_runtime(runtime: str, argv: list[str]) -> None:
 
     reason = "its pinned packages changed" if rebuilding else "first run only"
     sys.stderr.write(
-        f"Preparing dk-installer's runtime ({reason}): click, requests, distro, psutil, packaging, uv\n"
+        f"Preparing dk-installer's runtime ({reason}): "
+        "click, requests, distro, psutil, packaging, pg8000, uv\n"
     )
     ticker = threading.Thread(target=progress, daemon=True)
     ticker.start()

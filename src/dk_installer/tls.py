@@ -27,6 +27,19 @@ def https_verify(settings: Settings) -> bool | str:
     return True
 
 
+def system_trust_context() -> Any:
+    """An SSLContext that verifies a server's chain and name against the system trust store:
+    truststore's where the Python has it, else the system's OpenSSL bundle (certifi is not the
+    system's)."""
+    import ssl
+
+    try:
+        import truststore
+    except ImportError:
+        return ssl.create_default_context(cafile=system_ca_file())
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def tls_verifying_context(cert: Path) -> Any:
     """Verify TestGen's HTTPS against the certificate the installer installed: the chain must
     lead to it (a CA-issued leaf is trusted as given); the name is not checked, since the probes

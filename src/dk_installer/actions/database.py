@@ -18,7 +18,7 @@ from dk_installer.steps.database import (
     choose_database,
 )
 from dk_installer.steps.install import SaveState, StartApp, StopApp, VerifyLogin
-from dk_installer.testgen.config import DEMO_DATABASE
+from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
@@ -39,9 +39,10 @@ class CheckDemoRoom(Step):
         if not (ctx.state and ctx.state.demo_data):
             progress.result = "no demo data to move"
             return
+        demo = demo_database(target.dbname)
         if not facts.can_create_database:
             raise InstallerError(
-                f"The demo's data moves to its own database ({DEMO_DATABASE}), and {target.user} may not "
+                f"The demo's data moves to its own database ({demo}), and {target.user} may not "
                 f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
                 f"(ALTER ROLE {target.user} "
                 "CREATEDB), or give --database-admin-user a role that may.",
@@ -50,18 +51,18 @@ class CheckDemoRoom(Step):
             )
         session = connect(target, ctx.database_password, database="postgres")
         try:
-            taken = session.run("SELECT 1 FROM pg_database WHERE datname = :name", name=DEMO_DATABASE)
+            taken = session.run("SELECT 1 FROM pg_database WHERE datname = :name", name=demo)
         finally:
             session.close()
         if taken:
             raise InstallerError(
-                f"{target.host}:{target.port} already has a database {DEMO_DATABASE}, where the demo's "
+                f"{target.host}:{target.port} already has a database {demo}, where the demo's "
                 "data would go; "
                 "migrate-database never writes over it.",
                 code=ErrorCode.DATABASE_IN_USE,
                 exit_code=EXIT_REQUIREMENTS,
             )
-        progress.result = f"{DEMO_DATABASE} can be made"
+        progress.result = f"{demo} can be made"
 
 
 def migrate_database_action(ctx: ActionContext, url: str) -> None:

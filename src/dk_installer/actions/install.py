@@ -18,6 +18,7 @@ from dk_installer.actions.lifecycle import start_action
 from dk_installer.bootstrap import BUNDLE_DIR, EXIT_USAGE, venv_bin
 from dk_installer.checks import find_testgen_python
 from dk_installer.config import InstallState, now_iso, remove_tree
+from dk_installer.database import DatabaseTarget
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.engine import _probe_python, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
@@ -118,8 +119,7 @@ def install_or_repair(ctx: ActionContext) -> None:
     if state:
         finish_existing_install(ctx, state)
         return
-    if ctx.options.database:
-        refuse_kept_data_for_a_server(ctx)
+    if ctx.options.database and not kept_data_is_on(ctx, ctx.options.database):
         choose_database(ctx, ctx.options.database)
     ctx.console.say(f"Installing DataOps TestGen into {ctx.paths.home}\n")
     on_server = ctx.database is not None
@@ -143,16 +143,22 @@ def install_or_repair(ctx: ActionContext) -> None:
     print_summary(ctx)
 
 
-def refuse_kept_data_for_a_server(ctx: ActionContext) -> None:
-    if ctx.paths.config_env.exists():
-        raise InstallerError(
-            f"TestGen's data from an earlier install is kept in {ctx.paths.testgen_home}, and "
-            "install --database "
-            f"would not use it. Install without --database (the kept data comes back), then move it with "
-            f"`{ctx.self_command()} migrate-database --to URL`.",
-            code=ErrorCode.VERSION_CONFLICT,
-            exit_code=EXIT_USAGE,
-        )
+def kept_data_is_on(ctx: ActionContext, url: str) -> bool:
+    """install --database over data kept by `uninstall --keep-data`: fine when the kept settings
+    name that same server (the kept data is used, as any install uses it), refused otherwise."""
+    if not ctx.paths.config_env.exists():
+        return False
+    kept = DatabaseTarget.from_testgen_settings(TestGenConfig(ctx.paths.config_env).read())
+    if kept is not None and kept.url() == DatabaseTarget.parse(url).url():
+        return True
+    raise InstallerError(
+        f"TestGen's data from an earlier install is kept in {ctx.paths.testgen_home}, and "
+        "install --database "
+        f"would not use it. Install without --database (the kept data comes back), then move it with "
+        f"`{ctx.self_command()} migrate-database --to URL`.",
+        code=ErrorCode.VERSION_CONFLICT,
+        exit_code=EXIT_USAGE,
+    )
 
 
 def finish_existing_install(ctx: ActionContext, state: InstallState) -> None:
@@ -206,6 +212,9 @@ def print_summary(ctx: ActionContext, show_password: bool = True) -> None:
             console.say("  Password:     in the credentials file")
     console.say(f"  Credentials:  {ctx.paths.credentials} (readable only by you)")
     console.say(f"  Logs:         {ctx.paths.app_log}")
+    server = server_of(ctx)
+    if server:
+        console.say(f"  Data:         schema {server[0].schema} in {server[0].url()}")
     if testgen.shared:
         console.say(f"  Shared:       listening on {testgen.listen}: reachable from other machines")
         for warning in testgen.sharing_warnings(cmd):

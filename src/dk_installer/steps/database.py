@@ -21,9 +21,10 @@ from dk_installer.runner import redact
 from dk_installer.steps.base import Step
 from dk_installer.testgen.config import (
     ADMIN_USERNAME,
-    DEMO_DATABASE,
+    EMBEDDED_DEMO_DATABASE,
     EMBEDDED_HOST,
     TestGenConfig,
+    demo_database,
     write_credentials,
 )
 from dk_installer.testgen.dumps import (
@@ -45,6 +46,14 @@ log = logging.getLogger("dk_installer")
 # The keys that decrypt stored connection passwords and sign tokens: they live in config.env, not on
 # the server, so a schema on a server is only usable with the keys of the install that made it.
 KEY_NAMES = ("TG_DECRYPT_SALT", "TG_DECRYPT_PASSWORD", "TG_JWT_HASHING_KEY")
+
+
+def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
+    """config.env's settings for TestGen on the server, the demo's database included."""
+    return {
+        **target.testgen_settings(password, admin_password),
+        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
+    }
 
 
 def choose_database(ctx: ActionContext, url: str) -> None:
@@ -166,7 +175,7 @@ class ConfigureOnServer(Step):
             "TG_EXPORT_TO_OBSERVABILITY_VERIFY_SSL": "no",
             "TG_UI_PORT": str(testgen.ui_port),
             "TG_API_PORT": str(testgen.api_port),
-            **target.testgen_settings(ctx.database_password, ctx.database_admin_password),
+            **server_settings(target, ctx.database_password, ctx.database_admin_password),
         }
         lines = [
             "# TestGen on a PostgreSQL server, written by dk-installer",
@@ -370,7 +379,7 @@ class DumpEmbedded(Step):
             progress,
         )
         size = sum(path.stat().st_size for path in ctx.migration_dumps if path)
-        progress.result = f"{size // 1024} KB of SQL"
+        progress.result = f"{size / 1024:.1f} KB of SQL"
 
     def undo(self, ctx: ActionContext) -> None:
         shutil.rmtree(ctx.paths.tmp / "migration", ignore_errors=True)
@@ -409,34 +418,38 @@ class LoadIntoServer(Step):
         run_sql_file(venv, target, password, app_dump, target.dbname, progress)
         if demo_dump is None:
             return
+        demo = demo_database(target.dbname)
         owner_password = ctx.database_admin_password if target.admin_user else password
         session = connect(
             target, owner_password or "", user=target.admin_user or target.user, database="postgres"
         )
         try:
-            session.run(f'CREATE DATABASE "{DEMO_DATABASE}"')
+            session.run(f'CREATE DATABASE "{demo}"')
         finally:
             session.close()
         self.created_demo = True
         ctx.journal.record(demo_database_created=True)
-        progress.update(f"the demo's data into {DEMO_DATABASE}")
-        run_sql_file(venv, target, password, demo_dump, DEMO_DATABASE, progress)
+        progress.update(f"the demo's data into {demo}")
+        run_sql_file(venv, target, password, demo_dump, demo, progress)
         testgen = ctx.testgen
         encrypted = encrypt_for_testgen(venv, testgen.environment(), testgen.working_dir, password)
         session = connect(target, password)
         try:
             session.run(
                 f'UPDATE "{target.schema}".connections SET project_host = :host, project_port = :port, '
-                "project_user = :user, project_pw_encrypted = :secret WHERE project_host = :embedded",
+                "project_user = :user, project_pw_encrypted = :secret, project_db = :demo "
+                "WHERE project_host = :embedded AND project_db = :embedded_demo",
                 host=target.host,
                 port=str(target.port),
                 user=target.user,
                 secret=encrypted.encode(),
                 embedded=EMBEDDED_HOST,
+                demo=demo,
+                embedded_demo=EMBEDDED_DEMO_DATABASE,
             )
         finally:
             session.close()
-        progress.result = f"{target.schema} and {DEMO_DATABASE} on {target.host}:{target.port}"
+        progress.result = f"{target.schema} and {demo} on {target.host}:{target.port}"
 
     def undo(self, ctx: ActionContext) -> None:
         self.commit(ctx)
@@ -480,11 +493,11 @@ def drop_demo_database(target: DatabaseTarget, password: str, admin_password: st
             database="postgres",
         )
         try:
-            session.run(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}"')
+            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
         finally:
             session.close()
     except Exception as exc:
-        log.warning("could not drop %s on %s: %s", DEMO_DATABASE, target.url(), exc)
+        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
 
 
 SAVED_CONFIG = "config.env.embedded"  # the embedded install's config.env, until the migration is done
@@ -507,7 +520,7 @@ class SwitchToServer(Step):
         shutil.copy2(ctx.paths.config_env, saved)
         saved.chmod(0o600)
         config.update(
-            TG_STANDALONE_MODE=None, **target.testgen_settings(password, ctx.database_admin_password)
+            TG_STANDALONE_MODE=None, **server_settings(target, password, ctx.database_admin_password)
         )
         progress.result = target.url()
 

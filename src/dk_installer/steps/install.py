@@ -21,9 +21,9 @@ from dk_installer.runner import file_tail, redact
 from dk_installer.steps.base import Step, UpToDate, require
 from dk_installer.testgen.config import (
     ADMIN_USERNAME,
-    DEMO_DATABASE,
     PACKAGE,
     PACKAGE_EXTRA,
+    demo_database,
     installed_version,
     read_credentials,
     write_credentials,
@@ -346,7 +346,10 @@ def demo_refusal(ctx: ActionContext) -> str | None:
     if facts is None or target is None:
         return None
     if not facts.can_create_database:
-        return f"the demo needs CREATE DATABASE on the server ({DEMO_DATABASE}), which {target.user} lacks"
+        return (
+            f"the demo needs CREATE DATABASE on the server ({demo_database(target.dbname)}), "
+            f"which {target.user} lacks"
+        )
     if facts.other_objects:
         return (
             f"TestGen's demo loader drops and re-creates the database {target.dbname}, which holds other data"
@@ -429,18 +432,19 @@ class SaveState(Step):
         self.previous = previous
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
-        assert ctx.engine
         stamp = now_iso()
         venv = active_venv(ctx.paths)
         testgen = ctx.testgen
+        previous = self.previous
+        # An action that installs nothing (migrate-database) keeps what the receipt says.
         state = InstallState(
             product_version=ctx.product_version or "unknown",
-            version_spec=ctx.options.version or DEFAULT_VERSION_SPEC,
+            version_spec=ctx.options.version or (previous.version_spec if previous else DEFAULT_VERSION_SPEC),
             ui_port=testgen.ui_port,
             api_port=testgen.api_port,
-            package_engine=ctx.engine.name,
-            python=ctx.python or "",
-            python_version=ctx.python_version or "",
+            package_engine=ctx.package_engine or "unknown",
+            python=ctx.python or (previous.python if previous else ""),
+            python_version=ctx.python_version or (previous.python_version if previous else ""),
             venv=venv.name if venv else "",
             installed_at=self.previous.installed_at if self.previous else stamp,
             updated_at=stamp,

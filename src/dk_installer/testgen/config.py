@@ -20,11 +20,17 @@ PACKAGE = "dataops-testgen"
 PACKAGE_EXTRA = "standalone"
 TESTGEN_MIN_PYTHON = (3, 11)
 ADMIN_USERNAME = "admin"
-DEMO_DATABASE = "demo_db"  # TestGen's PROJECT_DATABASE_NAME: where quick-start puts the demo's data
+EMBEDDED_DEMO_DATABASE = "demo_db"  # TestGen's default PROJECT_DATABASE_NAME, in the embedded PostgreSQL
 EMBEDDED_HOST = "<embedded>"  # the demo connection's host in standalone mode (resolved only there)
 # Set in the environment of every TestGen process the installer starts, and inherited by their
 # children (PostgreSQL included): how stop() tells our processes from a `testgen` the user runs.
 OWNER_VARIABLE = "DK_INSTALLER_TESTGEN"
+
+
+def demo_database(app_database: str) -> str:
+    """The demo's database on the user's server (TestGen's PROJECT_DATABASE_NAME): named after
+    TestGen's own, so that it never takes a `demo_db` of the user's, nor another install's."""
+    return f"{app_database}_demo"[:63]  # PostgreSQL's limit for a name
 
 
 def installed_version(venv: Path) -> str | None:

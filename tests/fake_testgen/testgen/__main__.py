@@ -281,14 +281,15 @@ def quick_start() -> int:
         # Like TestGen outside standalone mode: the demo database on the same server (CREATE
         # DATABASE, an error ignored), then `setup-system-db --delete-db`: TestGen's own database
         # is DROPPED and made again, whatever else it held.
-        psql("CREATE DATABASE demo_db", database="postgres", admin=True, check=False)
+        demo = setting("PROJECT_DATABASE_NAME", "demo_db")
+        psql(f"CREATE DATABASE {demo}", database="postgres", admin=True, check=False)
         app_db = setting("TG_METADATA_DB_NAME", "datakitchen")
         psql(f"DROP DATABASE IF EXISTS {app_db} WITH (FORCE)", database="postgres", admin=True)
         setup_system_db()
         psql(
             "CREATE SCHEMA demo; CREATE TABLE demo.customers (id integer PRIMARY KEY); "
             "INSERT INTO demo.customers VALUES (1), (2), (3)",
-            database="demo_db",
+            database=demo,
         )
         from testgen.common.encrypt import EncryptText
 
@@ -299,7 +300,7 @@ def quick_start() -> int:
                 sql_text(setting(name, ""))
                 for name in ("TG_METADATA_DB_HOST", "TG_METADATA_DB_PORT", "TG_METADATA_DB_USER")
             )
-            + f", 'demo_db', convert_to({sql_text(secret)}, 'UTF8'))"
+            + f", {sql_text(demo)}, convert_to({sql_text(secret)}, 'UTF8'))"
         )
     (HOME / "demo-loaded").write_text("yes\n")
     print("Quick start has successfully finished.")

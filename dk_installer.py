@@ -5614,10 +5614,14 @@ class DatabaseTarget:
         host = parts.hostname or ""
         if not host:
             raise refuse("the URL names no host (postgresql://USER@HOST:PORT/DBNAME)")
+        if "%" in host:
+            raise refuse("the host must be a name or an address (a Unix socket folder is not supported)")
         try:
-            port = parts.port or DEFAULT_PORT
+            port = DEFAULT_PORT if parts.port is None else parts.port
         except ValueError:
-            raise refuse("the port must be a number from 1 to 65535") from None
+            port = 0
+        if not 0 < port < 65536:
+            raise refuse("the port must be a number from 1 to 65535")
         dbname = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
         if not dbname or "/" in dbname:
             raise refuse("the URL names no database (postgresql://USER@HOST:PORT/DBNAME)")
@@ -5715,12 +5719,14 @@ def _password_from_file(path: str) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise refuse(f"cannot be opened ({exc.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise refuse("is not a regular file")
+    if info.st_mode & 0o077:
+        os.close(fd)
+        raise refuse(f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse("is not a regular file")
-        if info.st_mode & 0o077:
-            raise refuse(f"is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
         data = handle.read()
     try:
         text = data.decode("utf-8")
@@ -12176,7 +12182,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '7f2a2675072d7985'
+BUILD_ID = '2d5606f81930f2b5'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -73,6 +73,23 @@ class PostgresServer:
             raise RuntimeError(f"{argv[0]} failed: {result.stdout}{result.stderr}{log}")
 
     def start(self) -> PostgresServer:
+        """initdb, configure, pg_ctl start, and wait until it answers; on any failure the server
+        is stopped and its folder removed."""
+        try:
+            self._initdb()
+            self._configure()
+            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            pg_ctl = str(self.bin / "pg_ctl")
+            self._run(
+                pg_ctl, "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options
+            )
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _initdb(self) -> None:
         self.data.mkdir(mode=0o700)
         self._give(self.data)
         self._give(self.root)
@@ -93,38 +110,21 @@ class PostgresServer:
             )
         finally:
             pwfile.unlink()
+
+    def _configure(self) -> None:
         kind = "hostssl" if self.tls else "host"
         lines = ["local all all scram-sha-256", *(line.format(kind=kind) for line in HBA_LINES)]
         (self.data / "pg_hba.conf").write_text("\n".join(lines) + "\n")
-        if self.ca is not None:
-            leaf = self.ca.issue_cert("127.0.0.1", "localhost")
-            leaf.cert_chain_pems[0].write_to_path(str(self.data / "server.crt"))
-            leaf.private_key_pem.write_to_path(str(self.data / "server.key"))
-            for name in ("server.crt", "server.key"):
-                (self.data / name).chmod(0o600)
-                self._give(self.data / name)
-            with (self.data / "postgresql.conf").open("a") as conf:
-                conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        try:
-            self._run(
-                str(self.bin / "pg_ctl"),
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-o",
-                options,
-            )
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        if self.ca is None:
+            return
+        leaf = self.ca.issue_cert("127.0.0.1", "localhost")
+        leaf.cert_chain_pems[0].write_to_path(str(self.data / "server.crt"))
+        leaf.private_key_pem.write_to_path(str(self.data / "server.key"))
+        for name in ("server.crt", "server.key"):
+            (self.data / name).chmod(0o600)
+            self._give(self.data / name)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -156,8 +156,7 @@ class PostgresServer:
         """How tests reach this server as its superuser: TLS verified by its CA, or plain."""
         if self.ca is None:
             return False
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        return context
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def sql(self, statement: str, database: str = "postgres", **params: Any) -> list[list[Any]]:
         """Run one statement as the superuser, over TCP."""

@@ -7117,6 +7117,7 @@ from typing import TYPE_CHECKING
 # Each step module registers its steps in Step.by_name when imported: recovery needs them all.
 import dk_installer.steps.backup
 import dk_installer.steps.configure
+import dk_installer.steps.database
 import dk_installer.steps.install
 import dk_installer.steps.remove  # noqa: F401
 from dk_installer.config import InstallerLock, InstallState
@@ -9210,7 +9211,7 @@ class DumpSchema(Step):
         archive = paths.tmp / UPGRADE_DUMP
         config = TestGenConfig(paths.config_env).read()
         target = DatabaseTarget.from_testgen_settings(config)
-        if archive.exists() and target is not None and entry.steps[-1] != cls.name:
+        if archive.exists() and target is not None and entry.step != cls.name:
             replace_schema(paths.venv, target, config, archive, None)
         with contextlib.suppress(FileNotFoundError):
             archive.unlink()
@@ -12182,7 +12183,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '2d5606f81930f2b5'
+BUILD_ID = 'ef1610ee42bf06fc'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -305,9 +305,10 @@ def test_a_failed_migration_leaves_the_install_on_its_embedded_data(
         "migrate-database",
         "--to",
         server_account.url,
-        env={**server_account.env, "FAKE_TESTGEN_CRASH_ON_START": "1"},
+        env={**server_account.env, "FAKE_TESTGEN_FAIL": "encrypt"},  # after the data is loaded
     )
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Load TestGen's data into the PostgreSQL server" in done.stdout
     assert_back_on_embedded(sandbox, server_account)
     assert sandbox.status()["running"], "TestGen runs again on its embedded data"
 

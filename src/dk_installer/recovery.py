@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 # Each step module registers its steps in Step.by_name when imported: recovery needs them all.
 import dk_installer.steps.backup
 import dk_installer.steps.configure
+import dk_installer.steps.database
 import dk_installer.steps.install
 import dk_installer.steps.remove  # noqa: F401
 from dk_installer.config import InstallerLock, InstallState

@@ -285,7 +285,7 @@ class DumpSchema(Step):
         archive = paths.tmp / UPGRADE_DUMP
         config = TestGenConfig(paths.config_env).read()
         target = DatabaseTarget.from_testgen_settings(config)
-        if archive.exists() and target is not None and entry.steps[-1] != cls.name:
+        if archive.exists() and target is not None and entry.step != cls.name:
             replace_schema(paths.venv, target, config, archive, None)
         with contextlib.suppress(FileNotFoundError):
             archive.unlink()

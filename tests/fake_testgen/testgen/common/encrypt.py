@@ -18,6 +18,8 @@ def _stream(length: int) -> bytes:
 
 
 def EncryptText(text: str) -> str:
+    if os.environ.get("FAKE_TESTGEN_FAIL") == "encrypt":
+        raise RuntimeError("fake failure in EncryptText")
     data = text.encode()
     return base64.b64encode(bytes(a ^ b for a, b in zip(data, _stream(len(data))))).decode()
 

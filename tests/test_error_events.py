@@ -4,6 +4,7 @@ event it records. One table drives the runs; README's tables are checked against
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Sandbox, bare_python, wait_for_line
+from conftest import ROOT, Sandbox, bare_python, free_port, wait_for_line
 
 from dk_installer.errors import ERROR_CODES
 
@@ -38,6 +39,7 @@ class Case:
     prepare: Callable[[Sandbox], None] = lambda box: None
     interrupt_at: str | None = None
     error_type: str = "InstallerError"  # for failures: CommandFailed when a command's exit code decided
+    server: bool = False  # the case needs the real PostgreSQL servers (box.postgres, box.postgres_tls)
 
 
 def installed(*extra: str) -> Callable[[Sandbox], None]:
@@ -221,16 +223,65 @@ CASES: dict[str, Case] = {
         prepare=installed(),
     ),
 }
-DATABASE_ONLY = "no command checks a server of the user's own; tests/test_database.py provokes it directly"
+EVENT_PASSWORD = "an-event-password"
+
+
+def on_server(
+    box: Sandbox,
+    *,
+    tls: bool = False,
+    createdb: bool = True,
+    own_database: bool = True,
+    database: str | None = None,
+    port: int | None = None,
+    prepare_sql: str | None = None,
+) -> list[str]:
+    """install --database on a role and database of their own (made now, on the test servers)."""
+    import secrets
+
+    server = box.postgres_tls if tls else box.postgres
+    name = secrets.token_hex(4)
+    role, dbname = f"ev_{name}", f"ev_{name}"
+    server.create_role(role, EVENT_PASSWORD, createdb=createdb)
+    server.create_database(dbname, role if own_database else "postgres")
+    if prepare_sql:
+        server.sql(prepare_sql.format(role=role), database=dbname)
+    url = f"postgresql://{role}@127.0.0.1:{port or server.port}/{database or dbname}"
+    return box.install_args(
+        "--no-demo", "--database", url, *(["--database-sslmode", "disable"] if tls else [])
+    )
+
+
+def server_case(code: str, **server: object) -> Case:
+    return Case(
+        code,
+        3,
+        "failure",
+        "check_database",
+        args=lambda box: on_server(box, **server),  # type: ignore[arg-type]
+        env={"PGPASSWORD": EVENT_PASSWORD},
+        server=True,
+    )
+
+
+CASES.update(
+    {
+        "database_unreachable": server_case("database_unreachable", port=free_port()),
+        "database_missing": server_case("database_missing", database="no_such_database"),
+        "database_tls": server_case("database_tls", tls=True),
+        "database_privileges": server_case("database_privileges", createdb=False, own_database=False),
+        "database_in_use": server_case(
+            "database_in_use", prepare_sql="CREATE SCHEMA testgen AUTHORIZATION {role}"
+        ),
+    }
+)
+CASES["database_auth_failed"] = dataclasses.replace(
+    server_case("database_auth_failed"), env={"PGPASSWORD": "not-" + EVENT_PASSWORD}
+)
 # Codes no test can provoke, and why (README's error-code table says the same).
 NOT_PROVOKED = {
     "config_not_writable": "doctor's check; with the settings folder unwritable no event can be saved",
-    "database_auth_failed": DATABASE_ONLY,
-    "database_missing": DATABASE_ONLY,
-    "database_privileges": DATABASE_ONLY,
-    "database_tls": DATABASE_ONLY,
-    "database_unreachable": DATABASE_ONLY,
-    "database_version": DATABASE_ONLY,
+    "database_version": "a server older than 13 or newer than 18; test_database.py narrows the range",
     "stop_failed": "needs a process of ours that survives SIGKILL (one we may not signal)",
     "subprocess_failed": "only `uv python find` failing right after `uv python install` succeeded",
     "unexpected": "a bug; test_privacy pushes arbitrary exceptions through perform() instead",
@@ -255,8 +306,13 @@ def test_the_table_covers_every_error_code_and_exit_code() -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_each_failure_records_one_event_that_says_what_happened(sandbox: Sandbox, name: str) -> None:
+def test_each_failure_records_one_event_that_says_what_happened(
+    sandbox: Sandbox, request: pytest.FixtureRequest, name: str
+) -> None:
     case = CASES[name]
+    if case.server:
+        sandbox.postgres = request.getfixturevalue("postgres_server")  # type: ignore[attr-defined]
+        sandbox.postgres_tls = request.getfixturevalue("postgres_tls_server")  # type: ignore[attr-defined]
     case.prepare(sandbox)
     env = {**DEBUG, **case.env}
     if name == "home_not_writable":

@@ -370,3 +370,44 @@ def test_password_from_a_private_file(sandbox: Sandbox, server_account: Account,
         str(secret),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SERVER_KILLS = [
+    ("install", "configure_database"),
+    ("upgrade", "dump_schema"),
+    ("upgrade", "upgrade_database"),
+    ("backup", "backup_schema"),
+    ("restore", "load_schema_dump"),
+]
+
+
+@pytest.mark.parametrize("death", ["SIGKILL", "SIGHUP"])
+@pytest.mark.parametrize("action, step", SERVER_KILLS)
+def test_a_server_action_killed_in_its_database_step_then_a_plain_rerun_succeeds(
+    sandbox: Sandbox, server_account: Account, action: str, step: str, death: str
+) -> None:
+    install = sandbox.install_args("--no-demo", "--version", "5.0.0", "--database", server_account.url)
+    if action == "install":
+        args = install
+    else:
+        assert sandbox.run(*install, env=server_account.env).returncode == 0
+        archive = sandbox.root / "server.tar.gz"
+        if action == "restore":
+            assert sandbox.run("backup", "--output", str(archive)).returncode == 0
+        args = {
+            "upgrade": ["upgrade", "--find-links", str(sandbox.wheelhouse)],
+            "backup": ["backup", "--output", str(archive)],
+            "restore": ["restore", str(archive), "--yes"],
+        }[action]
+    process = sandbox.popen(*args, env={**server_account.env, "DK_INSTALLER_FAILPOINT": step})
+    wait_for_line(process, f"failpoint {step}")
+    process.send_signal(getattr(signal, death))
+    process.communicate(timeout=180)
+    rerun = sandbox.run(*args, env=server_account.env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert server_account.tables() == ["auth_users", "connections", "tg_revision"]
+    schemas = [row[0] for row in server_account.sql("SELECT nspname FROM pg_namespace")]
+    assert not [name for name in schemas if "dk_replaced" in name], schemas
+    expected = "5.1.0" if action == "upgrade" else "5.0.0"
+    assert server_account.sql("SELECT revision FROM testgen.tg_revision") == [[expected]]
+    assert not (sandbox.home / "journal.json").exists()

@@ -44,7 +44,7 @@ def new_account(server: PostgresServer) -> tuple[str, str, str]:
     return role, database, password
 
 
-def count_count_testgen_tables(server: PostgresServer, database: str) -> int:
+def count_testgen_tables(server: PostgresServer, database: str) -> int:
     rows = server.sql(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'testgen'", database=database
     )

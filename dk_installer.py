@@ -1390,7 +1390,7 @@ from dk_installer.steps.database import (
     SwitchToServer,
     choose_database,
 )
-from dk_installer.steps.install import SaveState, StartApp, StopApp, VerifyLogin
+from dk_installer.steps.install import RestartApp, SaveState, StartApp, StopApp, VerifyLogin
 from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
@@ -1454,7 +1454,7 @@ def migrate_database_action(ctx: ActionContext, url: str) -> None:
     run_steps(
         ctx,
         [
-            CheckDatabase(fresh_schema=False),
+            CheckDatabase(schema="absent"),
             CheckDemoRoom(),
             StopApp(),
             DumpEmbedded(),
@@ -1469,6 +1469,35 @@ def migrate_database_action(ctx: ActionContext, url: str) -> None:
         f"TestGen's data is on {ctx.database.url()} now. The embedded copy stays in {ctx.paths.pgdata} "
         "until you remove it; TestGen no longer uses it."
     )
+
+
+def configure_database_action(ctx: ActionContext, url: str) -> None:
+    """configure --database: the same data on its server, reached another way (a moved server, a
+    new password, another TLS mode): checked first, one restart, rolled back on failure."""
+    state = load_state(ctx, required=True)
+    assert state
+    if not state.database:
+        raise InstallerError(
+            f"TestGen keeps its data in its embedded PostgreSQL; move it to a server with "
+            f"`{ctx.self_command()} migrate-database --to {url}`.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
+    choose_database(ctx, url)
+    assert ctx.database
+    ctx.console.say(f"Changing how TestGen reaches its data: {ctx.database.url()}\n")
+    run_steps(
+        ctx,
+        [
+            CheckDatabase(schema="existing"),
+            StopApp(),
+            SwitchToServer(),
+            RestartApp(),
+            VerifyLogin(),
+            SaveState(previous=state),
+        ],
+    )
+    ctx.console.say(f"TestGen reaches its data on {ctx.database.url()}.")
 ''',
     'dk_installer/actions/install.py': r'''
 """The install's life: install (and its idempotent re-run, with the summary at the end), upgrade
@@ -2003,8 +2032,8 @@ from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
-from dk_installer.steps.database import describe_server
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
+from dk_installer.testgen.dumps import describe_server
 
 if TYPE_CHECKING:
     from dk_installer.steps.base import ActionContext
@@ -4076,6 +4105,7 @@ from dk_installer.cli_options import (
     database_choices,
     database_options,
     invocation_of,
+    perform_database_change,
     refuse_changes_to_an_install,
     version_option_value,
 )
@@ -4227,6 +4257,12 @@ def install(
 )
 @click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
 @click.option("--no-ssl", is_flag=True, help="Serve plain HTTP again (only on this machine).")
+@click.option(
+    "--database",
+    metavar="URL",
+    help="Reach TestGen's data on its PostgreSQL server another way (host, user, TLS).",
+)
+@database_options
 @common_flags
 @click.pass_context
 def configure(
@@ -4237,7 +4273,8 @@ def configure(
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
     no_ssl: bool,
-    **_: Any,
+    database: str | None,
+    **params: Any,
 ) -> int:
     """Change the ports, listen address or HTTPS of the installed TestGen: checked first, one restart,
     rolled back on failure."""
@@ -4247,9 +4284,17 @@ def configure(
     from dk_installer.errors import StateCorrupt
     from dk_installer.paths import Paths
 
-    if port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl:
+    others = not (
+        port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl
+    )
+    if database is not None:
+        if others:
+            raise click.UsageError("change the database connection on its own, without other options")
+        return perform_database_change(ctx, "configure", database, params)
+    if not others:
         raise click.UsageError(
-            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file or --no-ssl"
+            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file, --no-ssl "
+            "or --database"
         )
     if no_ssl and ssl_cert_file is not None:
         raise click.UsageError("--no-ssl and --ssl-cert-file contradict each other; pass one of them")
@@ -4361,16 +4406,7 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
 @click.pass_context
 def migrate_database(ctx: click.Context, url: str, **params: Any) -> int:
     """Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server."""
-    from dk_installer.actions.boundary import perform
-    from dk_installer.actions.database import migrate_database_action
-    from dk_installer.config import InstallOptions
-
-    options = InstallOptions(database=url, **database_choices(params))
-    return perform(
-        invocation_of(ctx, "migrate_database"),
-        lambda action_ctx: migrate_database_action(action_ctx, url),
-        options=options,
-    )
+    return perform_database_change(ctx, "migrate_database", url, params)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -4844,6 +4880,20 @@ def database_choices(params: dict[str, Any]) -> dict[str, str | None]:
         if params.get("database_admin_password_file")
         else None,
     }
+
+
+def perform_database_change(ctx: click.Context, action: str, url: str, params: dict[str, Any]) -> int:
+    """migrate-database --to URL, configure --database URL: one action on the server at URL."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.database import configure_database_action, migrate_database_action
+    from dk_installer.config import InstallOptions
+
+    body = migrate_database_action if action == "migrate_database" else configure_database_action
+    return perform(
+        invocation_of(ctx, action),
+        lambda action_ctx: body(action_ctx, url),
+        options=InstallOptions(database=url, **database_choices(params)),
+    )
 
 
 def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -8938,7 +8988,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
 from dk_installer.database import DatabaseTarget, connect, drop_schema, probe, read_password
@@ -8954,11 +9004,18 @@ from dk_installer.testgen.config import (
     write_credentials,
 )
 from dk_installer.testgen.dumps import (
+    SERVER_KEYS,
+    drop_aside,
+    drop_created_schema,
+    drop_demo_database,
+    drop_schema_of,
     dump_embedded,
     dump_schema,
     encrypt_for_testgen,
-    restore_schema,
+    put_schema_back,
+    replace_schema,
     run_sql_file,
+    server_settings,
 )
 
 if TYPE_CHECKING:
@@ -8972,14 +9029,6 @@ log = logging.getLogger("dk_installer")
 # The keys that decrypt stored connection passwords and sign tokens: they live in config.env, not on
 # the server, so a schema on a server is only usable with the keys of the install that made it.
 KEY_NAMES = ("TG_DECRYPT_SALT", "TG_DECRYPT_PASSWORD", "TG_JWT_HASHING_KEY")
-
-
-def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
-    """config.env's settings for TestGen on the server, the demo's database included."""
-    return {
-        **target.testgen_settings(password, admin_password),
-        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
-    }
 
 
 def choose_database(ctx: ActionContext, url: str) -> None:
@@ -9037,8 +9086,11 @@ class CheckDatabase(Step):
     title = "Check the PostgreSQL server"
     side_effects = False
 
-    def __init__(self, fresh_schema: bool = True) -> None:
-        self.fresh_schema = fresh_schema  # migrate-database: the schema must not be there yet
+    def __init__(self, schema: str = "new or with its keys") -> None:
+        # install: a new schema, or one with the keys of the install that made it; migrate-database:
+        # none there yet; configure --database: TestGen's schema must be there (the same data, reached
+        # another way: a moved server, a new password, another TLS mode).
+        self.schema = schema
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         target = ctx.database
@@ -9047,19 +9099,23 @@ class CheckDatabase(Step):
         facts = probe(target, ctx.database_password, ctx.database_admin_password)
         ctx.server = facts
         keys = read_keys(ctx.options.database_keys_file)
-        if facts.schema_exists and ((self.fresh_schema and keys is None) or not self.fresh_schema):
-            raise InstallerError(
-                f"The database {target.dbname} on {target.host}:{target.port} already holds a TestGen schema "
-                f"'{target.schema}'. "
-                + (
-                    "To use it, give the keys of the install that made it: --database-keys-file "
-                    "(its config.env, or the one in its backup)."
-                    if self.fresh_schema
-                    else "migrate-database never writes over it: choose another database."
-                ),
-                code=ErrorCode.DATABASE_IN_USE,
-                exit_code=3,
+        where = f"The database {target.dbname} on {target.host}:{target.port}"
+        problem = None
+        if self.schema == "existing" and not facts.schema_exists:
+            problem = (
+                f"{where} holds no TestGen schema '{target.schema}': configure --database reaches the "
+                "same data another way. To move the data, back it up and restore it on the new server."
             )
+        elif facts.schema_exists and self.schema == "absent":
+            problem = f"{where} already holds a TestGen schema '{target.schema}'; migrate-database never "
+            problem += "writes over it."
+        elif facts.schema_exists and self.schema != "existing" and keys is None:
+            problem = (
+                f"{where} already holds a TestGen schema '{target.schema}'. To use it, give the keys of the "
+                "install that made it: --database-keys-file (its config.env, or the one in its backup)."
+            )
+        if problem:
+            raise InstallerError(problem, code=ErrorCode.DATABASE_IN_USE, exit_code=3)
         ctx.database_keys = keys
         tls = "TLS" if facts.tls else "no TLS"
         progress.result = f"PostgreSQL {facts.version} at {target.host}:{target.port}, {tls}"
@@ -9150,22 +9206,6 @@ class ConfigureOnServer(Step):
                 paths.credentials.unlink()
 
 
-def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
-    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
-    try:
-        drop_schema(target, password, admin_password)
-    except InstallerError as exc:
-        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
-
-
-def drop_schema_of(config: dict[str, str]) -> None:
-    target = DatabaseTarget.from_testgen_settings(config)
-    if target is not None:
-        drop_created_schema(
-            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
-        )
-
-
 UPGRADE_DUMP = "upgrade-schema.dump"  # in the installer's tmp folder, while an upgrade runs
 
 
@@ -9220,62 +9260,6 @@ class DumpSchema(Step):
     def finish(cls, paths: Paths, entry: JournalRecord) -> None:
         with contextlib.suppress(FileNotFoundError):
             (paths.tmp / UPGRADE_DUMP).unlink()
-
-
-def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
-    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
-    if target.admin_user:
-        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
-    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
-
-
-def aside_name(target: DatabaseTarget) -> str:
-    return f"{target.schema}_dk_replaced"
-
-
-def replace_schema(
-    venv: Path,
-    target: DatabaseTarget,
-    config: dict[str, str],
-    archive: Path,
-    progress: Progress | None,
-    keep_aside: bool = False,
-) -> None:
-    """TestGen's schema from `archive` in place of the one on the server: the current one is
-    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
-    renames it back."""
-    session = owner_session(target, config)
-    try:
-        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
-        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
-    finally:
-        session.close()
-    try:
-        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
-    except BaseException:
-        put_schema_back(target, config)
-        raise
-    if not keep_aside:
-        drop_aside(target, config)
-
-
-def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
-    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
-    session = owner_session(target, config)
-    try:
-        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
-            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
-            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
-    finally:
-        session.close()
-
-
-def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
-    session = owner_session(target, config)
-    try:
-        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
-    finally:
-        session.close()
 
 
 class DumpEmbedded(Step):
@@ -9410,30 +9394,14 @@ class LoadIntoServer(Step):
             paths.config_env.with_name(PENDING_CONFIG).unlink()
 
 
-def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
-    try:
-        session = connect(
-            target,
-            (admin_password if target.admin_user else password) or "",
-            user=target.admin_user or target.user,
-            database="postgres",
-        )
-        try:
-            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
-        finally:
-            session.close()
-    except Exception as exc:
-        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
-
-
-SAVED_CONFIG = "config.env.embedded"  # the embedded install's config.env, until the migration is done
+SAVED_CONFIG = "config.env.before"  # config.env before it named this server, until the action is done
 PENDING_CONFIG = "config.env.server"  # the server's settings, written before the switch (for a recovery)
 
 
 class SwitchToServer(Step):
-    """migrate-database: config.env now names the server (TestGen leaves standalone mode). The
-    embedded install's config.env is kept aside until the action is done; the rollback puts it
-    back."""
+    """migrate-database and configure --database: config.env now names the server (and TestGen
+    leaves standalone mode). The config.env before is kept aside until the action is done; the
+    rollback puts it back."""
 
     name = "switch_to_server"
     title = "Point TestGen at the PostgreSQL server"
@@ -9445,13 +9413,16 @@ class SwitchToServer(Step):
         saved = ctx.paths.config_env.with_name(SAVED_CONFIG)
         shutil.copy2(ctx.paths.config_env, saved)
         saved.chmod(0o600)
-        config.update(
-            TG_STANDALONE_MODE=None, **server_settings(target, password, ctx.database_admin_password)
-        )
+        changes: dict[str, str | None] = dict.fromkeys(SERVER_KEYS)
+        if config.read().get("TG_STANDALONE_MODE"):
+            changes.update(server_settings(target, password, ctx.database_admin_password))
+        else:  # configure --database: the demo's database keeps its name
+            changes.update(target.testgen_settings(password, ctx.database_admin_password))
+        config.update(TG_STANDALONE_MODE=None, **changes)
         progress.result = target.url()
 
     def undo(self, ctx: ActionContext) -> None:
-        put_back_embedded_config(ctx.paths)
+        put_back_config(ctx.paths)
 
     def commit(self, ctx: ActionContext) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -9459,7 +9430,7 @@ class SwitchToServer(Step):
 
     @classmethod
     def recover(cls, paths: Paths, entry: JournalRecord) -> None:
-        put_back_embedded_config(paths)
+        put_back_config(paths)
 
     @classmethod
     def finish(cls, paths: Paths, entry: JournalRecord) -> None:
@@ -9467,7 +9438,7 @@ class SwitchToServer(Step):
             paths.config_env.with_name(SAVED_CONFIG).unlink()
 
 
-def put_back_embedded_config(paths: Paths) -> None:
+def put_back_config(paths: Paths) -> None:
     saved = paths.config_env.with_name(SAVED_CONFIG)
     if saved.exists():
         saved.replace(paths.config_env)
@@ -9498,28 +9469,6 @@ class DropSchema(Step):
             config.get("TG_METADATA_DB_ADMIN_PASSWORD"),
         )
         progress.result = f"{self.target.schema} in {self.target.url()}"
-
-
-def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
-    """status and doctor: the server holding TestGen's data, whether it answers, its version and
-    whether the connection uses TLS; None for an embedded install."""
-    target = DatabaseTarget.from_testgen_settings(config)
-    if target is None:
-        return None
-    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
-    info.update(version=None, tls=None, problem=None)
-    try:
-        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
-    except InstallerError as exc:
-        info["problem"] = exc.message
-        return info
-    try:
-        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
-        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
-        info["answers"] = True
-    finally:
-        session.close()
-    return info
 
 
 class BackupSchema(Step):
@@ -10824,24 +10773,29 @@ def read_credentials(paths: Paths) -> tuple[str, str] | None:
     return None
 ''',
     'dk_installer/testgen/dumps.py': r'''
-"""TestGen's data as dumps: PostgreSQL's own client tools (pg_dump, pg_restore, psql) from pgserver
-in TestGen's venv, run against the user's server or the embedded one. Passwords go to the tools in
-PGPASSWORD, never in argv; connection strings name everything else."""
+"""TestGen's data on the user's PostgreSQL server: dumps with PostgreSQL's own client tools
+(pg_dump, pg_restore, psql from pgserver in TestGen's venv, against the server or the embedded
+one), the schema swaps around a restore, what is dropped on a rollback, and what status shows.
+Passwords go to the tools in PGPASSWORD, never in argv; connection strings name everything else."""
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
+from dk_installer.database import DatabaseTarget, connect, drop_schema
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
+from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
-    from dk_installer.database import DatabaseTarget
+
+log = logging.getLogger("dk_installer")
 
 # pgserver (TestGen's [standalone] extra) ships PostgreSQL's client tools: pginstall (16) and
 # pginstall18. The newest pg_dump reads every server version the installer supports.
@@ -11032,6 +10986,141 @@ def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str)
         error_code=ErrorCode.SETUP_FAILED,
         what="TestGen's encryption",
     ).strip()
+
+
+def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+    if target.admin_user:
+        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+
+
+def aside_name(target: DatabaseTarget) -> str:
+    return f"{target.schema}_dk_replaced"
+
+
+def replace_schema(
+    venv: Path,
+    target: DatabaseTarget,
+    config: dict[str, str],
+    archive: Path,
+    progress: Progress | None,
+    keep_aside: bool = False,
+) -> None:
+    """TestGen's schema from `archive` in place of the one on the server: the current one is
+    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
+    renames it back."""
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
+    finally:
+        session.close()
+    try:
+        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
+    except BaseException:
+        put_schema_back(target, config)
+        raise
+    if not keep_aside:
+        drop_aside(target, config)
+
+
+def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
+    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
+    session = owner_session(target, config)
+    try:
+        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
+            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
+    finally:
+        session.close()
+
+
+def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+    finally:
+        session.close()
+
+
+def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
+    try:
+        drop_schema(target, password, admin_password)
+    except InstallerError as exc:
+        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
+
+
+def drop_schema_of(config: dict[str, str]) -> None:
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is not None:
+        drop_created_schema(
+            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
+        )
+
+
+def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    try:
+        session = connect(
+            target,
+            (admin_password if target.admin_user else password) or "",
+            user=target.admin_user or target.user,
+            database="postgres",
+        )
+        try:
+            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
+        finally:
+            session.close()
+    except Exception as exc:
+        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
+
+
+def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
+    """status and doctor: the server holding TestGen's data, whether it answers, its version and
+    whether the connection uses TLS; None for an embedded install."""
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is None:
+        return None
+    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
+    info.update(version=None, tls=None, problem=None)
+    try:
+        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
+    except InstallerError as exc:
+        info["problem"] = exc.message
+        return info
+    try:
+        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
+        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["answers"] = True
+    finally:
+        session.close()
+    return info
+
+
+def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
+    """config.env's settings for TestGen on the server, the demo's database included."""
+    return {
+        **target.testgen_settings(password, admin_password),
+        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
+    }
+
+
+SERVER_KEYS = tuple(
+    f"TG_METADATA_DB_{key}"
+    for key in (
+        "HOST",
+        "PORT",
+        "USER",
+        "PASSWORD",
+        "NAME",
+        "SCHEMA",
+        "SSLMODE",
+        "SSLROOTCERT",
+        "ADMIN_USER",
+        "ADMIN_PASSWORD",
+    )
+)
 ''',
     'dk_installer/testgen/login.py': r'''
 """The installer's OAuth client for TestGen's API: a real login, the way an MCP assistant or an
@@ -11553,19 +11642,33 @@ Usage: dk_installer.py configure [OPTIONS]
   first, one restart, rolled back on failure.
 
 Options:
-  --port INTEGER RANGE      New port of TestGen's UI.  [1<=x<=65535]
-  --api-port INTEGER RANGE  New port of TestGen's API.  [1<=x<=65535]
-  --listen ADDRESS          New listen address: 127.0.0.1 (this machine only),
-                            0.0.0.0 or one address of this machine (shared:
-                            needs HTTPS).
-  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key): turns HTTPS
-                            on, or swaps a renewed certificate in.
-  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
-  --no-ssl                  Serve plain HTTP again (only on this machine).
-  --no-analytics            Send no analytics for this run (and turn TestGen's
-                            off).
-  -v, --verbose             Print debug output.
-  -h, --help                Show this message and exit.
+  --port INTEGER RANGE            New port of TestGen's UI.  [1<=x<=65535]
+  --api-port INTEGER RANGE        New port of TestGen's API.  [1<=x<=65535]
+  --listen ADDRESS                New listen address: 127.0.0.1 (this machine
+                                  only), 0.0.0.0 or one address of this
+                                  machine (shared: needs HTTPS).
+  --ssl-cert-file PATH            HTTPS certificate (PEM; with the key): turns
+                                  HTTPS on, or swaps a renewed certificate in.
+  --ssl-key-file PATH             HTTPS private key (PEM, unencrypted).
+  --no-ssl                        Serve plain HTTP again (only on this
+                                  machine).
+  --database URL                  Reach TestGen's data on its PostgreSQL
+                                  server another way (host, user, TLS).
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
 ''',
     'configure -h': r'''
 Usage: dk_installer.py configure [OPTIONS]
@@ -11574,19 +11677,33 @@ Usage: dk_installer.py configure [OPTIONS]
   first, one restart, rolled back on failure.
 
 Options:
-  --port INTEGER RANGE      New port of TestGen's UI.  [1<=x<=65535]
-  --api-port INTEGER RANGE  New port of TestGen's API.  [1<=x<=65535]
-  --listen ADDRESS          New listen address: 127.0.0.1 (this machine only),
-                            0.0.0.0 or one address of this machine (shared:
-                            needs HTTPS).
-  --ssl-cert-file PATH      HTTPS certificate (PEM; with the key): turns HTTPS
-                            on, or swaps a renewed certificate in.
-  --ssl-key-file PATH       HTTPS private key (PEM, unencrypted).
-  --no-ssl                  Serve plain HTTP again (only on this machine).
-  --no-analytics            Send no analytics for this run (and turn TestGen's
-                            off).
-  -v, --verbose             Print debug output.
-  -h, --help                Show this message and exit.
+  --port INTEGER RANGE            New port of TestGen's UI.  [1<=x<=65535]
+  --api-port INTEGER RANGE        New port of TestGen's API.  [1<=x<=65535]
+  --listen ADDRESS                New listen address: 127.0.0.1 (this machine
+                                  only), 0.0.0.0 or one address of this
+                                  machine (shared: needs HTTPS).
+  --ssl-cert-file PATH            HTTPS certificate (PEM; with the key): turns
+                                  HTTPS on, or swaps a renewed certificate in.
+  --ssl-key-file PATH             HTTPS private key (PEM, unencrypted).
+  --no-ssl                        Serve plain HTTP again (only on this
+                                  machine).
+  --database URL                  Reach TestGen's data on its PostgreSQL
+                                  server another way (host, user, TLS).
+  --database-sslmode [disable|allow|prefer|require|verify-ca|verify-full]
+                                  libpq sslmode for the server (default:
+                                  prefer).
+  --database-ca-file FILE         CA (PEM) the server's certificate chains to.
+  --database-admin-user USER      A role that may create TestGen's schema, for
+                                  setup.
+  --database-password-file FILE   Read the user's password from this file
+                                  (0600), else PGPASSWORD, else a prompt.
+  --database-admin-password-file FILE
+                                  Read the admin user's password from this
+                                  file (0600), else a prompt.
+  --no-analytics                  Send no analytics for this run (and turn
+                                  TestGen's off).
+  -v, --verbose                   Print debug output.
+  -h, --help                      Show this message and exit.
 ''',
     'doctor --help': r'''
 Usage: dk_installer.py doctor [OPTIONS]
@@ -12183,7 +12300,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'ef1610ee42bf06fc'
+BUILD_ID = '46ffcea1acc5dfde'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

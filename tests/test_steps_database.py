@@ -269,7 +269,7 @@ def test_migrate_database_moves_the_data_and_the_demo_keeps_working(
     assert "'admin' logged in" in output
     assert sandbox.state()["database"] == server_account.url
     assert (sandbox.home / "testgen/home/pgdata").exists(), "the embedded data stays"
-    assert not (sandbox.home / "testgen/home/config.env.embedded").exists()
+    assert not (sandbox.home / "testgen/home/config.env.before").exists()
     assert server_account.sql("SELECT project_host, project_db FROM testgen.connections") == [
         ["127.0.0.1", f"{server_account.database}_demo"]
     ]
@@ -411,3 +411,32 @@ def test_a_server_action_killed_in_its_database_step_then_a_plain_rerun_succeeds
     expected = "5.1.0" if action == "upgrade" else "5.0.0"
     assert server_account.sql("SELECT revision FROM testgen.tg_revision") == [[expected]]
     assert not (sandbox.home / "journal.json").exists()
+
+
+def test_configure_database_takes_a_new_password_and_refuses_a_database_without_testgen(
+    sandbox: Sandbox, server_account: Account
+) -> None:
+    install_on(sandbox, server_account, "--no-demo")
+    config = sandbox.home / "testgen/home/config.env"
+    new_password = secrets.token_urlsafe(14)
+    server_account.server.sql(f"ALTER ROLE {server_account.role} PASSWORD '{new_password}'")
+    assert sandbox.status()["database"]["answers"] is False
+    elsewhere = account(server_account.server)
+    refused = sandbox.run("configure", "--database", elsewhere.url, env=elsewhere.env)
+    assert refused.returncode == 3 and "holds no TestGen schema" in refused.stdout + refused.stderr
+    assert server_account.password in config.read_text(), "nothing changed"
+    interrupted = sandbox.popen(
+        "configure",
+        "--database",
+        server_account.url,
+        env={"PGPASSWORD": new_password, "DK_INSTALLER_FAILPOINT": "restart"},
+    )
+    wait_for_line(interrupted, "failpoint restart")
+    interrupted.send_signal(signal.SIGHUP)
+    interrupted.communicate(timeout=120)
+    assert server_account.password in config.read_text(), "an interrupted change is rolled back"
+    done = sandbox.run("configure", "--database", server_account.url, env={"PGPASSWORD": new_password})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "'admin' logged in" in done.stdout
+    assert new_password in config.read_text() and new_password not in done.stdout + done.stderr
+    assert sandbox.status()["database"]["answers"] is True

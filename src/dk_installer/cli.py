@@ -28,6 +28,7 @@ from dk_installer.cli_options import (
     database_choices,
     database_options,
     invocation_of,
+    perform_database_change,
     refuse_changes_to_an_install,
     version_option_value,
 )
@@ -179,6 +180,12 @@ def install(
 )
 @click.option("--ssl-key-file", type=click.Path(path_type=Path), help="HTTPS private key (PEM, unencrypted).")
 @click.option("--no-ssl", is_flag=True, help="Serve plain HTTP again (only on this machine).")
+@click.option(
+    "--database",
+    metavar="URL",
+    help="Reach TestGen's data on its PostgreSQL server another way (host, user, TLS).",
+)
+@database_options
 @common_flags
 @click.pass_context
 def configure(
@@ -189,7 +196,8 @@ def configure(
     ssl_cert_file: Path | None,
     ssl_key_file: Path | None,
     no_ssl: bool,
-    **_: Any,
+    database: str | None,
+    **params: Any,
 ) -> int:
     """Change the ports, listen address or HTTPS of the installed TestGen: checked first, one restart,
     rolled back on failure."""
@@ -199,9 +207,17 @@ def configure(
     from dk_installer.errors import StateCorrupt
     from dk_installer.paths import Paths
 
-    if port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl:
+    others = not (
+        port is None and api_port is None and listen is None and ssl_cert_file is None and not no_ssl
+    )
+    if database is not None:
+        if others:
+            raise click.UsageError("change the database connection on its own, without other options")
+        return perform_database_change(ctx, "configure", database, params)
+    if not others:
         raise click.UsageError(
-            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file or --no-ssl"
+            "say what to change: --port, --api-port, --listen, --ssl-cert-file/--ssl-key-file, --no-ssl "
+            "or --database"
         )
     if no_ssl and ssl_cert_file is not None:
         raise click.UsageError("--no-ssl and --ssl-cert-file contradict each other; pass one of them")
@@ -313,16 +329,7 @@ def status(ctx: click.Context, as_json: bool, **_: Any) -> int:
 @click.pass_context
 def migrate_database(ctx: click.Context, url: str, **params: Any) -> int:
     """Move TestGen's data from its embedded PostgreSQL to your PostgreSQL server."""
-    from dk_installer.actions.boundary import perform
-    from dk_installer.actions.database import migrate_database_action
-    from dk_installer.config import InstallOptions
-
-    options = InstallOptions(database=url, **database_choices(params))
-    return perform(
-        invocation_of(ctx, "migrate_database"),
-        lambda action_ctx: migrate_database_action(action_ctx, url),
-        options=options,
-    )
+    return perform_database_change(ctx, "migrate_database", url, params)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

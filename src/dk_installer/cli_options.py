@@ -107,6 +107,20 @@ def database_choices(params: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
+def perform_database_change(ctx: click.Context, action: str, url: str, params: dict[str, Any]) -> int:
+    """migrate-database --to URL, configure --database URL: one action on the server at URL."""
+    from dk_installer.actions.boundary import perform
+    from dk_installer.actions.database import configure_database_action, migrate_database_action
+    from dk_installer.config import InstallOptions
+
+    body = migrate_database_action if action == "migrate_database" else configure_database_action
+    return perform(
+        invocation_of(ctx, action),
+        lambda action_ctx: body(action_ctx, url),
+        options=InstallOptions(database=url, **database_choices(params)),
+    )
+
+
 def version_option_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from dk_installer.versions import version_specifier
 

@@ -17,7 +17,7 @@ from dk_installer.steps.database import (
     SwitchToServer,
     choose_database,
 )
-from dk_installer.steps.install import SaveState, StartApp, StopApp, VerifyLogin
+from dk_installer.steps.install import RestartApp, SaveState, StartApp, StopApp, VerifyLogin
 from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def migrate_database_action(ctx: ActionContext, url: str) -> None:
     run_steps(
         ctx,
         [
-            CheckDatabase(fresh_schema=False),
+            CheckDatabase(schema="absent"),
             CheckDemoRoom(),
             StopApp(),
             DumpEmbedded(),
@@ -96,3 +96,32 @@ def migrate_database_action(ctx: ActionContext, url: str) -> None:
         f"TestGen's data is on {ctx.database.url()} now. The embedded copy stays in {ctx.paths.pgdata} "
         "until you remove it; TestGen no longer uses it."
     )
+
+
+def configure_database_action(ctx: ActionContext, url: str) -> None:
+    """configure --database: the same data on its server, reached another way (a moved server, a
+    new password, another TLS mode): checked first, one restart, rolled back on failure."""
+    state = load_state(ctx, required=True)
+    assert state
+    if not state.database:
+        raise InstallerError(
+            f"TestGen keeps its data in its embedded PostgreSQL; move it to a server with "
+            f"`{ctx.self_command()} migrate-database --to {url}`.",
+            code=ErrorCode.VERSION_CONFLICT,
+            exit_code=EXIT_USAGE,
+        )
+    choose_database(ctx, url)
+    assert ctx.database
+    ctx.console.say(f"Changing how TestGen reaches its data: {ctx.database.url()}\n")
+    run_steps(
+        ctx,
+        [
+            CheckDatabase(schema="existing"),
+            StopApp(),
+            SwitchToServer(),
+            RestartApp(),
+            VerifyLogin(),
+            SaveState(previous=state),
+        ],
+    )
+    ctx.console.say(f"TestGen reaches its data on {ctx.database.url()}.")

@@ -28,8 +28,8 @@ from dk_installer.errors import ErrorCode, InstallerError, StateCorrupt
 from dk_installer.recovery import interrupted_action
 from dk_installer.runner import SECRET_KEYS, file_tail, redact
 from dk_installer.service import ServiceManager
-from dk_installer.steps.database import describe_server
 from dk_installer.testgen.config import TestGenConfig, installed_version, read_credentials
+from dk_installer.testgen.dumps import describe_server
 
 if TYPE_CHECKING:
     from dk_installer.steps.base import ActionContext

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dk_installer.config import write_file_atomically
 from dk_installer.database import DatabaseTarget, connect, drop_schema, probe, read_password
@@ -28,11 +28,18 @@ from dk_installer.testgen.config import (
     write_credentials,
 )
 from dk_installer.testgen.dumps import (
+    SERVER_KEYS,
+    drop_aside,
+    drop_created_schema,
+    drop_demo_database,
+    drop_schema_of,
     dump_embedded,
     dump_schema,
     encrypt_for_testgen,
-    restore_schema,
+    put_schema_back,
+    replace_schema,
     run_sql_file,
+    server_settings,
 )
 
 if TYPE_CHECKING:
@@ -46,14 +53,6 @@ log = logging.getLogger("dk_installer")
 # The keys that decrypt stored connection passwords and sign tokens: they live in config.env, not on
 # the server, so a schema on a server is only usable with the keys of the install that made it.
 KEY_NAMES = ("TG_DECRYPT_SALT", "TG_DECRYPT_PASSWORD", "TG_JWT_HASHING_KEY")
-
-
-def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
-    """config.env's settings for TestGen on the server, the demo's database included."""
-    return {
-        **target.testgen_settings(password, admin_password),
-        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
-    }
 
 
 def choose_database(ctx: ActionContext, url: str) -> None:
@@ -111,8 +110,11 @@ class CheckDatabase(Step):
     title = "Check the PostgreSQL server"
     side_effects = False
 
-    def __init__(self, fresh_schema: bool = True) -> None:
-        self.fresh_schema = fresh_schema  # migrate-database: the schema must not be there yet
+    def __init__(self, schema: str = "new or with its keys") -> None:
+        # install: a new schema, or one with the keys of the install that made it; migrate-database:
+        # none there yet; configure --database: TestGen's schema must be there (the same data, reached
+        # another way: a moved server, a new password, another TLS mode).
+        self.schema = schema
 
     def run(self, ctx: ActionContext, progress: Progress) -> None:
         target = ctx.database
@@ -121,19 +123,23 @@ class CheckDatabase(Step):
         facts = probe(target, ctx.database_password, ctx.database_admin_password)
         ctx.server = facts
         keys = read_keys(ctx.options.database_keys_file)
-        if facts.schema_exists and ((self.fresh_schema and keys is None) or not self.fresh_schema):
-            raise InstallerError(
-                f"The database {target.dbname} on {target.host}:{target.port} already holds a TestGen schema "
-                f"'{target.schema}'. "
-                + (
-                    "To use it, give the keys of the install that made it: --database-keys-file "
-                    "(its config.env, or the one in its backup)."
-                    if self.fresh_schema
-                    else "migrate-database never writes over it: choose another database."
-                ),
-                code=ErrorCode.DATABASE_IN_USE,
-                exit_code=3,
+        where = f"The database {target.dbname} on {target.host}:{target.port}"
+        problem = None
+        if self.schema == "existing" and not facts.schema_exists:
+            problem = (
+                f"{where} holds no TestGen schema '{target.schema}': configure --database reaches the "
+                "same data another way. To move the data, back it up and restore it on the new server."
             )
+        elif facts.schema_exists and self.schema == "absent":
+            problem = f"{where} already holds a TestGen schema '{target.schema}'; migrate-database never "
+            problem += "writes over it."
+        elif facts.schema_exists and self.schema != "existing" and keys is None:
+            problem = (
+                f"{where} already holds a TestGen schema '{target.schema}'. To use it, give the keys of the "
+                "install that made it: --database-keys-file (its config.env, or the one in its backup)."
+            )
+        if problem:
+            raise InstallerError(problem, code=ErrorCode.DATABASE_IN_USE, exit_code=3)
         ctx.database_keys = keys
         tls = "TLS" if facts.tls else "no TLS"
         progress.result = f"PostgreSQL {facts.version} at {target.host}:{target.port}, {tls}"
@@ -224,22 +230,6 @@ class ConfigureOnServer(Step):
                 paths.credentials.unlink()
 
 
-def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
-    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
-    try:
-        drop_schema(target, password, admin_password)
-    except InstallerError as exc:
-        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
-
-
-def drop_schema_of(config: dict[str, str]) -> None:
-    target = DatabaseTarget.from_testgen_settings(config)
-    if target is not None:
-        drop_created_schema(
-            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
-        )
-
-
 UPGRADE_DUMP = "upgrade-schema.dump"  # in the installer's tmp folder, while an upgrade runs
 
 
@@ -294,62 +284,6 @@ class DumpSchema(Step):
     def finish(cls, paths: Paths, entry: JournalRecord) -> None:
         with contextlib.suppress(FileNotFoundError):
             (paths.tmp / UPGRADE_DUMP).unlink()
-
-
-def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
-    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
-    if target.admin_user:
-        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
-    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
-
-
-def aside_name(target: DatabaseTarget) -> str:
-    return f"{target.schema}_dk_replaced"
-
-
-def replace_schema(
-    venv: Path,
-    target: DatabaseTarget,
-    config: dict[str, str],
-    archive: Path,
-    progress: Progress | None,
-    keep_aside: bool = False,
-) -> None:
-    """TestGen's schema from `archive` in place of the one on the server: the current one is
-    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
-    renames it back."""
-    session = owner_session(target, config)
-    try:
-        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
-        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
-    finally:
-        session.close()
-    try:
-        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
-    except BaseException:
-        put_schema_back(target, config)
-        raise
-    if not keep_aside:
-        drop_aside(target, config)
-
-
-def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
-    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
-    session = owner_session(target, config)
-    try:
-        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
-            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
-            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
-    finally:
-        session.close()
-
-
-def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
-    session = owner_session(target, config)
-    try:
-        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
-    finally:
-        session.close()
 
 
 class DumpEmbedded(Step):
@@ -484,30 +418,14 @@ class LoadIntoServer(Step):
             paths.config_env.with_name(PENDING_CONFIG).unlink()
 
 
-def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
-    try:
-        session = connect(
-            target,
-            (admin_password if target.admin_user else password) or "",
-            user=target.admin_user or target.user,
-            database="postgres",
-        )
-        try:
-            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
-        finally:
-            session.close()
-    except Exception as exc:
-        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
-
-
-SAVED_CONFIG = "config.env.embedded"  # the embedded install's config.env, until the migration is done
+SAVED_CONFIG = "config.env.before"  # config.env before it named this server, until the action is done
 PENDING_CONFIG = "config.env.server"  # the server's settings, written before the switch (for a recovery)
 
 
 class SwitchToServer(Step):
-    """migrate-database: config.env now names the server (TestGen leaves standalone mode). The
-    embedded install's config.env is kept aside until the action is done; the rollback puts it
-    back."""
+    """migrate-database and configure --database: config.env now names the server (and TestGen
+    leaves standalone mode). The config.env before is kept aside until the action is done; the
+    rollback puts it back."""
 
     name = "switch_to_server"
     title = "Point TestGen at the PostgreSQL server"
@@ -519,13 +437,16 @@ class SwitchToServer(Step):
         saved = ctx.paths.config_env.with_name(SAVED_CONFIG)
         shutil.copy2(ctx.paths.config_env, saved)
         saved.chmod(0o600)
-        config.update(
-            TG_STANDALONE_MODE=None, **server_settings(target, password, ctx.database_admin_password)
-        )
+        changes: dict[str, str | None] = dict.fromkeys(SERVER_KEYS)
+        if config.read().get("TG_STANDALONE_MODE"):
+            changes.update(server_settings(target, password, ctx.database_admin_password))
+        else:  # configure --database: the demo's database keeps its name
+            changes.update(target.testgen_settings(password, ctx.database_admin_password))
+        config.update(TG_STANDALONE_MODE=None, **changes)
         progress.result = target.url()
 
     def undo(self, ctx: ActionContext) -> None:
-        put_back_embedded_config(ctx.paths)
+        put_back_config(ctx.paths)
 
     def commit(self, ctx: ActionContext) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -533,7 +454,7 @@ class SwitchToServer(Step):
 
     @classmethod
     def recover(cls, paths: Paths, entry: JournalRecord) -> None:
-        put_back_embedded_config(paths)
+        put_back_config(paths)
 
     @classmethod
     def finish(cls, paths: Paths, entry: JournalRecord) -> None:
@@ -541,7 +462,7 @@ class SwitchToServer(Step):
             paths.config_env.with_name(SAVED_CONFIG).unlink()
 
 
-def put_back_embedded_config(paths: Paths) -> None:
+def put_back_config(paths: Paths) -> None:
     saved = paths.config_env.with_name(SAVED_CONFIG)
     if saved.exists():
         saved.replace(paths.config_env)
@@ -572,28 +493,6 @@ class DropSchema(Step):
             config.get("TG_METADATA_DB_ADMIN_PASSWORD"),
         )
         progress.result = f"{self.target.schema} in {self.target.url()}"
-
-
-def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
-    """status and doctor: the server holding TestGen's data, whether it answers, its version and
-    whether the connection uses TLS; None for an embedded install."""
-    target = DatabaseTarget.from_testgen_settings(config)
-    if target is None:
-        return None
-    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
-    info.update(version=None, tls=None, problem=None)
-    try:
-        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
-    except InstallerError as exc:
-        info["problem"] = exc.message
-        return info
-    try:
-        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
-        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
-        info["answers"] = True
-    finally:
-        session.close()
-    return info
 
 
 class BackupSchema(Step):

@@ -1,21 +1,26 @@
-"""TestGen's data as dumps: PostgreSQL's own client tools (pg_dump, pg_restore, psql) from pgserver
-in TestGen's venv, run against the user's server or the embedded one. Passwords go to the tools in
-PGPASSWORD, never in argv; connection strings name everything else."""
+"""TestGen's data on the user's PostgreSQL server: dumps with PostgreSQL's own client tools
+(pg_dump, pg_restore, psql from pgserver in TestGen's venv, against the server or the embedded
+one), the schema swaps around a restore, what is dropped on a rollback, and what status shows.
+Passwords go to the tools in PGPASSWORD, never in argv; connection strings name everything else."""
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
+from dk_installer.database import DatabaseTarget, connect, drop_schema
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
+from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
     from dk_installer.console import Progress
-    from dk_installer.database import DatabaseTarget
+
+log = logging.getLogger("dk_installer")
 
 # pgserver (TestGen's [standalone] extra) ships PostgreSQL's client tools: pginstall (16) and
 # pginstall18. The newest pg_dump reads every server version the installer supports.
@@ -206,3 +211,138 @@ def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str)
         error_code=ErrorCode.SETUP_FAILED,
         what="TestGen's encryption",
     ).strip()
+
+
+def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+    if target.admin_user:
+        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+
+
+def aside_name(target: DatabaseTarget) -> str:
+    return f"{target.schema}_dk_replaced"
+
+
+def replace_schema(
+    venv: Path,
+    target: DatabaseTarget,
+    config: dict[str, str],
+    archive: Path,
+    progress: Progress | None,
+    keep_aside: bool = False,
+) -> None:
+    """TestGen's schema from `archive` in place of the one on the server: the current one is
+    renamed aside first and dropped once the archive is in (unless `keep_aside`); a failed restore
+    renames it back."""
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+        session.run(f'ALTER SCHEMA "{target.schema}" RENAME TO "{aside_name(target)}"')
+    finally:
+        session.close()
+    try:
+        restore_schema(venv, target, config.get("TG_METADATA_DB_PASSWORD", ""), archive, progress)
+    except BaseException:
+        put_schema_back(target, config)
+        raise
+    if not keep_aside:
+        drop_aside(target, config)
+
+
+def put_schema_back(target: DatabaseTarget, config: dict[str, str]) -> None:
+    """The schema kept aside by replace_schema takes TestGen's schema's place again."""
+    session = owner_session(target, config)
+    try:
+        if session.run("SELECT 1 FROM pg_namespace WHERE nspname = :name", name=aside_name(target)):
+            session.run(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+            session.run(f'ALTER SCHEMA "{aside_name(target)}" RENAME TO "{target.schema}"')
+    finally:
+        session.close()
+
+
+def drop_aside(target: DatabaseTarget, config: dict[str, str]) -> None:
+    session = owner_session(target, config)
+    try:
+        session.run(f'DROP SCHEMA IF EXISTS "{aside_name(target)}" CASCADE')
+    finally:
+        session.close()
+
+
+def drop_created_schema(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    """Rollback of a schema this action made; a server that no longer answers keeps it (said in the log)."""
+    try:
+        drop_schema(target, password, admin_password)
+    except InstallerError as exc:
+        log.warning("could not drop the schema this action created on %s: %s", target.url(), exc.message)
+
+
+def drop_schema_of(config: dict[str, str]) -> None:
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is not None:
+        drop_created_schema(
+            target, config.get("TG_METADATA_DB_PASSWORD", ""), config.get("TG_METADATA_DB_ADMIN_PASSWORD")
+        )
+
+
+def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
+    try:
+        session = connect(
+            target,
+            (admin_password if target.admin_user else password) or "",
+            user=target.admin_user or target.user,
+            database="postgres",
+        )
+        try:
+            session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
+        finally:
+            session.close()
+    except Exception as exc:
+        log.warning("could not drop %s on %s: %s", demo_database(target.dbname), target.url(), exc)
+
+
+def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
+    """status and doctor: the server holding TestGen's data, whether it answers, its version and
+    whether the connection uses TLS; None for an embedded install."""
+    target = DatabaseTarget.from_testgen_settings(config)
+    if target is None:
+        return None
+    info: dict[str, Any] = {"url": target.url(), "schema": target.schema, "answers": False}
+    info.update(version=None, tls=None, problem=None)
+    try:
+        session = connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), timeout=5)
+    except InstallerError as exc:
+        info["problem"] = exc.message
+        return info
+    try:
+        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
+        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["answers"] = True
+    finally:
+        session.close()
+    return info
+
+
+def server_settings(target: DatabaseTarget, password: str, admin_password: str | None) -> dict[str, str]:
+    """config.env's settings for TestGen on the server, the demo's database included."""
+    return {
+        **target.testgen_settings(password, admin_password),
+        "PROJECT_DATABASE_NAME": demo_database(target.dbname),
+    }
+
+
+SERVER_KEYS = tuple(
+    f"TG_METADATA_DB_{key}"
+    for key in (
+        "HOST",
+        "PORT",
+        "USER",
+        "PASSWORD",
+        "NAME",
+        "SCHEMA",
+        "SSLMODE",
+        "SSLROOTCERT",
+        "ADMIN_USER",
+        "ADMIN_PASSWORD",
+    )
+)

@@ -77,6 +77,9 @@ def timed(label: str, run: subprocess.CompletedProcess[str], started: float) -> 
 def test_real_testgen_on_a_postgresql_server(open_sandbox: Sandbox, postgres_server: PostgresServer) -> None:
     sandbox, server = open_sandbox, postgres_server
     role, database, password = new_account(server)
+    # TestGen 5.92.2's setup-system-db creates roles of its own (testgen_execute_role, testgen_execute,
+    # testgen_report_role, testgen_report: once per server), which needs CREATEROLE; newer ones do not.
+    server.sql(f"ALTER ROLE {role} CREATEROLE")
     url = server.url(role, database)
     env = {**CORPORATE, "PGPASSWORD": password}
     base = ["--no-demo", "--version", OLDER_RELEASE]

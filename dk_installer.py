@@ -6082,7 +6082,7 @@ def probe(target: DatabaseTarget, password: str, admin_password: str | None = No
         raise _failure(
             f"user {setup_user} may not create the schema {target.schema!r} in database {target.dbname!r} "
             f"on {target.server}, and it does not exist yet: GRANT CREATE ON DATABASE to that user, "
-            "create the schema for it, or give an admin user that may",
+            "create the schema for it, or give an admin user that may (--database-admin-user)",
             ErrorCode.DATABASE_PRIVILEGES,
         )
     if schema_exists and not usage[0][0] and not target.admin_user:
@@ -12300,7 +12300,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '46ffcea1acc5dfde'
+BUILD_ID = 'a0ded47f0601c33b'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

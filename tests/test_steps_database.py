@@ -440,3 +440,35 @@ def test_configure_database_takes_a_new_password_and_refuses_a_database_without_
     assert "'admin' logged in" in done.stdout
     assert new_password in config.read_text() and new_password not in done.stdout + done.stderr
     assert sandbox.status()["database"]["answers"] is True
+
+
+def test_an_admin_user_sets_the_schema_up_for_an_app_user_that_may_not(
+    sandbox: Sandbox, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    admin = account(postgres_server)  # owns the database
+    app_role, app_password = f"app_{secrets.token_hex(4)}", secrets.token_urlsafe(14)
+    postgres_server.create_role(app_role, app_password)
+    url = postgres_server.url(app_role, admin.database)
+    alone = sandbox.install("--no-demo", "--database", url, env={"PGPASSWORD": app_password})
+    assert alone.returncode == 3 and "--database-admin-user" in alone.stdout + alone.stderr
+    secret = tmp_path / "admin-pw"
+    secret.write_text(admin.password)
+    secret.chmod(0o600)
+    done = sandbox.install(
+        "--no-demo",
+        "--version",
+        "5.0.0",
+        "--database",
+        url,
+        "--database-admin-user",
+        admin.role,
+        "--database-admin-password-file",
+        str(secret),
+        env={"PGPASSWORD": app_password},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert admin.password not in output and app_password not in output
+    owner = admin.sql("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'testgen'")
+    assert owner == [[admin.role]]
+    assert sandbox.status()["database"]["answers"]

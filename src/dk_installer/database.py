@@ -507,7 +507,7 @@ def probe(target: DatabaseTarget, password: str, admin_password: str | None = No
         raise _failure(
             f"user {setup_user} may not create the schema {target.schema!r} in database {target.dbname!r} "
             f"on {target.server}, and it does not exist yet: GRANT CREATE ON DATABASE to that user, "
-            "create the schema for it, or give an admin user that may",
+            "create the schema for it, or give an admin user that may (--database-admin-user)",
             ErrorCode.DATABASE_PRIVILEGES,
         )
     if schema_exists and not usage[0][0] and not target.admin_user:

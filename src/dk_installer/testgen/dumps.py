@@ -47,22 +47,34 @@ finally:
 """
 
 
-def client_bin(venv: Path) -> Path:
-    """The folder of the newest PostgreSQL client tools in TestGen's venv."""
+def client_bin(venv: Path, target: DatabaseTarget, password: str) -> Path:
+    """The folder of pgserver's client tools for this server: the oldest major at least the
+    server's. pg_dump refuses a newer server, and a newer pg_restore sends settings an older server
+    rejects (pg_restore 18 sets transaction_timeout, which PostgreSQL 15 does not know)."""
 
     def major(folder: str) -> int:
         digits = Path(folder).parent.name.removeprefix("pginstall")
         return int(digits) if digits.isdigit() else 16
 
-    found = [
-        folder for folder in glob.glob(str(venv / PGSERVER_BIN_GLOB)) if os.path.exists(f"{folder}/pg_dump")
-    ]
+    found = sorted(
+        (
+            folder
+            for folder in glob.glob(str(venv / PGSERVER_BIN_GLOB))
+            if os.path.exists(f"{folder}/pg_dump")
+        ),
+        key=major,
+    )
     if not found:
         raise InstallerError(
             f"TestGen's venv {venv} has no PostgreSQL client tools (pgserver's pg_dump).",
             code=ErrorCode.VENV_BROKEN,
         )
-    return Path(max(found, key=major))
+    session = connect(target, password)
+    try:
+        server = int(session.run("SHOW server_version_num")[0][0]) // 10000
+    finally:
+        session.close()
+    return Path(next((folder for folder in found if major(folder) >= server), found[-1]))
 
 
 def conninfo(target: DatabaseTarget, database: str | None = None) -> str:
@@ -97,7 +109,7 @@ def dump_schema(venv: Path, target: DatabaseTarget, password: str, archive: Path
     """TestGen's schema on the server, in pg_dump's custom format."""
     run_command(
         [
-            str(client_bin(venv) / "pg_dump"),
+            str(client_bin(venv, target, password) / "pg_dump"),
             "--format=custom",
             "--no-owner",
             "--no-privileges",
@@ -122,7 +134,7 @@ def restore_schema(
     """A dump_schema archive into the server, in one transaction (all or nothing)."""
     run_command(
         [
-            str(client_bin(venv) / "pg_restore"),
+            str(client_bin(venv, target, password) / "pg_restore"),
             "--no-owner",
             "--no-privileges",
             "--single-transaction",
@@ -145,7 +157,7 @@ def run_sql_file(
     """A plain SQL dump into `database` on the server with psql, in one transaction."""
     run_command(
         [
-            str(client_bin(venv) / "psql"),
+            str(client_bin(venv, target, password) / "psql"),
             "--no-psqlrc",
             "--quiet",
             "--set",

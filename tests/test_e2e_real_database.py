@@ -7,24 +7,30 @@ workers:
   (TestGen's schema dumped first); a backup while TestGen runs, the data changed, a restore; and
   uninstall, which leaves TestGen's schema on the server;
 - from the embedded database: an install with the demo data, migrate-database to the server (the
-  demo's own database moves too), the demo's profiling run through TestGen's scheduler, and
-  uninstall."""
+  demo's own database moves too), the demo's profiling run through TestGen's scheduler, then
+  `configure --listen 0.0.0.0` with a certificate for this host (an OAuth client logs in through the
+  printed host name) and back to loopback, and uninstall."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import subprocess
 import tarfile
 import time
 
 import pytest
+import trustme
 from conftest import Sandbox, free_port
 from pg_server import PostgresServer
 
 from dk_installer.config import Settings
+from dk_installer.defaults import ALL_ADDRESSES
+from dk_installer.net import shared_host_names
 from dk_installer.paths import Paths
 from dk_installer.testgen.app import TestGen
+from dk_installer.testgen.login import oauth_login
 
 pytestmark = pytest.mark.real
 
@@ -171,6 +177,39 @@ def test_real_testgen_migrates_its_embedded_demo_to_a_server(
     )
     assert profiled.returncode == 0, profiled.stdout + profiled.stderr
     assert "failed" not in profiled.stdout.lower(), profiled.stdout
+
+    # Shared over HTTPS (issue 16): an OAuth client logs in through the printed host name, with a
+    # certificate that names it; then back to this machine only. Each way is one restart and a login.
+    host = shared_host_names(ALL_ADDRESSES)[0]
+    ca = trustme.CA()
+    leaf = ca.issue_cert(host, "localhost", "127.0.0.1")
+    cert, key = sandbox.root / "shared-cert.pem", sandbox.root / "shared-key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    started = time.monotonic()
+    shared = sandbox.run(
+        "configure",
+        "--listen",
+        ALL_ADDRESSES,
+        "--ssl-cert-file",
+        str(cert),
+        "--ssl-key-file",
+        str(key),
+        env=env,
+    )
+    assert "'admin' logged in" in timed("configure --listen 0.0.0.0", shared, started)
+    status = json.loads(sandbox.run("status", "--json", env=env).stdout)
+    assert status["api_url"] == f"https://{host}:{sandbox.api_port}" and status["warnings"] == []
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    assert oauth_login(status["api_url"], client, "admin", sandbox.password()) is True
+    assert oauth_login(status["api_url"], client, "admin", "not-the-password") is False
+    started = time.monotonic()
+    local = sandbox.run("configure", "--listen", "127.0.0.1", env=env)
+    assert "'admin' logged in" in timed("configure --listen 127.0.0.1", local, started)
+    assert json.loads(sandbox.run("status", "--json", env=env).stdout)["api_url"].startswith(
+        "https://localhost:"
+    )
 
     removed = sandbox.run("uninstall", "--yes", env=env, timeout=300)
     assert removed.returncode == 0, removed.stdout + removed.stderr

@@ -8981,6 +8981,7 @@ replaces or drops TestGen's schema in it (and the demo database it made itself).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -9144,7 +9145,8 @@ class ConfigureOnServer(Step):
         keys = ctx.database_keys or {
             "TG_DECRYPT_SALT": secrets.token_hex(8),
             "TG_DECRYPT_PASSWORD": secrets.token_hex(12),
-            "TG_JWT_HASHING_KEY": secrets.token_urlsafe(32),
+            # TestGen base64-decodes its token key: a key that is not base64 makes every login a 500.
+            "TG_JWT_HASHING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         }
         settings = {
             "TESTGEN_USERNAME": ADMIN_USERNAME,
@@ -12312,7 +12314,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '5dc969ce11e195bd'
+BUILD_ID = 'e4eb545d292b411c'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

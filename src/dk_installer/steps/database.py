@@ -5,6 +5,7 @@ replaces or drops TestGen's schema in it (and the demo database it made itself).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -168,7 +169,8 @@ class ConfigureOnServer(Step):
         keys = ctx.database_keys or {
             "TG_DECRYPT_SALT": secrets.token_hex(8),
             "TG_DECRYPT_PASSWORD": secrets.token_hex(12),
-            "TG_JWT_HASHING_KEY": secrets.token_urlsafe(32),
+            # TestGen base64-decodes its token key: a key that is not base64 makes every login a 500.
+            "TG_JWT_HASHING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         }
         settings = {
             "TESTGEN_USERNAME": ADMIN_USERNAME,

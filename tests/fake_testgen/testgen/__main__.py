@@ -243,7 +243,7 @@ def setup() -> int:
         f"TESTGEN_PASSWORD={password}",
         f"TG_DECRYPT_SALT={secrets.token_hex(6)}",
         f"TG_DECRYPT_PASSWORD={secrets.token_hex(6)}",
-        f"TG_JWT_HASHING_KEY={secrets.token_urlsafe(32)}",
+        f"TG_JWT_HASHING_KEY={base64.b64encode(secrets.token_bytes(32)).decode()}",
         "TG_ANALYTICS=yes",
         "# Runtime overrides from installer",
     ]
@@ -450,6 +450,16 @@ def fake_postgres(pgdata: str) -> int:
     return 0
 
 
+def jwt_key_is_base64() -> bool:
+    import binascii
+
+    try:
+        base64.b64decode(setting("TG_JWT_HASHING_KEY", "").encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+    return True
+
+
 class Api(BaseHTTPRequestHandler):
     clients: ClassVar[dict[str, dict]] = {}
 
@@ -489,6 +499,9 @@ class Api(BaseHTTPRequestHandler):
             client_id = secrets.token_hex(12)
             self.clients[client_id] = json.loads(raw)
             self.reply(201, json.dumps({"client_id": client_id, **self.clients[client_id]}))
+        elif self.path == "/oauth/authorize" and not jwt_key_is_base64():
+            # TestGen signs its tokens with base64.b64decode(TG_JWT_HASHING_KEY): anything else fails.
+            self.reply(500, json.dumps({"error": "server_error", "error_description": "Incorrect padding"}))
         elif self.path == "/oauth/authorize":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
             client = self.clients.get(form.get("client_id", ""))

@@ -184,7 +184,9 @@ def test_real_testgen_migrates_its_embedded_demo_to_a_server(
     ca = trustme.CA()
     leaf = ca.issue_cert(host, "localhost", "127.0.0.1")
     cert, key = sandbox.root / "shared-cert.pem", sandbox.root / "shared-key.pem"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    cert.write_bytes(
+        b"".join(blob.bytes() for blob in leaf.cert_chain_pems) + ca.cert_pem.bytes()
+    )  # full chain
     leaf.private_key_pem.write_to_path(str(key))
     started = time.monotonic()
     shared = sandbox.run(

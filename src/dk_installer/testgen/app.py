@@ -384,7 +384,7 @@ class TestGen:
                 )
             waiting = " and ".join(part.upper() for part, up in health.items() if not up)
             progress.update(f"waiting for the {waiting} to answer")
-            time.sleep(0.5)
+            time.sleep(0.1)  # two refused connections a try: asking often costs nothing
 
     def stop(self, progress: Progress | None = None, through_service: bool = True) -> bool:
         """Stop run-app, then whatever of ours it left behind, then the embedded PostgreSQL (its

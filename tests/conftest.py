@@ -259,7 +259,8 @@ def kill_all(processes: list[tuple[int, str]]) -> None:
     for pid, _ in processes:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    if processes:
+        time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)

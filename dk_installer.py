@@ -10232,7 +10232,7 @@ from dk_installer.runner import USER_PYTHON_VARIABLES, file_tail, run_command
 from dk_installer.service import ServiceManager
 from dk_installer.testgen.config import OWNER_VARIABLE, TestGenConfig
 from dk_installer.testgen.login import oauth_login
-from dk_installer.testgen.processes import app_process, our_processes, postmaster, strangers_listening
+from dk_installer.testgen.processes import alive, app_process, our_processes, postmaster, strangers_listening
 from dk_installer.tls import tls_verifying_context
 
 if TYPE_CHECKING:
@@ -10585,7 +10585,7 @@ class TestGen:
                 )
             waiting = " and ".join(part.upper() for part, up in health.items() if not up)
             progress.update(f"waiting for the {waiting} to answer")
-            time.sleep(0.5)
+            time.sleep(0.1)  # two refused connections a try: asking often costs nothing
 
     def stop(self, progress: Progress | None = None, through_service: bool = True) -> bool:
         """Stop run-app, then whatever of ours it left behind, then the embedded PostgreSQL (its
@@ -10598,10 +10598,18 @@ class TestGen:
                 progress.update(text)
 
         def end(processes: list[Any], sig: int, grace: float) -> list[Any]:
+            """Signal them, then wait until each has exited. An exited process of ours is a zombie
+            until its parent reaps it, often PID 1, which in a container may take seconds or never
+            do it: waiting for that (psutil.wait_procs) made every stop there wait with it."""
             for process in processes:
                 with contextlib.suppress(psutil.Error):
                     process.send_signal(sig)
-            return psutil.wait_procs(processes, timeout=grace)[1]
+            deadline = time.monotonic() + grace
+            left = [process for process in processes if alive(process)]
+            while left and time.monotonic() < deadline:
+                time.sleep(0.05)
+                left = [process for process in left if alive(process)]
+            return left
 
         was_running = False
         if through_service and self.service.active():
@@ -12314,7 +12322,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'e4eb545d292b411c'
+BUILD_ID = '782bb2dc63f8d8e1'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -97,6 +97,12 @@ def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -
     return build_wheel("dataops-testgen", version, files, dest, requires, entry_points, ("standalone",))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real TestGen test first (the others keep their order): it takes minutes alone, and one
+    that pytest-xdist handed out last would finish long after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("real") is None)
+
+
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("wheelhouse")
@@ -270,7 +276,8 @@ def kill_all(processes: list[tuple[int, str]]) -> None:
     for pid, _ in processes:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    if processes:
+        time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)

@@ -33,4 +33,6 @@ fi
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check src tests bench build.py
 # Independent tests in parallel: most of their time is spent waiting on the installer and TestGen.
-exec "$venv/bin/python" -m pytest -n 4 "$@"
+# Handed out one at a time (--maxschedchunk 1), no test waits queued behind the real TestGen test,
+# which conftest.py hands out first.
+exec "$venv/bin/python" -m pytest -n 4 --maxschedchunk 1 "$@"

@@ -574,7 +574,8 @@ def run_app() -> int:
         ),
     )
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # Checks for shutdown every 0.05 s: at the default 0.5 s, each stop waited up to a second.
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     print(f"Local URL: http://localhost:{ui_port}", flush=True)
     for number in range(int(os.environ.get("FAKE_TESTGEN_LOG_LINES", "0"))):  # a chatty app
         print(f"log line {number:06d} " + "x" * 80, flush=True)

@@ -472,3 +472,63 @@ def test_an_admin_user_sets_the_schema_up_for_an_app_user_that_may_not(
     owner = admin.sql("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'testgen'")
     assert owner == [[admin.role]]
     assert sandbox.status()["database"]["answers"]
+
+
+def rewritten(
+    source: Path, target: Path, *, data: str, drop: str | None = None, add: Path | None = None
+) -> None:
+    """A copy of the backup `source` whose manifest says `data`, without the entry `drop`, with the
+    folder `add` (an embedded install's pgdata) put in as home/pgdata."""
+    import io
+
+    with tarfile.open(source) as old, tarfile.open(target, "w:gz") as new:
+        for member in old.getmembers():
+            if member.name == drop:
+                continue
+            if member.name == "manifest.json":
+                manifest = json.loads(old.extractfile(member).read())
+                manifest["data"] = data
+                body = json.dumps(manifest).encode()
+                member.size = len(body)
+                new.addfile(member, io.BytesIO(body))
+            else:
+                new.addfile(member, old.extractfile(member) if member.isfile() else None)
+        if add is not None:
+            new.add(str(add), arcname="home/pgdata")
+
+
+def test_a_crafted_server_backup_is_refused_before_testgen_stops(
+    sandbox: Sandbox, server_account: Account, tmp_path: Path
+) -> None:
+    install_on(sandbox, server_account, "--no-demo")
+    archive = tmp_path / "server.tar.gz"
+    assert sandbox.run("backup", "--output", str(archive)).returncode == 0
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")
+    crafted = {
+        "no dump": (dict(data="server", drop="schema.dump"), "no schema.dump"),
+        "a database too": (dict(data="server", add=pgdata), "holds an embedded database"),
+        "says embedded": (dict(data="embedded"), "no database"),
+    }
+    for name, (change, complaint) in crafted.items():
+        target = tmp_path / f"{name.replace(' ', '-')}.tar.gz"
+        rewritten(archive, target, **change)
+        done = sandbox.run("restore", str(target), "--yes")
+        assert done.returncode == 1, (name, done.stdout + done.stderr)
+        assert complaint in done.stdout + done.stderr, (name, done.stdout + done.stderr)
+        assert sandbox.status()["running"], f"{name}: TestGen was never stopped"
+    assert server_account.tables() == ["auth_users", "connections", "tg_revision"]
+
+
+def test_doctor_shows_the_server_and_fails_when_it_does_not_answer(
+    sandbox: Sandbox, server_account: Account
+) -> None:
+    install_on(sandbox, server_account, "--no-demo")
+    healthy = sandbox.run("doctor")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "PostgreSQL server" in healthy.stdout and server_account.url in healthy.stdout
+    server_account.server.sql(f"ALTER ROLE {server_account.role} PASSWORD 'changed-elsewhere'")
+    broken = sandbox.run("doctor")
+    assert broken.returncode == 3
+    assert "PostgreSQL server" in broken.stdout and "password" in broken.stdout + broken.stderr

@@ -38,6 +38,13 @@ FAKE_SOURCE = Path(__file__).parent / "fake_testgen" / "testgen"
 FAKE_VERSIONS = ("5.0.0", "5.1.0")
 
 
+# A shell that starts a command in the background without job control (`bash .ci/run &` in a
+# script) makes it ignore SIGINT, and Python keeps an inherited ignore: then neither the tests that
+# press Ctrl+C on this process nor the installers it starts (which inherit the ignore) would see it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def build_wheel(
     name: str,
     version: str,

@@ -1,6 +1,6 @@
 """The REAL dataops-testgen on a REAL PostgreSQL server (Debian's, started by the suite), the way
-a corporate user meets it (no CA variable, pip's config ignored). Two runs, side by side on two
-workers:
+a corporate user meets it (no CA variable, pip's config ignored). Two runs, one after the other in
+one test (the rest of the suite runs beside it, so one real install at a time):
 
 - on a server from the start: a wrong password and an unreachable server refused in preflight
   (exit 3, nothing written); install --database of an older release; upgrade to the newest 5.x
@@ -80,8 +80,15 @@ def timed(label: str, run: subprocess.CompletedProcess[str], started: float) -> 
     return output
 
 
-def test_real_testgen_on_a_postgresql_server(open_sandbox: Sandbox, postgres_server: PostgresServer) -> None:
-    sandbox, server = open_sandbox, postgres_server
+def test_real_testgen_on_a_postgresql_server_then_migrated_to_one(
+    open_sandbox: Sandbox, postgres_server: PostgresServer
+) -> None:
+    """One after the other in one test (one real install at a time: the suite runs beside them)."""
+    on_a_server_from_the_start(open_sandbox, postgres_server)
+    migrated_from_the_embedded_database(open_sandbox, postgres_server)
+
+
+def on_a_server_from_the_start(sandbox: Sandbox, server: PostgresServer) -> None:
     role, database, password = new_account(server)
     # TestGen 5.92.2's setup-system-db creates roles of its own (testgen_execute_role, testgen_execute,
     # testgen_report_role, testgen_report: once per server), which needs CREATEROLE; newer ones do not.
@@ -138,10 +145,7 @@ def test_real_testgen_on_a_postgresql_server(open_sandbox: Sandbox, postgres_ser
     assert sandbox.processes() == []
 
 
-def test_real_testgen_migrates_its_embedded_demo_to_a_server(
-    open_sandbox: Sandbox, postgres_server: PostgresServer
-) -> None:
-    sandbox, server = open_sandbox, postgres_server
+def migrated_from_the_embedded_database(sandbox: Sandbox, server: PostgresServer) -> None:
     role, database, password = new_account(server)
     url = server.url(role, database)
     env = {**CORPORATE, "PGPASSWORD": password}

@@ -6042,15 +6042,21 @@ def _setup_facts(connection: Any, schema: str) -> tuple[bool, bool, str | None]:
     return bool(can_create_schema), bool(can_create_database), revision
 
 
+def server_identity(connection: Any) -> tuple[str, int, bool]:
+    """The server's version ("15.14"), its major version, and whether `connection` uses TLS."""
+    [[version_text, version_num, tls]] = connection.run(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+        "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
+    )
+    return str(version_text).split()[0], int(version_num) // 10000, bool(tls)
+
+
 def probe(target: DatabaseTarget, password: str, admin_password: str | None = None) -> ServerFacts:
     """Connect as the app user (and as the admin user when there is one) and learn what the
     install needs, refusing a server version TestGen does not support and a setup that cannot
     create TestGen's schema. Reads only; writes nothing."""
     with _session(target, password) as app:
-        [[version_text, version_num]] = app.run(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
-        )
-        version, major = str(version_text).split()[0], int(version_num) // 10000
+        version, major, tls = server_identity(app)
         if major not in SUPPORTED_MAJORS:
             supported = f"{SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[-1]}"
             raise _failure(
@@ -6058,9 +6064,6 @@ def probe(target: DatabaseTarget, password: str, admin_password: str | None = No
                 f"TestGen supports PostgreSQL {supported}",
                 ErrorCode.DATABASE_VERSION,
             )
-        [[tls]] = app.run(
-            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
-        )
         usage = app.run(
             "SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = :s", s=target.schema
         )
@@ -9013,6 +9016,7 @@ from dk_installer.testgen.dumps import (
     dump_embedded,
     dump_schema,
     encrypt_for_testgen,
+    owner_session,
     put_schema_back,
     replace_schema,
     run_sql_file,
@@ -9331,10 +9335,7 @@ class LoadIntoServer(Step):
         if demo_dump is None:
             return
         demo = demo_database(target.dbname)
-        owner_password = ctx.database_admin_password if target.admin_user else password
-        session = connect(
-            target, owner_password or "", user=target.admin_user or target.user, database="postgres"
-        )
+        session = owner_session(target, settings, "postgres")
         try:
             session.run(f'CREATE DATABASE "{demo}"')
         finally:
@@ -10793,11 +10794,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
-from dk_installer.database import DatabaseTarget, connect, drop_schema
+from dk_installer.database import DatabaseTarget, connect, drop_schema, server_identity
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
 from dk_installer.testgen.config import demo_database
@@ -10856,7 +10858,7 @@ def client_bin(venv: Path, target: DatabaseTarget, password: str) -> Path:
         )
     session = connect(target, password)
     try:
-        server = int(session.run("SHOW server_version_num")[0][0]) // 10000
+        server = server_identity(session)[1]
     finally:
         session.close()
     return Path(next((folder for folder in found if major(folder) >= server), found[-1]))
@@ -11010,11 +11012,13 @@ def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str)
     ).strip()
 
 
-def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
-    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+def owner_session(target: DatabaseTarget, config: Mapping[str, str], database: str | None = None) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one), to
+    TestGen's database or `database`."""
     if target.admin_user:
-        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
-    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+        password = config.get("TG_METADATA_DB_ADMIN_PASSWORD", "")
+        return connect(target, password, user=target.admin_user, database=database)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), database=database)
 
 
 def aside_name(target: DatabaseTarget) -> str:
@@ -11084,12 +11088,7 @@ def drop_schema_of(config: dict[str, str]) -> None:
 
 def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
     try:
-        session = connect(
-            target,
-            (admin_password if target.admin_user else password) or "",
-            user=target.admin_user or target.user,
-            database="postgres",
-        )
+        session = owner_session(target, target.testgen_settings(password, admin_password), "postgres")
         try:
             session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
         finally:
@@ -11112,8 +11111,7 @@ def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
         info["problem"] = exc.message
         return info
     try:
-        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
-        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["version"], _, info["tls"] = server_identity(session)
         info["answers"] = True
     finally:
         session.close()
@@ -12322,7 +12320,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '782bb2dc63f8d8e1'
+BUILD_ID = '148c6e757969d43b'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

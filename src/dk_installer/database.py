@@ -467,15 +467,21 @@ def _setup_facts(connection: Any, schema: str) -> tuple[bool, bool, str | None]:
     return bool(can_create_schema), bool(can_create_database), revision
 
 
+def server_identity(connection: Any) -> tuple[str, int, bool]:
+    """The server's version ("15.14"), its major version, and whether `connection` uses TLS."""
+    [[version_text, version_num, tls]] = connection.run(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+        "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
+    )
+    return str(version_text).split()[0], int(version_num) // 10000, bool(tls)
+
+
 def probe(target: DatabaseTarget, password: str, admin_password: str | None = None) -> ServerFacts:
     """Connect as the app user (and as the admin user when there is one) and learn what the
     install needs, refusing a server version TestGen does not support and a setup that cannot
     create TestGen's schema. Reads only; writes nothing."""
     with _session(target, password) as app:
-        [[version_text, version_num]] = app.run(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
-        )
-        version, major = str(version_text).split()[0], int(version_num) // 10000
+        version, major, tls = server_identity(app)
         if major not in SUPPORTED_MAJORS:
             supported = f"{SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[-1]}"
             raise _failure(
@@ -483,9 +489,6 @@ def probe(target: DatabaseTarget, password: str, admin_password: str | None = No
                 f"TestGen supports PostgreSQL {supported}",
                 ErrorCode.DATABASE_VERSION,
             )
-        [[tls]] = app.run(
-            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
-        )
         usage = app.run(
             "SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = :s", s=target.schema
         )

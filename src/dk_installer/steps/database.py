@@ -37,6 +37,7 @@ from dk_installer.testgen.dumps import (
     dump_embedded,
     dump_schema,
     encrypt_for_testgen,
+    owner_session,
     put_schema_back,
     replace_schema,
     run_sql_file,
@@ -355,10 +356,7 @@ class LoadIntoServer(Step):
         if demo_dump is None:
             return
         demo = demo_database(target.dbname)
-        owner_password = ctx.database_admin_password if target.admin_user else password
-        session = connect(
-            target, owner_password or "", user=target.admin_user or target.user, database="postgres"
-        )
+        session = owner_session(target, settings, "postgres")
         try:
             session.run(f'CREATE DATABASE "{demo}"')
         finally:

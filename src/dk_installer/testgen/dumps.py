@@ -8,11 +8,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.bootstrap import venv_bin
-from dk_installer.database import DatabaseTarget, connect, drop_schema
+from dk_installer.database import DatabaseTarget, connect, drop_schema, server_identity
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
 from dk_installer.testgen.config import demo_database
@@ -71,7 +72,7 @@ def client_bin(venv: Path, target: DatabaseTarget, password: str) -> Path:
         )
     session = connect(target, password)
     try:
-        server = int(session.run("SHOW server_version_num")[0][0]) // 10000
+        server = server_identity(session)[1]
     finally:
         session.close()
     return Path(next((folder for folder in found if major(folder) >= server), found[-1]))
@@ -225,11 +226,13 @@ def encrypt_for_testgen(venv: Path, env: dict[str, str], cwd: Path, secret: str)
     ).strip()
 
 
-def owner_session(target: DatabaseTarget, config: dict[str, str]) -> Any:
-    """A connection as the role that owns TestGen's schema (the admin user, when there is one)."""
+def owner_session(target: DatabaseTarget, config: Mapping[str, str], database: str | None = None) -> Any:
+    """A connection as the role that owns TestGen's schema (the admin user, when there is one), to
+    TestGen's database or `database`."""
     if target.admin_user:
-        return connect(target, config.get("TG_METADATA_DB_ADMIN_PASSWORD", ""), user=target.admin_user)
-    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""))
+        password = config.get("TG_METADATA_DB_ADMIN_PASSWORD", "")
+        return connect(target, password, user=target.admin_user, database=database)
+    return connect(target, config.get("TG_METADATA_DB_PASSWORD", ""), database=database)
 
 
 def aside_name(target: DatabaseTarget) -> str:
@@ -299,12 +302,7 @@ def drop_schema_of(config: dict[str, str]) -> None:
 
 def drop_demo_database(target: DatabaseTarget, password: str, admin_password: str | None) -> None:
     try:
-        session = connect(
-            target,
-            (admin_password if target.admin_user else password) or "",
-            user=target.admin_user or target.user,
-            database="postgres",
-        )
+        session = owner_session(target, target.testgen_settings(password, admin_password), "postgres")
         try:
             session.run(f'DROP DATABASE IF EXISTS "{demo_database(target.dbname)}"')
         finally:
@@ -327,8 +325,7 @@ def describe_server(config: dict[str, str]) -> dict[str, Any] | None:
         info["problem"] = exc.message
         return info
     try:
-        info["version"] = session.run("SHOW server_version")[0][0].split()[0]
-        info["tls"] = bool(session.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0])
+        info["version"], _, info["tls"] = server_identity(session)
         info["answers"] = True
     finally:
         session.close()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pg_server import PostgresServer
+from pg_server import PostgresServer, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = ROOT / "dk_installer.py"
@@ -84,12 +84,6 @@ def build_wheel(
     return wheel
 
 
-def postgres_bin() -> Path:
-    """The newest PostgreSQL programs Debian installed (tests/run.sh installs them when missing)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
-
-
 def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -> Path:
     """A wheel of the stand-in TestGen (`requires`: its dependencies, like streamlit's for the real one)."""
     source = FAKE_SOURCE.parent
@@ -99,7 +93,8 @@ def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -
         if p.is_file() and "__pycache__" not in p.parts
     }
     # Where the stand-in's client tools find the machine's PostgreSQL (Debian's, in /usr/lib/postgresql).
-    files["testgen/_pgbin.py"] = f"PG_BIN = {str(postgres_bin())!r}\n".encode()
+    found = postgres_bin() or Path("/usr/lib/postgresql/15/bin")  # tests/run.sh installs it when missing
+    files["testgen/_pgbin.py"] = f"PG_BIN = {str(found)!r}\n".encode()
     entry_points = b"[console_scripts]\ntestgen = testgen.__main__:main\n"
     return build_wheel("dataops-testgen", version, files, dest, requires, entry_points, ("standalone",))
 

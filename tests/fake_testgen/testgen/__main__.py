@@ -113,6 +113,17 @@ def password_ok(username: str, password: str) -> bool:
     return bool(user) and password_hash(password, user["salt"]) == user["hash"]
 
 
+def schema_statements(name: str) -> list[str]:
+    """TestGen's schema, as far as the stand-in has one (setup makes it; its pg_dump writes it)."""
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {name}",
+        f"CREATE TABLE {name}.auth_users (username text PRIMARY KEY, salt text NOT NULL, hash text NOT NULL)",
+        f"CREATE TABLE {name}.tg_revision (component text PRIMARY KEY, revision text NOT NULL)",
+        f"CREATE TABLE {name}.connections (connection_id integer PRIMARY KEY, project_host varchar(250), "
+        "project_port varchar(5), project_user varchar(256), project_db text, project_pw_encrypted bytea)",
+    ]
+
+
 def setup_system_db() -> int:
     """Outside standalone mode: CREATE DATABASE from the `postgres` database (an error there is
     ignored, as TestGen ignores it), then TestGen's schema, its admin user and its revision, as the
@@ -126,11 +137,7 @@ def setup_system_db() -> int:
     )
     name = schema()
     statements = [
-        f"CREATE SCHEMA IF NOT EXISTS {name}",
-        f"CREATE TABLE {name}.auth_users (username text PRIMARY KEY, salt text NOT NULL, hash text NOT NULL)",
-        f"CREATE TABLE {name}.tg_revision (component text PRIMARY KEY, revision text NOT NULL)",
-        f"CREATE TABLE {name}.connections (connection_id integer PRIMARY KEY, project_host varchar(250), "
-        "project_port varchar(5), project_user varchar(256), project_db text, project_pw_encrypted bytea)",
+        *schema_statements(name),
         f"INSERT INTO {name}.tg_revision VALUES ('metadata_db', {sql_text(version('dataops-testgen'))})",
     ]
     app_user, admin_user = setting("TG_METADATA_DB_USER", ""), setting("TG_METADATA_DB_ADMIN_USER", "")

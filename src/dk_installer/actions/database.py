@@ -1,68 +1,26 @@
-"""TestGen's data and the user's PostgreSQL server: migrate-database (embedded to server), and what
-uninstall leaves on a server or drops from it."""
+"""TestGen's data and the user's PostgreSQL server: migrate-database (embedded to server) and
+configure --database (the same data, reached another way)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from dk_installer.actions.boundary import load_state
-from dk_installer.bootstrap import EXIT_REQUIREMENTS, EXIT_USAGE
-from dk_installer.database import connect
+from dk_installer.bootstrap import EXIT_USAGE
 from dk_installer.errors import ErrorCode, InstallerError
-from dk_installer.steps.base import Step, run_steps
+from dk_installer.steps.base import run_steps
 from dk_installer.steps.database import (
     CheckDatabase,
+    CheckDemoRoom,
     DumpEmbedded,
     LoadIntoServer,
     SwitchToServer,
     choose_database,
 )
 from dk_installer.steps.install import RestartApp, SaveState, StartApp, StopApp, VerifyLogin
-from dk_installer.testgen.config import demo_database
 
 if TYPE_CHECKING:
-    from dk_installer.console import Progress
     from dk_installer.steps.base import ActionContext
-
-
-class CheckDemoRoom(Step):
-    """The demo's data moves to a database of its own on the server: the server must let the user
-    make it, and none of that name may be there."""
-
-    name = "check_demo_room"
-    title = "Check room for the demo's database"
-    side_effects = False
-
-    def run(self, ctx: ActionContext, progress: Progress) -> None:
-        target, facts = ctx.database, ctx.server
-        assert target and facts and ctx.database_password is not None
-        if not (ctx.state and ctx.state.demo_data):
-            progress.result = "no demo data to move"
-            return
-        demo = demo_database(target.dbname)
-        if not facts.can_create_database:
-            raise InstallerError(
-                f"The demo's data moves to its own database ({demo}), and {target.user} may not "
-                f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
-                f"(ALTER ROLE {target.user} "
-                "CREATEDB), or give --database-admin-user a role that may.",
-                code=ErrorCode.DATABASE_PRIVILEGES,
-                exit_code=EXIT_REQUIREMENTS,
-            )
-        session = connect(target, ctx.database_password, database="postgres")
-        try:
-            taken = session.run("SELECT 1 FROM pg_database WHERE datname = :name", name=demo)
-        finally:
-            session.close()
-        if taken:
-            raise InstallerError(
-                f"{target.host}:{target.port} already has a database {demo}, where the demo's "
-                "data would go; "
-                "migrate-database never writes over it.",
-                code=ErrorCode.DATABASE_IN_USE,
-                exit_code=EXIT_REQUIREMENTS,
-            )
-        progress.result = f"{demo} can be made"
 
 
 def migrate_database_action(ctx: ActionContext, url: str) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dk_installer.bootstrap import EXIT_REQUIREMENTS
 from dk_installer.config import write_file_atomically
 from dk_installer.database import DatabaseTarget, connect, drop_schema, probe, read_password
 from dk_installer.errors import ErrorCode, InstallerError, StepSkipped
@@ -99,7 +100,7 @@ def read_keys(path: str | None) -> dict[str, str] | None:
             f"{path} lacks {', '.join(missing)}: give the config.env of the install that made "
             "TestGen's schema.",
             code=ErrorCode.DATABASE_IN_USE,
-            exit_code=3,
+            exit_code=EXIT_REQUIREMENTS,
         )
     return keys
 
@@ -141,10 +142,50 @@ class CheckDatabase(Step):
                 "install that made it: --database-keys-file (its config.env, or the one in its backup)."
             )
         if problem:
-            raise InstallerError(problem, code=ErrorCode.DATABASE_IN_USE, exit_code=3)
+            raise InstallerError(problem, code=ErrorCode.DATABASE_IN_USE, exit_code=EXIT_REQUIREMENTS)
         ctx.database_keys = keys
         tls = "TLS" if facts.tls else "no TLS"
         progress.result = f"PostgreSQL {facts.version} at {target.host}:{target.port}, {tls}"
+
+
+class CheckDemoRoom(Step):
+    """The demo's data moves to a database of its own on the server: the server must let the user
+    make it, and none of that name may be there."""
+
+    name = "check_demo_room"
+    title = "Check room for the demo's database"
+    side_effects = False
+
+    def run(self, ctx: ActionContext, progress: Progress) -> None:
+        target, facts = ctx.database, ctx.server
+        assert target and facts and ctx.database_password is not None
+        if not (ctx.state and ctx.state.demo_data):
+            progress.result = "no demo data to move"
+            return
+        demo = demo_database(target.dbname)
+        if not facts.can_create_database:
+            raise InstallerError(
+                f"The demo's data moves to its own database ({demo}), and {target.user} may not "
+                f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
+                f"(ALTER ROLE {target.user} "
+                "CREATEDB), or give --database-admin-user a role that may.",
+                code=ErrorCode.DATABASE_PRIVILEGES,
+                exit_code=EXIT_REQUIREMENTS,
+            )
+        session = connect(target, ctx.database_password, database="postgres")
+        try:
+            taken = session.run("SELECT 1 FROM pg_database WHERE datname = :name", name=demo)
+        finally:
+            session.close()
+        if taken:
+            raise InstallerError(
+                f"{target.host}:{target.port} already has a database {demo}, where the demo's "
+                "data would go; "
+                "migrate-database never writes over it.",
+                code=ErrorCode.DATABASE_IN_USE,
+                exit_code=EXIT_REQUIREMENTS,
+            )
+        progress.result = f"{demo} can be made"
 
 
 class ConfigureOnServer(Step):

@@ -10244,6 +10244,7 @@ log = logging.getLogger("dk_installer")
 
 
 STOP_TIMEOUT_S = 60.0
+STOP_SWEEPS = 3
 
 
 class TestGen:
@@ -10622,31 +10623,40 @@ class TestGen:
             was_running = True
             say("asking TestGen to shut down")
             end([app], signal.SIGTERM, STOP_TIMEOUT_S)
-        # run-app's children run in sessions of their own and outlive a killed parent.
-        postmaster = self.postmaster()
-        database: set[int] = set()
-        if postmaster is not None:
-            with contextlib.suppress(psutil.Error):
-                database = {postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))}
-        leftovers = [process for process in self.processes() if process.pid not in database]
-        if leftovers:
-            was_running = True
-            say(f"stopping {len(leftovers)} leftover TestGen process(es)")
-            end(end(leftovers, signal.SIGTERM, 15), signal.SIGKILL, 5)
-        postmaster = self.postmaster()
-        if postmaster is not None:
-            was_running = True
-            say("stopping the embedded PostgreSQL")
-            end(end([postmaster], signal.SIGINT, 30), signal.SIGQUIT, 10)
+        # run-app's children run in sessions of their own and outlive a killed parent. An orphan
+        # of a killed installer (a `standalone-setup`, say) may start another process while it is
+        # being stopped, so the sweep repeats until it finds nothing.
+        for _sweep in range(STOP_SWEEPS):
+            postmaster = self.postmaster()
+            database: set[int] = set()
+            if postmaster is not None:
+                with contextlib.suppress(psutil.Error):
+                    database = {postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))}
+            leftovers = [process for process in self.processes() if process.pid not in database]
+            if leftovers:
+                was_running = True
+                say(f"stopping {len(leftovers)} leftover TestGen process(es)")
+                end(end(leftovers, signal.SIGTERM, 15), signal.SIGKILL, 5)
+            postmaster = self.postmaster()
+            if postmaster is not None:
+                was_running = True
+                say("stopping the embedded PostgreSQL")
+                end(end([postmaster], signal.SIGINT, 30), signal.SIGQUIT, 10)
+            if not leftovers and postmaster is None:
+                break
         handles = self.paths.pgdata / ".handle_pids.json"
         if handles.exists():
             with contextlib.suppress(OSError):
                 handles.write_text("[]")  # stale handles would stop later clean shutdowns from stopping PG
         with contextlib.suppress(OSError):
             self.paths.app_pid.unlink()
-        remaining = [process.pid for process in self.processes()]
+        remaining = self.processes()
         if remaining:
-            raise InstallerError(f"Could not stop TestGen processes {remaining}.", code=ErrorCode.STOP_FAILED)
+            raise InstallerError(
+                f"Could not stop TestGen processes {[process.pid for process in remaining]}.",
+                code=ErrorCode.STOP_FAILED,
+                details="\n".join(process_description(process.pid) for process in remaining),
+            )
         return was_running
 
     def login(self, username: str, password: str) -> bool | None:
@@ -12319,7 +12329,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '0d739536baa45c44'
+BUILD_ID = '3da8c246a933379d'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -960,14 +960,16 @@ def load_state(ctx: ActionContext, *, required: bool) -> InstallState | None:
 ''',
     'dk_installer/actions/bundle.py': r'''
 """bundle: one archive that installs this TestGen on a machine with no network (the installer and
-its checksum, the runtime's wheels, TestGen's wheels for this platform and TestGen's Python, and a
-manifest with the sha256 of every file); and what `install --bundle` does with it first."""
+its checksum, the runtime's wheels, TestGen's wheels for this platform, TestGen's Python when uv
+manages it, and a manifest with the sha256 of every file); and what `install --bundle` does with
+it first."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 import shutil
 import sys
 import sysconfig
@@ -988,7 +990,7 @@ from dk_installer.bootstrap import (
     venv_bin,
 )
 from dk_installer.copies import single_file
-from dk_installer.engine import _probe_python, find_uv
+from dk_installer.engine import PackageEngine, _probe_python, child_environment, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
 
@@ -1000,6 +1002,8 @@ TESTGEN_REQUIREMENT = "dataops-testgen[standalone]"
 # The bootstrap runs on any Python 3.9+: the runtime's wheels for each, so that the target's
 # python3 builds the runtime whatever its version (most are pure Python; the rest differ by ABI).
 RUNTIME_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+# How uv names the Pythons it manages (their folders and download keys): cpython-3.11.7-linux-x86_64-gnu.
+MANAGED_PYTHON_KEY = re.compile(r"(cpython)-(\d+)\.(\d+)\.(\d+)-([a-z]+)-([a-z0-9_]+)-([a-z]+)")
 
 
 def pins_for(python_version: str) -> list[str]:
@@ -1024,6 +1028,38 @@ def installer_file(ctx: ActionContext) -> Path:
         "No dk_installer.py to put in the bundle: run `bundle` from the file, or save it with install.sh.",
         code=ErrorCode.NOT_INSTALLED,
     )
+
+
+def managed_python(ctx: ActionContext, uv: str) -> Path | None:
+    """The folder of the uv-managed Python that TestGen's venv runs on (in the installer's own
+    Pythons, or in the user's uv Python folder), or None when TestGen runs on another Python."""
+    try:
+        config = (ctx.paths.venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    homes = [
+        line.partition("=")[2].strip() for line in config.splitlines() if line.split("=")[0].strip() == "home"
+    ]
+    if not homes:
+        return None
+    install = Path(homes[0]).resolve().parent
+    user_folder = run_command([uv, "python", "dir"], env=child_environment(), timeout=60).strip()
+    roots = {ctx.paths.pythons.resolve(), Path(user_folder).resolve()}
+    if install.parent in roots and MANAGED_PYTHON_KEY.fullmatch(install.name):
+        return install
+    return None
+
+
+def add_managed_python(install: Path, root: Path) -> dict[str, str]:
+    """The Python as uv's own downloads are made (an install_only archive: one `python` folder),
+    so that uv installs it on the target as it installs any Python it manages."""
+    name = f"python/{install.name}.tar.gz"
+    (root / "python").mkdir()
+    with tarfile.open(root / name, "w:gz", compresslevel=6) as archive:
+        archive.add(install, arcname="python")
+    key = MANAGED_PYTHON_KEY.fullmatch(install.name)
+    assert key
+    return {"file": name, "key": install.name, "version": ".".join(key.group(2, 3, 4))}
 
 
 def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> None:
@@ -1084,6 +1120,12 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
                 what=f"pip download (TestGen's wheels for Python {python_minor})",
             )
             progress.result = f"{len(frozen)} packages"
+        carried = None
+        install = managed_python(ctx, uv)
+        if install is not None:
+            with ctx.console.step(f"Add TestGen's Python ({install.name}, managed by uv)") as progress:
+                carried = add_managed_python(install, root)
+                progress.result = f"{(root / carried['file']).stat().st_size / 1024**2:.1f} MB"
         files = {
             path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(root.rglob("*"))
@@ -1098,6 +1140,8 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
             "platform": sysconfig.get_platform(),
             "files": files,
         }
+        if carried:
+            manifest["python"] = carried
         with ctx.console.step("Write the bundle") as progress:
             staged = work / "bundle.tar.gz"
             with tarfile.open(staged, "w:gz") as archive:
@@ -1117,7 +1161,8 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ctx.console.say(
-        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}, "
+        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}"
+        f"{' (carried)' if carried else ''}, "
         f"{manifest['platform']}).\nSHA-256: {hashlib.sha256(output.read_bytes()).hexdigest()}\n"
         f"On the target: python3 dk_installer.py install --bundle {output.name}  "
         "(dk_installer.py is in the bundle)"
@@ -1142,11 +1187,21 @@ def use_bundle(ctx: ActionContext) -> InstallOptions:
     minor = str(manifest["python_version"])
     python = options.python or f"python{minor}"
     found = _probe_python(python)
-    if not found or ".".join(map(str, found[1][:2])) != minor:
+    if found and ".".join(map(str, found[1][:2])) == minor:
+        interpreter = found[0]
+    elif options.python is None and isinstance(manifest.get("python"), dict):
+        interpreter = install_bundled_python(ctx, unpacked, manifest)
+    else:
         seen = "Python " + ".".join(map(str, found[1])) if found else "not found"
+        carried = (
+            ""
+            if manifest.get("python")
+            else " The bundle carries no Python: uv managed none where it was made."
+        )
         raise InstallerError(
             f"This bundle's TestGen wheels are for Python {minor} ({manifest['platform']}), and this "
-            f"machine lacks it ({python}: {seen}). Install Python {minor}, or pass --python PATH to one.",
+            f"machine lacks it ({python}: {seen}).{carried} "
+            f"Install Python {minor}, or pass --python PATH to one.",
             code=ErrorCode.PYTHON_NOT_FOUND,
             exit_code=3,
         )
@@ -1155,8 +1210,47 @@ def use_bundle(ctx: ActionContext) -> InstallOptions:
         find_links=str(unpacked / "wheels" / "testgen"),
         index_url=None,
         version=f"=={manifest['testgen_version']}",
-        python=found[0],
+        python=interpreter,
     )
+
+
+def install_bundled_python(ctx: ActionContext, unpacked: Path, manifest: dict) -> str:
+    """uv installs the bundle's Python in the installer's folder, from the bundle alone: a
+    downloads list that names only that archive (its sha256 checked once more by uv)."""
+    carried = manifest["python"]
+    key = MANAGED_PYTHON_KEY.fullmatch(str(carried.get("key")))
+    sha256 = manifest["files"].get(str(carried.get("file")))
+    uv = find_uv()
+    if key is None or sha256 is None or uv is None:
+        raise InstallerError(
+            f"The bundle's Python ({carried.get('key')}) cannot be installed here"
+            + ("" if uv else ": uv is missing from the installer's runtime")
+            + ". Nothing was installed.",
+            code=ErrorCode.BUNDLE_INVALID,
+        )
+    name, major, minor, patch, system, arch, libc = key.groups()
+    entry = {
+        "name": name,
+        "arch": {"family": arch, "variant": None},
+        "os": system,
+        "libc": libc,
+        "major": int(major),
+        "minor": int(minor),
+        "patch": int(patch),
+        "prerelease": "",
+        "url": (unpacked / carried["file"]).as_uri(),
+        "sha256": sha256,
+        "variant": None,
+        "build": None,
+    }
+    downloads = unpacked / "python-downloads.json"
+    downloads.write_text(json.dumps({key.group(0): entry}))
+    version = f"{major}.{minor}.{patch}"
+    with ctx.console.step(f"Install Python {version} from the bundle") as progress:
+        engine = PackageEngine("uv", uv, ctx.paths, ctx.settings)
+        interpreter = engine.ensure_python(progress, request=version, downloads=downloads)
+        progress.result = f"{interpreter}"
+    return interpreter
 ''',
     'dk_installer/actions/configure.py': r'''
 """Changing an install: `configure` (ports, listen address, HTTPS: checked first, applied with one
@@ -6229,6 +6323,9 @@ class PackageEngine:
         env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
         env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
         env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
+        # A Python uv installs stays in there: no python3.x link in ~/.local/bin, no registry entry.
+        env["UV_PYTHON_INSTALL_BIN"] = "0"
+        env["UV_PYTHON_INSTALL_REGISTRY"] = "0"
         # uv leaves lock files in TMPDIR; they stay in here and go with the command.
         self.paths.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         env["TMPDIR"] = str(self.paths.tmp)
@@ -6241,16 +6338,26 @@ class PackageEngine:
         env.pop("VIRTUAL_ENV", None)
         return env
 
-    def ensure_python(self, progress: Progress) -> str:
+    def ensure_python(
+        self, progress: Progress, request: str = UV_PYTHON, downloads: Path | None = None
+    ) -> str:
+        """uv installs Python `request` in the installer's folder and says where it is: from uv's
+        usual source, or from `downloads` (a list of Python archives in uv's format: a bundle's)."""
         assert self.uv
+        env = self.env()
+        if downloads is not None:
+            env["UV_PYTHON_DOWNLOADS_JSON_URL"] = str(downloads)
+            env.pop("UV_PYTHON_INSTALL_MIRROR", None)  # uv refuses a list whose URLs are not the mirror's
         run_command(
-            [self.uv, "python", "install", UV_PYTHON],
-            env=self.env(),
+            [self.uv, "python", "install", request],
+            env=env,
             progress=progress,
             error_code=ErrorCode.PYTHON_NOT_FOUND,
             what="uv python install",
         )
-        return run_command([self.uv, "python", "find", UV_PYTHON], env=self.env(), timeout=60).strip()
+        # The one just installed, whatever else is on PATH or the user's UV_PYTHON_PREFERENCE says.
+        env["UV_PYTHON_PREFERENCE"] = "only-managed"
+        return run_command([self.uv, "python", "find", request], env=env, timeout=60).strip()
 
     def create_venv(self, python: str, target: Path, progress: Progress) -> None:
         if self.uv:
@@ -12329,7 +12436,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '3da8c246a933379d'
+BUILD_ID = '0ee2dc5565978b21'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

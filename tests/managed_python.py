@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import Sandbox, bare_python
 
 PYENV_VERSIONS = Path("/root/.pyenv/versions")
 
@@ -87,3 +88,18 @@ def python_downloads(folder: Path, *minors: str) -> Path:
     downloads = folder / "python-downloads.json"
     downloads.write_text(json.dumps(entries))
     return downloads
+
+
+def machine_without_python(sandbox: Sandbox, downloads: Path | None = None) -> dict[str, str | None]:
+    """What a machine without Python 3.11+ looks like: PATH has only a Python too old for TestGen
+    (and cp, the one tool the installer runs from PATH), and uv looks at the Pythons it manages
+    alone; with `downloads`, uv can download one from that list."""
+    bin_dir = sandbox.root / "old-python-bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(bare_python())
+        (bin_dir / "cp").symlink_to(shutil.which("cp"))
+    env: dict[str, str | None] = {"PATH": str(bin_dir), "UV_PYTHON_PREFERENCE": "only-managed"}
+    if downloads is not None:
+        env["UV_PYTHON_DOWNLOADS_JSON_URL"] = str(downloads)
+    return env

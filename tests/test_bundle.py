@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import INSTALLER, Sandbox, bare_python, sandbox_at
-from managed_python import python_downloads
+from managed_python import machine_without_python, python_downloads
 
 DEAD = "http://127.0.0.1:9"
 OFFLINE = {
@@ -47,6 +47,21 @@ def members(bundle: Path) -> dict[str, bytes]:
         return {m.name: archive.extractfile(m).read() for m in archive if m.isfile()}  # type: ignore[union-attr]
 
 
+def install_from_bundle(
+    target: Sandbox, bundle: Path, env: dict[str, str | None], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`install --bundle` the way a user on the target runs it: the file, by a bare Python 3.9, and
+    no --find-links (the wheels come from the bundle)."""
+    args = target.install_args("--no-demo", *extra, "--bundle", str(bundle))[3:]
+    return subprocess.run(
+        [bare_python(), str(INSTALLER), "install", *args],
+        env=target.merged_env(env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def test_bundle_installs_with_no_network(
     made_bundle: tuple[Path, float], tmp_path: Path, wheelhouse: Path, uv_cache: Path
 ) -> None:
@@ -65,18 +80,7 @@ def test_bundle_installs_with_no_network(
         started = time.monotonic()
         # --no-start: with HTTP_PROXY at a dead port and no NO_PROXY, the start's health probes
         # to 127.0.0.1 go through that proxy too (urllib), a separate bug.
-        result = subprocess.run(
-            [
-                bare_python(),
-                str(INSTALLER),
-                "install",
-                *target.install_args("--no-demo", "--no-start", "--bundle", str(bundle))[3:],
-            ],
-            env=target.merged_env(OFFLINE),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        result = install_from_bundle(target, bundle, OFFLINE, "--no-start")
         install_s = time.monotonic() - started
         assert result.returncode == 0, result.stdout + result.stderr
         assert target.state()["product_version"] == "5.1.0"
@@ -138,14 +142,6 @@ def test_a_target_without_the_bundles_python_is_told_what_it_lacks(
         assert not (target.home / "testgen").exists()
 
 
-def without_python(sandbox: Sandbox) -> dict[str, str | None]:
-    """PATH holds only a Python too old for TestGen, and uv looks at the Pythons it manages alone."""
-    bin_dir = sandbox.root / "old-python-bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "python3").symlink_to(bare_python())
-    return {"PATH": str(bin_dir), "UV_PYTHON_PREFERENCE": "only-managed"}
-
-
 def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
     sandbox: Sandbox, tmp_path: Path, wheelhouse: Path, uv_cache: Path
 ) -> None:
@@ -169,7 +165,9 @@ def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
     user_pythons = sandbox.user_home / ".local/share/uv/python"
     key = f"cpython-{version}-linux-x86_64-gnu"
     assert (user_pythons / key).is_dir()
-    installed = sandbox.install("--no-demo", "--no-start", "--version", "5.1.0", env=without_python(sandbox))
+    installed = sandbox.install(
+        "--no-demo", "--no-start", "--version", "5.1.0", env=machine_without_python(sandbox)
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert str(user_pythons) in (sandbox.home / "testgen/venv/pyvenv.cfg").read_text(), "on uv's Python"
     bundle = sandbox.root / "out" / "testgen-bundle.tar.gz"
@@ -184,20 +182,9 @@ def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
     target_root = tmp_path / "target"
     target_root.mkdir()
     for target in sandbox_at(target_root, wheelhouse, uv_cache):
-        offline = {**OFFLINE, **without_python(target)}
+        offline = {**OFFLINE, **machine_without_python(target)}
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                bare_python(),
-                str(INSTALLER),
-                "install",
-                *target.install_args("--no-demo", "--no-browser", "--bundle", str(bundle))[3:],
-            ],
-            env=target.merged_env(offline),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        result = install_from_bundle(target, bundle, offline)
         assert result.returncode == 0, result.stdout + result.stderr
         print(f"installed with the bundle's Python in {time.monotonic() - started:.1f}s")
         assert f"OK      Install Python {version} from the bundle" in result.stdout

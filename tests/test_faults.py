@@ -13,7 +13,6 @@ import os
 import pty
 import pwd
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import INSTALLER, Sandbox, bare_python, free_port, wait_for_line, write_as
-from managed_python import python_downloads
+from conftest import INSTALLER, Sandbox, free_port, wait_for_line, write_as
+from managed_python import machine_without_python, python_downloads
 
 import dk_installer.recovery  # noqa: F401 (every step registered in Step.by_name)
 from dk_installer.engine import UV_PYTHON
@@ -106,22 +105,10 @@ def uv_python_downloads(folder: Path) -> Path:
     return python_downloads(folder, UV_PYTHON)
 
 
-def machine_without_python(sandbox: Sandbox) -> dict[str, str | None]:
-    """PATH has only a Python too old for TestGen and uv looks at its own downloads alone: what a
-    machine without Python 3.11+ looks like, so that uv downloads one (from a downloads list of
-    Pythons made on this machine: the one uv's download site would give is out of reach)."""
-    bin_dir = sandbox.root / "old-python-bin"
-    bin_dir.mkdir(exist_ok=True)
-    old = bin_dir / "python3"
-    if not old.exists():
-        old.symlink_to(bare_python())
-        (bin_dir / "cp").symlink_to(shutil.which("cp"))  # the one tool the installer runs from PATH
-    downloads = uv_python_downloads(Path(sandbox.env["UV_CACHE_DIR"]).parent / "python-downloads")
-    return {
-        "PATH": str(bin_dir),
-        "UV_PYTHON_PREFERENCE": "only-managed",
-        "UV_PYTHON_DOWNLOADS_JSON_URL": str(downloads),
-    }
+def downloadable_python(sandbox: Sandbox) -> Path:
+    """The downloads list from which uv gets the Python it installs on a machine without one (made
+    on this machine, once per worker: the one uv's download site would give is out of reach)."""
+    return uv_python_downloads(Path(sandbox.env["UV_CACHE_DIR"]).parent / "python-downloads")
 
 
 def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
@@ -133,7 +120,10 @@ def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
             assert sandbox.install(*install).returncode == 0
             assert sandbox.run("uninstall", "--yes", "--keep-data").returncode == 0
         if scenario == "no_python":
-            return Run(sandbox.install_args(*install), env=machine_without_python(sandbox))
+            return Run(
+                sandbox.install_args(*install),
+                env=machine_without_python(sandbox, downloadable_python(sandbox)),
+            )
         if scenario == "https":
             cert, key = make_certificate(sandbox.root)
             return Run(
@@ -151,7 +141,7 @@ def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
         python.unlink()
         return Run(
             ["upgrade", "--find-links", str(sandbox.wheelhouse)],
-            env=machine_without_python(sandbox),
+            env=machine_without_python(sandbox, downloadable_python(sandbox)),
             before_rerun=lambda: python.symlink_to(target),
         )
     extra = ("--no-start",) if action == "start" else ()

@@ -9211,8 +9211,7 @@ class CheckDemoRoom(Step):
             raise InstallerError(
                 f"The demo's data moves to its own database ({demo}), and {target.user} may not "
                 f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
-                f"(ALTER ROLE {target.user} "
-                "CREATEDB), or give --database-admin-user a role that may.",
+                f"(ALTER ROLE {target.user} CREATEDB), or give --database-admin-user a role that may.",
                 code=ErrorCode.DATABASE_PRIVILEGES,
                 exit_code=EXIT_REQUIREMENTS,
             )
@@ -9224,8 +9223,7 @@ class CheckDemoRoom(Step):
         if taken:
             raise InstallerError(
                 f"{target.host}:{target.port} already has a database {demo}, where the demo's "
-                "data would go; "
-                "migrate-database never writes over it.",
+                "data would go; migrate-database never writes over it.",
                 code=ErrorCode.DATABASE_IN_USE,
                 exit_code=EXIT_REQUIREMENTS,
             )
@@ -12436,7 +12434,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = '0ee2dc5565978b21'
+BUILD_ID = '6237492075f495e3'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -167,8 +167,7 @@ class CheckDemoRoom(Step):
             raise InstallerError(
                 f"The demo's data moves to its own database ({demo}), and {target.user} may not "
                 f"create databases on {target.host}:{target.port}. Grant it CREATEDB "
-                f"(ALTER ROLE {target.user} "
-                "CREATEDB), or give --database-admin-user a role that may.",
+                f"(ALTER ROLE {target.user} CREATEDB), or give --database-admin-user a role that may.",
                 code=ErrorCode.DATABASE_PRIVILEGES,
                 exit_code=EXIT_REQUIREMENTS,
             )
@@ -180,8 +179,7 @@ class CheckDemoRoom(Step):
         if taken:
             raise InstallerError(
                 f"{target.host}:{target.port} already has a database {demo}, where the demo's "
-                "data would go; "
-                "migrate-database never writes over it.",
+                "data would go; migrate-database never writes over it.",
                 code=ErrorCode.DATABASE_IN_USE,
                 exit_code=EXIT_REQUIREMENTS,
             )

@@ -24,9 +24,11 @@ import pytest
 from conftest import INSTALLER, Sandbox, free_port, wait_for_line, write_as
 from managed_python import machine_without_python, python_downloads
 
-import dk_installer.recovery  # noqa: F401 (every step registered in Step.by_name)
 from dk_installer.engine import UV_PYTHON
+from dk_installer.recovery import register_all_steps
 from dk_installer.steps.base import Step
+
+register_all_steps()  # Step.by_name: each step's title, for the lines the cases read
 
 INSTALL_STEPS = (
     "preflight",

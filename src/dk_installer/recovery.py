@@ -4,25 +4,27 @@ for a kill while the action was committing, to finish (Step.finish)."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from typing import TYPE_CHECKING
 
-# Each step module registers its steps in Step.by_name when imported: recovery needs them all.
-import dk_installer.steps.backup
-import dk_installer.steps.configure
-import dk_installer.steps.database
-import dk_installer.steps.install
-import dk_installer.steps.remove  # noqa: F401
 from dk_installer.config import InstallerLock, InstallState
 from dk_installer.defaults import DEFAULT_API_PORT, DEFAULT_UI_PORT
 from dk_installer.journal import Journal
 from dk_installer.steps.base import Step
-from dk_installer.steps.remove import RemoveFiles, remove_testgen_files
-from dk_installer.testgen.app import TestGen
 
 if TYPE_CHECKING:
     from dk_installer.paths import Paths
     from dk_installer.steps.base import ActionContext
+
+# Each step module registers its steps in Step.by_name when imported. Only a recovery needs them
+# all, so they are imported then: `status` and the commands that find no journal start faster.
+STEP_MODULES = ("backup", "configure", "database", "install", "remove")
+
+
+def register_all_steps() -> None:
+    for name in STEP_MODULES:
+        importlib.import_module(f"dk_installer.steps.{name}")
 
 
 def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
@@ -43,6 +45,9 @@ def interrupted_action(paths: Paths, lock_is_ours: bool = False) -> str | None:
 def steps_to_recover(entry_steps: list[str], readable: bool) -> list[type[Step]]:
     """The steps the killed action had started, newest first. When the journal could not be read,
     every step but the uninstall's: each one's recovery is safe with facts it does not know."""
+    from dk_installer.steps.remove import RemoveFiles
+
+    register_all_steps()
     if readable:
         return [Step.by_name[name] for name in reversed(entry_steps) if name in Step.by_name]
     return [step for name, step in Step.by_name.items() if step is not RemoveFiles]
@@ -52,6 +57,9 @@ def recover_interrupted_action(ctx: ActionContext) -> None:
     """Before a mutating command does what was asked (it holds the lock, so the command that
     left the journal is gone): stop what the killed command left running, then put back what was
     there before it, or finish an uninstall or a commit that was under way."""
+    from dk_installer.steps.remove import remove_testgen_files
+    from dk_installer.testgen.app import TestGen
+
     paths = ctx.paths
     action = interrupted_action(paths, lock_is_ours=True)
     if action is None:

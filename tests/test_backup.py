@@ -15,11 +15,11 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox, wait_for_line
+from conftest import Sandbox, sandbox_at, wait_for_line
 
 from dk_installer.errors import InstallerError
 from dk_installer.steps.backup import BadBackup, check_settings, read_backup
@@ -355,14 +355,26 @@ HOSTILE: dict[str, tuple[Craft, str]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def running_install(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, uv_cache: Path
+) -> Iterator[tuple[Sandbox, Path]]:
+    """One running install and a good backup of it, shared by the hostile-archive cases: each is
+    refused before anything changes, and each checks that nothing did (data, files, health)."""
+    root = tmp_path_factory.mktemp("hostile-archives")
+    for box in sandbox_at(root, wheelhouse, uv_cache):
+        installed(box)
+        good = root / "good.tar.gz"
+        make_backup(box, good)
+        yield box, good
+
+
 @pytest.mark.parametrize("kind", list(HOSTILE))
 def test_restore_refuses_a_hostile_archive_before_stopping_testgen(
-    sandbox: Sandbox, tmp_path: Path, kind: str
+    running_install: tuple[Sandbox, Path], tmp_path: Path, kind: str
 ) -> None:
+    sandbox, good = running_install
     craft, complaint = HOSTILE[kind]
-    installed(sandbox)
-    good = tmp_path / "good.tar.gz"
-    make_backup(sandbox, good)
     outside = tmp_path / "outside"
     outside.mkdir()
     bad = tmp_path / "bad.tar.gz"
@@ -373,15 +385,16 @@ def test_restore_refuses_a_hostile_archive_before_stopping_testgen(
         os.mkfifo(bad)
     else:
         write_archive(bad, craft(entries_of(good), outside))
-    marker(sandbox).write_text("current data")
+    marker(sandbox).write_text(f"current data before {kind}")
     started = time.monotonic()
     refused = sandbox.run("restore", str(bad), "--yes", timeout=120)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert complaint in refused.stderr and "Nothing was changed" in refused.stderr, refused.stderr
     assert "Unexpected" not in refused.stderr and "Stop TestGen" not in refused.stdout
     assert time.monotonic() - started < 60
-    assert marker(sandbox).read_text() == "current data"
-    assert list(outside.iterdir()) == [] and not (tmp_path / "pwned").exists()
+    assert marker(sandbox).read_text() == f"current data before {kind}"
+    assert list(outside.iterdir()) == []
+    assert not list(sandbox.root.rglob("pwned")) and not (tmp_path / "pwned").exists()
     assert not (sandbox.home / "testgen/home.restoring").exists()
     assert sandbox.status()["health"] == {"ui": True, "api": True}
 

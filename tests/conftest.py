@@ -1,10 +1,10 @@
 """Shared fixtures: stand-in TestGen wheels, a sandbox per test, and leak checks.
 
 Every test that runs the installer gets its own HOME, DK_INSTALLER_HOME, XDG_CONFIG_HOME and
-free ports. After a sandbox test, the installer's own `stop` runs (it must leave nothing), then any
-process whose command line or environment mentions the sandbox is a leak: the test fails and the
-process is killed. Every test, sandbox or not, is also checked for processes it left under pytest's
-temporary folder, so a leaking test never passes silently.
+free ports. After a sandbox test that left processes running, the installer's own `stop` runs (it
+must leave nothing), then any process whose command line or environment mentions the sandbox is a
+leak: the test fails and the process is killed. Every test, sandbox or not, is also checked for
+processes it left under pytest's temporary folder, so a leaking test never passes silently.
 """
 
 from __future__ import annotations
@@ -115,7 +115,12 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("uv-cache")
+    """One uv cache for the whole run, shared by the xdist workers (uv locks what it writes): the
+    real TestGen tests, on two workers, download and unpack TestGen's dependencies once."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "uv-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def free_port() -> int:
@@ -155,12 +160,20 @@ def machine_path(root: Path) -> str:
     return os.pathsep.join([str(bin_dir), *kept])
 
 
+# How a sandbox runs the installer. The package: what the runtime venv runs once the downloaded file
+# has handed over (`python -I -m dk_installer`, byte-compiled, with the hand-over's environment).
+# The file: the download itself, as users start it; end-to-end modules take it (single_file marker).
+PACKAGE_COMMAND = (sys.executable, "-I", "-m", "dk_installer")
+FILE_COMMAND = (sys.executable, str(INSTALLER))
+
+
 class Sandbox:
     """One isolated user: its own HOME, installer home, config dir and ports; PATH as on a machine
-    without pyenv (machine_path)."""
+    without pyenv (machine_path). It runs the package, or with `single_file` the downloaded file."""
 
-    def __init__(self, root: Path, wheelhouse: Path, uv_cache: Path) -> None:
+    def __init__(self, root: Path, wheelhouse: Path, uv_cache: Path, single_file: bool = False) -> None:
         self.root = root
+        self.command = FILE_COMMAND if single_file else PACKAGE_COMMAND
         self.wheelhouse = wheelhouse
         self.user_home = root / "user"
         self.home = root / "dk-home"
@@ -180,6 +193,8 @@ class Sandbox:
             PYTHONDONTWRITEBYTECODE="1",
             PATH=machine_path(root),
         )
+        if not single_file:
+            env.update(DK_INSTALLER_PYTHON=sys.executable, DK_INSTALLER_SCRIPT=str(INSTALLER))
         self.env = env
 
     def merged_env(self, env: dict[str, str | None] | None) -> dict[str, str]:
@@ -198,7 +213,7 @@ class Sandbox:
     ) -> subprocess.CompletedProcess[str]:
         """`umask`: the one the user's shell would hand the installer (-1: this process's)."""
         return subprocess.run(
-            [sys.executable, str(INSTALLER), *args],
+            [*self.command, *args],
             env=self.merged_env(env),
             cwd=cwd,
             capture_output=True,
@@ -211,7 +226,7 @@ class Sandbox:
 
     def popen(self, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, str(INSTALLER), *args],
+            [*self.command, *args],
             env=self.merged_env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -342,26 +357,35 @@ def shared_folder() -> Iterator[Path]:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
-    yield from sandbox_at(tmp_path, wheelhouse, uv_cache)
+def sandbox(
+    request: pytest.FixtureRequest, tmp_path: Path, wheelhouse: Path, uv_cache: Path
+) -> Iterator[Sandbox]:
+    yield from sandbox_at(tmp_path, wheelhouse, uv_cache, single_file(request))
 
 
 @pytest.fixture
-def open_sandbox(wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
+def open_sandbox(request: pytest.FixtureRequest, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
     """A sandbox outside pytest's private (0700) temp root: as root, the real TestGen's PostgreSQL
     runs as a `pgserver` user that must be able to reach its binaries and data."""
     root = Path(tempfile.mkdtemp(prefix="dk-installer-test-"))
     root.chmod(0o755)
     try:
-        yield from sandbox_at(root, wheelhouse, uv_cache)
+        yield from sandbox_at(root, wheelhouse, uv_cache, single_file(request))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def sandbox_at(root: Path, wheelhouse: Path, uv_cache: Path) -> Iterator[Sandbox]:
-    box = Sandbox(root, wheelhouse, uv_cache)
+def single_file(request: pytest.FixtureRequest) -> bool:
+    return any(request.node.get_closest_marker(name) for name in ("single_file", "real"))
+
+
+def sandbox_at(root: Path, wheelhouse: Path, uv_cache: Path, single_file: bool = False) -> Iterator[Sandbox]:
+    box = Sandbox(root, wheelhouse, uv_cache, single_file)
     yield box
-    if (box.home / "state.json").exists() or (box.home / "testgen").exists():
+    # A test may end with TestGen running: then the installer's own stop ends it, and must leave
+    # nothing. With nothing running there is nothing to stop (and no installer start-up to pay).
+    installed = (box.home / "state.json").exists() or (box.home / "testgen").exists()
+    if installed and any("send-spool" not in command for _, command in box.processes()):
         box.run("stop", timeout=120)
     # A detached analytics sender may still be finishing its (bounded) life.
     deadline = time.monotonic() + 12

@@ -23,6 +23,8 @@ from dk_installer.bootstrap import (
     python_too_old_message,
 )
 
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
+
 
 def test_python_too_old_message_names_both_versions() -> None:
     message = python_too_old_message((3, 8, 10), "/usr/bin/python3")

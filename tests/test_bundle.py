@@ -16,6 +16,8 @@ import pytest
 from conftest import INSTALLER, Sandbox, bare_python, sandbox_at
 from managed_python import machine_without_python, python_downloads
 
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
+
 DEAD = "http://127.0.0.1:9"
 OFFLINE = {
     "PIP_INDEX_URL": f"{DEAD}/simple",
@@ -76,7 +78,7 @@ def test_bundle_installs_with_no_network(
     assert (manifest["testgen_version"], manifest["python_version"]) == ("5.1.0", "3.11")
     target_root = tmp_path / "target"
     target_root.mkdir()
-    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+    for target in sandbox_at(target_root, wheelhouse, uv_cache, single_file=True):
         started = time.monotonic()
         # --no-start: with HTTP_PROXY at a dead port and no NO_PROXY, the start's health probes
         # to 127.0.0.1 go through that proxy too (urllib), a separate bug.
@@ -109,7 +111,7 @@ def test_a_tampered_bundle_is_refused_before_anything_is_written(
     bad = tampered(made_bundle[0], tmp_path)
     target_root = tmp_path / "target"
     target_root.mkdir()
-    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+    for target in sandbox_at(target_root, wheelhouse, uv_cache, single_file=True):
         for python in (bare_python(), None):  # the bootstrap checks it, and so does the package
             argv = [python or __import__("sys").executable, str(INSTALLER), "install", "--bundle", str(bad)]
             result = subprocess.run(
@@ -132,7 +134,7 @@ def test_a_target_without_the_bundles_python_is_told_what_it_lacks(
     bundle, _ = made_bundle
     root = tmp_path / "no-python-target"
     root.mkdir()
-    for target in sandbox_at(root, wheelhouse, uv_cache):
+    for target in sandbox_at(root, wheelhouse, uv_cache, single_file=True):
         result = target.run(
             "install", "--bundle", str(bundle), "--python", bare_python(), "--no-browser", env=OFFLINE
         )
@@ -181,7 +183,7 @@ def test_a_bundle_carries_the_python_uv_manages_to_a_machine_without_one(
 
     target_root = tmp_path / "target"
     target_root.mkdir()
-    for target in sandbox_at(target_root, wheelhouse, uv_cache):
+    for target in sandbox_at(target_root, wheelhouse, uv_cache, single_file=True):
         offline = {**OFFLINE, **machine_without_python(target)}
         started = time.monotonic()
         result = install_from_bundle(target, bundle, offline)

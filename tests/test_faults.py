@@ -28,6 +28,7 @@ from dk_installer.engine import UV_PYTHON
 from dk_installer.recovery import register_all_steps
 from dk_installer.steps.base import Step
 
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
 register_all_steps()  # Step.by_name: each step's title, for the lines the cases read
 
 INSTALL_STEPS = (
@@ -110,7 +111,7 @@ def uv_python_downloads(folder: Path) -> Path:
 def downloadable_python(sandbox: Sandbox) -> Path:
     """The downloads list from which uv gets the Python it installs on a machine without one (made
     on this machine, once per worker: the one uv's download site would give is out of reach)."""
-    return uv_python_downloads(Path(sandbox.env["UV_CACHE_DIR"]).parent / "python-downloads")
+    return uv_python_downloads(sandbox.wheelhouse.parent / "python-downloads")
 
 
 def prepare(sandbox: Sandbox, action: str, step: str) -> Run:

@@ -29,6 +29,8 @@ from conftest import INSTALLER, ROOT, Sandbox, free_port, write_as
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
+
 INSTALL_SH = ROOT / "install.sh"
 SHELLS = {"dash": ("dash",), "bash": ("bash",), "busybox": ("busybox", "sh")}
 # What install.sh calls besides a Python and a downloader; a PATH of only these (symlinked) lets a

@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 
+import pytest
 from conftest import Sandbox
+
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
 
 
 def on_path(sandbox: Sandbox, directory: str | None = None) -> dict[str, str | None]:

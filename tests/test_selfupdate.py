@@ -24,6 +24,8 @@ from dk_installer import __version__
 from dk_installer.bootstrap import RUNTIME_RECEIPT, RUNTIME_REQUIREMENTS
 from dk_installer.config import INSTALLER_BASE_URL
 
+pytestmark = pytest.mark.single_file  # end-to-end: the downloaded file, as users run it
+
 NEWER = "9.9.9"
 BUILD_ID = re.compile(r"^BUILD_ID = '([0-9a-f]+)'$", re.M)
 

@@ -283,6 +283,7 @@ def test_the_launchd_agent_on_macos(
     ]
 
 
+@pytest.mark.single_file  # the copy is of the downloaded file, which only the file makes and runs
 def test_the_unit_runs_the_installers_own_copy_not_a_clone(sandbox: Sandbox) -> None:
     """Issue 15, item 14: run from a clone (or a download folder), the service must not point at a
     file that may go away: it runs the copy kept in DK_INSTALLER_HOME when there is one."""

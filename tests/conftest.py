@@ -360,7 +360,7 @@ def shared_folder() -> Iterator[Path]:
 def sandbox(
     request: pytest.FixtureRequest, tmp_path: Path, wheelhouse: Path, uv_cache: Path
 ) -> Iterator[Sandbox]:
-    yield from sandbox_at(tmp_path, wheelhouse, uv_cache, single_file(request))
+    yield from sandbox_at(tmp_path, wheelhouse, uv_cache, runs_single_file(request))
 
 
 @pytest.fixture
@@ -370,12 +370,12 @@ def open_sandbox(request: pytest.FixtureRequest, wheelhouse: Path, uv_cache: Pat
     root = Path(tempfile.mkdtemp(prefix="dk-installer-test-"))
     root.chmod(0o755)
     try:
-        yield from sandbox_at(root, wheelhouse, uv_cache, single_file(request))
+        yield from sandbox_at(root, wheelhouse, uv_cache, runs_single_file(request))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def single_file(request: pytest.FixtureRequest) -> bool:
+def runs_single_file(request: pytest.FixtureRequest) -> bool:
     return any(request.node.get_closest_marker(name) for name in ("single_file", "real"))
 
 

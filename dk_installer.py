@@ -744,11 +744,20 @@ __version__ = "0.1.0"
 """`python -m dk_installer`: how the runtime venv, the launcher and the service run the package."""
 
 import os
+import sys
 
-from dk_installer.cli import main
+from dk_installer.logpump import LOG_PUMP
 
-os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
-main()
+if sys.argv[1:2] == [LOG_PUMP]:
+    # Beside TestGen at every start: the pump imports what it needs, not the CLI.
+    from dk_installer.logpump import main as pump
+
+    pump(sys.argv[2:])
+else:
+    from dk_installer.cli import main
+
+    os.environ.setdefault("DK_INSTALLER_LAUNCHED_BY", "direct")
+    main()
 ''',
     'dk_installer/actions/__init__.py': r'''
 ''',
@@ -4781,17 +4790,6 @@ def analytics_show(as_json: bool) -> None:
         )
 
 
-@cli.command("log-pump", hidden=True)
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_obj
-def log_pump(settings: Settings, path: Path) -> None:
-    """Write TestGen's output to its rotating log (started by TestGen.launch)."""
-    from dk_installer.config import APP_LOG_KEPT
-    from dk_installer.testgen.processes import pump_rotating_log
-
-    pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
-
-
 @analytics.command("send-spool", hidden=True)
 @click.pass_obj
 def analytics_send_spool(settings: Settings) -> None:
@@ -6842,6 +6840,57 @@ def self_command(settings: Settings, paths: Paths) -> str:
         python = "python3"
     script = settings.user_script or single_file()
     return f"{python} {script}" if script else f"{python} -m dk_installer"
+''',
+    'dk_installer/logpump.py': r'''
+"""TestGen's log pump: a copy of the installer that sits between run-app's output and
+logs/testgen-app.log for as long as TestGen runs, and rotates the file as it grows (TestGen keeps its
+output open, so only the writer can rotate it). Started at every start, it needs none of the CLI:
+`python -m dk_installer log-pump ...` comes here before click and the actions are imported."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+LOG_PUMP = "log-pump"  # the hidden command: log-pump PATH MAX_BYTES KEPT
+
+
+def pump_command(path: Path, max_bytes: int, kept: int) -> list[str]:
+    """The arguments after the installer's own command."""
+    return [LOG_PUMP, str(path), str(max_bytes), str(kept)]
+
+
+def pump_rotating_log(source: BinaryIO, path: Path, max_bytes: int, kept: int) -> None:
+    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
+    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
+    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
+    try:
+        for line in iter(source.readline, b""):
+            out.write(line)
+            out.flush()
+            if out.tell() >= max_bytes:
+                out.close()
+                for index in range(kept - 1, 0, -1):
+                    older = path.with_name(f"{path.name}.{index}")
+                    if older.exists():
+                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+                os.replace(path, path.with_name(f"{path.name}.1"))
+                out = open(path, "ab")  # noqa: SIM115
+    finally:
+        out.close()
+
+
+def main(args: list[str]) -> None:
+    from dk_installer.bootstrap import restrict_umask
+
+    restrict_umask()  # the rotated files are the user's alone, whatever umask started us
+    path, max_bytes, kept = args
+    try:
+        pump_rotating_log(sys.stdin.buffer, Path(path), int(max_bytes), int(kept))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 ''',
     'dk_installer/net.py': r'''
 """Ports and addresses: whether a port is free, which names other machines use to reach this one,
@@ -10337,10 +10386,11 @@ from dk_installer.certificates import (
     chain_is_complete,
     read_certificate,
 )
-from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
+from dk_installer.config import ANALYTICS_BASE_URL, APP_LOG_KEPT, now_iso, write_file_atomically
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.logpump import pump_command
 from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
 from dk_installer.runner import USER_PYTHON_VARIABLES, file_tail, run_command
 from dk_installer.service import ServiceManager
@@ -10643,7 +10693,7 @@ class TestGen:
         # TestGen keeps its output open as long as it runs, so the log is rotated by the process
         # that writes it: a small pump of ours between run-app's output and the file.
         pump = subprocess.Popen(
-            installer_command("log-pump", str(paths.app_log)),
+            installer_command(*pump_command(paths.app_log, self.settings.app_log_max_bytes, APP_LOG_KEPT)),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -11348,7 +11398,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.net import receiving_listeners
@@ -11431,26 +11480,6 @@ def runs_as_us(process: Any) -> bool:
         return process is not None and process.uids().real == os.getuid()
     except psutil.Error:
         return False
-
-
-def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
-    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
-    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
-    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
-    try:
-        for line in iter(source.readline, b""):
-            out.write(line)
-            out.flush()
-            if out.tell() >= max_bytes:
-                out.close()
-                for index in range(kept - 1, 0, -1):
-                    older = path.with_name(f"{path.name}.{index}")
-                    if older.exists():
-                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-                os.replace(path, path.with_name(f"{path.name}.1"))
-                out = open(path, "ab")  # noqa: SIM115
-    finally:
-        out.close()
 ''',
     'dk_installer/testgen/venvs.py': r'''
 """TestGen's venvs: testgen/venv is a symlink to one of testgen/venvs/*, swapped in one rename
@@ -12443,7 +12472,7 @@ Options:
 }
 ANSWERS = {argv: text[1:] for argv, text in ANSWERS.items()}
 
-BUILD_ID = 'e6f1f70e8517b7c3'
+BUILD_ID = '06d43ed1f0b1d95f'
 
 if __name__ == "__main__":
     run_single_file(sys.argv[1:], SOURCES, ANSWERS, BUILD_ID, os.path.abspath(__file__))

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "src" / "dk_installer"
 # Bottom to top. A module may import only from layers below its own (README "Development").
 LAYERS: list[tuple[str, ...]] = [
     ("dk_installer", "bootstrap"),
-    ("errors", "paths", "versions", "copies", "defaults", "singlefile"),
+    ("errors", "paths", "versions", "copies", "defaults", "singlefile", "logpump"),
     ("config",),
     ("console", "tls", "net", "certificates"),
     ("runner", "database"),

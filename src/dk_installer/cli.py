@@ -652,17 +652,6 @@ def analytics_show(as_json: bool) -> None:
         )
 
 
-@cli.command("log-pump", hidden=True)
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_obj
-def log_pump(settings: Settings, path: Path) -> None:
-    """Write TestGen's output to its rotating log (started by TestGen.launch)."""
-    from dk_installer.config import APP_LOG_KEPT
-    from dk_installer.testgen.processes import pump_rotating_log
-
-    pump_rotating_log(sys.stdin.buffer, path, settings.app_log_max_bytes, APP_LOG_KEPT)
-
-
 @analytics.command("send-spool", hidden=True)
 @click.pass_obj
 def analytics_send_spool(settings: Settings) -> None:

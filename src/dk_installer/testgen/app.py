@@ -22,10 +22,11 @@ from dk_installer.certificates import (
     chain_is_complete,
     read_certificate,
 )
-from dk_installer.config import ANALYTICS_BASE_URL, now_iso, write_file_atomically
+from dk_installer.config import ANALYTICS_BASE_URL, APP_LOG_KEPT, now_iso, write_file_atomically
 from dk_installer.copies import installer_command
 from dk_installer.defaults import ALL_ADDRESSES, LOOPBACK
 from dk_installer.errors import ErrorCode, InstallerError
+from dk_installer.logpump import pump_command
 from dk_installer.net import http_status, is_loopback, process_description, shared_host_names
 from dk_installer.runner import USER_PYTHON_VARIABLES, file_tail, run_command
 from dk_installer.service import ServiceManager
@@ -328,7 +329,7 @@ class TestGen:
         # TestGen keeps its output open as long as it runs, so the log is rotated by the process
         # that writes it: a small pump of ours between run-app's output and the file.
         pump = subprocess.Popen(
-            installer_command("log-pump", str(paths.app_log)),
+            installer_command(*pump_command(paths.app_log, self.settings.app_log_max_bytes, APP_LOG_KEPT)),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

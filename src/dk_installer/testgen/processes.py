@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dk_installer.net import receiving_listeners
@@ -91,23 +90,3 @@ def runs_as_us(process: Any) -> bool:
         return process is not None and process.uids().real == os.getuid()
     except psutil.Error:
         return False
-
-
-def pump_rotating_log(source: Any, path: Path, max_bytes: int, kept: int) -> None:
-    """Copy lines from `source` to `path` until it ends; once the file reaches `max_bytes`, it
-    becomes path.1 (path.1 becomes path.2, ...; `kept` old files stay) and a new one starts."""
-    out = open(path, "ab")  # noqa: SIM115 (reopened on every rotation)
-    try:
-        for line in iter(source.readline, b""):
-            out.write(line)
-            out.flush()
-            if out.tell() >= max_bytes:
-                out.close()
-                for index in range(kept - 1, 0, -1):
-                    older = path.with_name(f"{path.name}.{index}")
-                    if older.exists():
-                        os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-                os.replace(path, path.with_name(f"{path.name}.1"))
-                out = open(path, "ab")  # noqa: SIM115
-    finally:
-        out.close()

@@ -147,6 +147,27 @@ def test_interpreter_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not missing.ok and missing.code == "python_not_found"
 
 
+def test_names_of_one_interpreter_start_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """python3 -> python3.11 in one folder is one interpreter: the preflight starts it once (each
+    start of a real one costs ~60 ms CPU); a copy of it in another folder is another one."""
+    starts = tmp_path / "starts"
+    bin_dir, other_dir = tmp_path / "bin", tmp_path / "other"
+    for folder in (bin_dir, other_dir):
+        script = fake_python(folder, "python3.11", "3.11.9")
+        script.write_text(f"#!/bin/sh\necho x >> {starts}\n" + script.read_text().split("\n", 1)[1])
+    (bin_dir / "python3").symlink_to("python3.11")
+    (bin_dir / "python3.12").symlink_to(bin_dir / "python3.11")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    found = find_testgen_python(None)
+    assert found.ok and found.interpreter == str(bin_dir / "python3.11"), found.detail
+    assert starts.read_text().count("x") == 1
+    (bin_dir / "python3").unlink()
+    (bin_dir / "python3").symlink_to(other_dir / "python3.11")
+    starts.unlink()
+    assert find_testgen_python(None).ok
+    assert starts.read_text().count("x") == 2
+
+
 def test_python_too_old_is_a_requirement_failure(sandbox: Sandbox, tmp_path: Path) -> None:
     old = fake_python(tmp_path / "bin", "python3.10", "3.10.13")
     result = sandbox.install("--python", str(old))

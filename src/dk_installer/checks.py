@@ -75,8 +75,14 @@ def find_testgen_python(explicit: str | None) -> PythonCheck:
     # PATH has several (the first working one in this order still wins).
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
-        probes = list(pool.map(_probe_python, candidates))
+    # Names in one folder that lead to one interpreter (python3 -> python3.11) answer alike:
+    # each interpreter is started once.
+    resolved = [shutil.which(name) if os.sep not in name else name for name in candidates]
+    keys = [(os.path.dirname(path), os.path.realpath(path)) if path else None for path in resolved]
+    unique = {key: path for key, path in zip(keys, resolved) if key is not None}
+    with ThreadPoolExecutor(max_workers=max(len(unique), 1)) as pool:
+        answers = dict(zip(unique, pool.map(_probe_python, unique.values())))
+    probes = [answers[key] if key is not None else None for key in keys]
     for candidate, found in zip(candidates, probes):
         if not found:
             continue

@@ -12,7 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Sandbox
+from faults import FaultServer, serving
+
+from dk_installer.errors import InstallerError
+from dk_installer.testgen.login import oauth_login
 
 
 def test_full_lifecycle(sandbox: Sandbox) -> None:
@@ -267,6 +272,21 @@ def test_no_login_endpoint_is_reported_not_pretended(sandbox: Sandbox) -> None:
     assert result.returncode == 0
     assert "SKIPPED Verify the login" in result.stdout
     assert "no login endpoint" in result.stdout
+
+
+class HangsUp(FaultServer):
+    """Reads the request and closes the connection without an answer: TestGen's API dying."""
+
+    def behave(self, connection: socket.socket) -> None:
+        connection.recv(65536)
+
+
+def test_an_api_that_hangs_up_during_the_login_check_is_named() -> None:
+    with serving(HangsUp()) as api, pytest.raises(InstallerError) as raised:
+        oauth_login(api.url, None, "admin", "a-password")
+    assert raised.value.code.value == "login_failed"
+    assert f"TestGen's API at {api.url} stopped answering during the login check" in raised.value.message
+    assert "a-password" not in raised.value.message
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:

@@ -51,16 +51,3 @@ def tls_verifying_context(cert: Path) -> Any:
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
     return context
-
-
-def tls_adapter(context: Any) -> Any:
-    """A requests transport adapter that uses our SSLContext (requests has no option for one;
-    defined on use because requests is imported lazily)."""
-    import requests.adapters
-
-    class ContextAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
-            kwargs["ssl_context"] = context
-            return super().init_poolmanager(*args, **kwargs)
-
-    return ContextAdapter()

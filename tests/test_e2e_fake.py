@@ -389,7 +389,7 @@ def test_a_killed_setup_leaves_its_postgresql_running_like_the_real_one(
     process.communicate(timeout=30)
     os.kill(setup_pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert any("fake-postgres" in cmd for _, cmd in sandbox.processes()), "PostgreSQL outlives the kill"
+    assert any("fake_postgres.py" in cmd for _, cmd in sandbox.processes()), "PostgreSQL outlives the kill"
     assert sandbox.install("--no-demo").returncode == 0  # recovery stops it, the re-run succeeds
     assert sandbox.run("stop").returncode == 0
     assert sandbox.processes() == []
@@ -400,7 +400,7 @@ def test_stop_sweeps_orphans_of_a_killed_app(sandbox: Sandbox) -> None:
     pid = int((sandbox.home / "testgen/app.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert any("fake-postgres" in cmd for _, cmd in sandbox.processes())
+    assert any("fake_postgres.py" in cmd for _, cmd in sandbox.processes())
     stopped = sandbox.run("stop")
     assert stopped.returncode == 0
     assert sandbox.processes() == []

@@ -13,13 +13,13 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 HOME = Path(os.environ.get("TG_TESTGEN_HOME", Path.home() / ".testgen"))
 CONFIG = HOME / "config.env"
 PGDATA = HOME / "pgdata"
+POSTGRES_SCRIPT = "fake_postgres.py"  # run as a script: it starts in milliseconds
 USERS = PGDATA / "users.json"  # like TestGen's auth_users table: salted hashes, changeable later
 
 
@@ -413,7 +413,7 @@ def start_postgres() -> None:
         if os.environ.get("FAKE_TESTGEN_FAIL") == "postgres":
             refuse_to_start_postgres(['FATAL:  could not create lock file "postmaster.pid": No space left'])
         subprocess.Popen(
-            [sys.executable, "-m", "testgen", "fake-postgres", "-D", str(PGDATA)],
+            [sys.executable, "-I", "-S", str(Path(__file__).with_name(POSTGRES_SCRIPT)), "-D", str(PGDATA)],
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -434,33 +434,6 @@ def release_postgres() -> None:
         deadline = time.monotonic() + 10
         while postmaster_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
-
-
-def recover(pgdata: Path) -> None:
-    """Like PostgreSQL: with recovery.signal or standby.signal it starts in recovery and runs
-    restore_command (the last one set in postgresql.conf, then postgresql.auto.conf) with sh."""
-    if not any((pgdata / name).exists() for name in ("recovery.signal", "standby.signal")):
-        return
-    command = ""
-    for name in ("postgresql.conf", "postgresql.auto.conf"):
-        if (pgdata / name).exists():
-            for line in (pgdata / name).read_text().splitlines():
-                if line.strip().startswith("restore_command"):
-                    command = line.split("=", 1)[1].strip().strip("'")
-    if command:
-        subprocess.run(["sh", "-c", command], cwd=pgdata, check=False)
-
-
-def fake_postgres(pgdata: str) -> int:
-    recover(Path(pgdata))
-    pid_file = Path(pgdata) / "postmaster.pid"
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    pid_file.write_text(f"{os.getpid()}\n{pgdata}\n")
-    stop.wait()
-    pid_file.unlink()
-    return 0
 
 
 def jwt_key_is_base64() -> bool:
@@ -486,8 +459,6 @@ def main() -> int:
         print("Usage: testgen [OPTIONS] COMMAND [ARGS]...")
         return 0
     command = args[0]
-    if command == "fake-postgres":
-        return fake_postgres(args[2])
     if command == "fake-set-password":  # what a user does in TestGen's UI: the tests' way to do it
         set_password(args[1], sys.stdin.readline().rstrip("\n"))
         return 0

@@ -143,7 +143,7 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     pgdata = str(sandbox.home / "testgen/home/pgdata")
     assert processes_mentioning(pgdata), "the embedded PostgreSQL should run while TestGen runs"
 
-    # configure (issue 16), each option both ways, on the real TestGen: other ports, plain HTTP,
+    # configure (issue 16), each option both ways, on the real TestGen: other ports with plain HTTP,
     # then back to the original ports with HTTPS. Each one restarts TestGen and logs in again.
     cert_args = [
         "--ssl-cert-file",
@@ -153,15 +153,14 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     ]
     ui, api = free_port(), free_port()
     for change, scheme, ports in (
-        (["--port", str(ui), "--api-port", str(api)], "https", (ui, api)),
-        (["--no-ssl"], "http", (ui, api)),
+        (["--port", str(ui), "--api-port", str(api), "--no-ssl"], "http", (ui, api)),
         (["--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port), *cert_args], "https", None),
     ):
         started = time.monotonic()
         changed = sandbox.run("configure", *change, env=env, timeout=600)
         assert changed.returncode == 0, changed.stdout + changed.stderr
         assert "'admin' logged in" in changed.stdout, changed.stdout
-        print(f"configure {' '.join(change[:2])}: {time.monotonic() - started:.1f}s")
+        print(f"configure {' '.join(change)}: {time.monotonic() - started:.1f}s")
         status = json.loads(sandbox.run("status", "--json", env=env).stdout)
         ui_port, api_port = ports or (sandbox.ui_port, sandbox.api_port)
         assert status["health"] == {"ui": True, "api": True}

@@ -100,9 +100,13 @@ def build_fake_wheel(version: str, dest: Path, requires: tuple[str, ...] = ()) -
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The real TestGen test first (the others keep their order): it takes minutes alone, and one
-    that pytest-xdist handed out last would finish long after all the others."""
-    items.sort(key=lambda item: item.get_closest_marker("real") is None)
+    """The real TestGen tests first, each on a worker of its own (the others keep their order): they
+    take minutes each, and one handed out last would finish long after all the others. pytest-xdist
+    first hands each worker two consecutive tests, so the real ones go to every other place."""
+    real = [item for item in items if item.get_closest_marker("real") is not None]
+    others = [item for item in items if item.get_closest_marker("real") is None]
+    paired = [item for pair in zip(real, others) for item in pair]
+    items[:] = paired + real[len(others) :] + others[len(real) :]
 
 
 @pytest.fixture(scope="session")

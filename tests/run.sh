@@ -33,6 +33,6 @@ fi
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check src tests bench build.py
 # Independent tests in parallel: most of their time is spent waiting on the installer and TestGen.
-# Handed out one at a time (--maxschedchunk 1), no test waits queued behind the real TestGen test,
-# which conftest.py hands out first.
+# Handed out one at a time (--maxschedchunk 1), no test waits queued behind the real TestGen tests,
+# which conftest.py hands out first, each to a worker of its own.
 exec "$venv/bin/python" -m pytest -n 4 --maxschedchunk 1 "$@"

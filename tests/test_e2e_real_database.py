@@ -80,6 +80,7 @@ def timed(label: str, run: subprocess.CompletedProcess[str], started: float) -> 
     return output
 
 
+@pytest.mark.timeout(2400)  # beside the other real test and the rest of the suite on 2 cores
 def test_real_testgen_on_a_postgresql_server_then_migrated_to_one(
     open_sandbox: Sandbox, postgres_server: PostgresServer
 ) -> None:

@@ -4,6 +4,7 @@ comes from the bundle); a tampered bundle is refused before anything is written.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import subprocess
@@ -31,17 +32,31 @@ OFFLINE = {
 }
 
 
-@pytest.fixture
-def made_bundle(sandbox: Sandbox) -> tuple[Path, float]:
-    installed = sandbox.install("--no-demo", "--no-start", "--version", "5.1.0")
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    output = sandbox.root / "out" / "testgen-bundle.tar.gz"
-    started = time.monotonic()
-    made = sandbox.run(
-        "bundle", "--output", str(output), "--find-links", str(sandbox.wheelhouse), timeout=900
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
-    return output, time.monotonic() - started
+@pytest.fixture(scope="session")
+def made_bundle(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, uv_cache: Path
+) -> tuple[Path, float]:
+    """One bundle for the run, made by the first test that needs it (the xdist workers share it
+    under a lock; the tests only read it): a stand-in install and `bundle` cost ~15 s of CPU."""
+    folder = uv_cache.parent / "made-bundle"
+    folder.mkdir(exist_ok=True)
+    output = folder / "out" / "testgen-bundle.tar.gz"
+    made_s = folder / "made-seconds"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made_s.exists():
+            maker = folder / "maker"
+            maker.mkdir()
+            for sandbox in sandbox_at(maker, wheelhouse, uv_cache, single_file=True):
+                installed = sandbox.install("--no-demo", "--no-start", "--version", "5.1.0")
+                assert installed.returncode == 0, installed.stdout + installed.stderr
+                started = time.monotonic()
+                made = sandbox.run(
+                    "bundle", "--output", str(output), "--find-links", str(sandbox.wheelhouse), timeout=900
+                )
+                assert made.returncode == 0, made.stdout + made.stderr
+                made_s.write_text(str(time.monotonic() - started))
+    return output, float(made_s.read_text())
 
 
 def members(bundle: Path) -> dict[str, bytes]:

@@ -31,7 +31,7 @@ from dk_installer.analytics import (
 )
 from dk_installer.config import SavedChoices, Settings
 from dk_installer.paths import Paths
-from dk_installer.testgen.config import TestGenConfig
+from dk_installer.testgen import config as testgen_config
 
 NOTICE_MARK = "anonymous usage analytics"
 
@@ -479,7 +479,7 @@ def test_testgen_analytics_follow_the_installer(sandbox: Sandbox, collector: HTT
     assert sandbox.run("uninstall", "--yes").returncode == 0
     on = sandbox.install("--no-demo", env=analytics_on(collector_url(collector)))
     assert on.returncode == 0
-    config = TestGenConfig(sandbox.home / "testgen/home/config.env").read()
+    config = testgen_config.TestGenConfig(sandbox.home / "testgen/home/config.env").read()
     assert config["TG_ANALYTICS"] == "yes"
     status = sandbox.run("analytics", "status", env=analytics_on(collector_url(collector))).stdout
     assert "TestGen's own:  on (config.env: TG_ANALYTICS=yes)" in status
@@ -510,7 +510,9 @@ def test_testgen_events_go_to_the_self_hosted_collector_with_the_installer_made_
 
     on = sandbox.install("--no-demo", env=env)
     assert on.returncode == 0, on.stderr
-    instance_id = TestGenConfig(sandbox.home / "testgen/home/config.env").read()["TG_INSTANCE_ID"]
+    instance_id = testgen_config.TestGenConfig(sandbox.home / "testgen/home/config.env").read()[
+        "TG_INSTANCE_ID"
+    ]
     assert re.fullmatch(r"[0-9a-f]{16}", instance_id)
     wait_for_requests(collector, 2)
     [event] = events_from_testgen(collector)

@@ -22,7 +22,7 @@ from conftest import Sandbox, free_port, listening_addresses, processes_mentioni
 
 from dk_installer.config import Settings
 from dk_installer.paths import Paths
-from dk_installer.testgen.app import TestGen
+from dk_installer.testgen import app as testgen_app
 
 OLDER_RELEASE = "5.92.2"
 # Run with the TestGen venv's Python in TestGen's environment, TestGen stopped: what its UI does.
@@ -193,7 +193,7 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
     restored = sandbox.run("restore", str(backup), "--yes", timeout=900, env=env)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     print(f"restore: {time.monotonic() - started:.1f}s")
-    testgen = TestGen(
+    testgen = testgen_app.TestGen(
         Paths(sandbox.home, sandbox.config / "dk-installer"),
         Settings(),
         sandbox.ui_port,

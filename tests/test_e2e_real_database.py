@@ -29,7 +29,7 @@ from dk_installer.config import Settings
 from dk_installer.defaults import ALL_ADDRESSES
 from dk_installer.net import shared_host_names
 from dk_installer.paths import Paths
-from dk_installer.testgen.app import TestGen
+from dk_installer.testgen import app as testgen_app
 from dk_installer.testgen.login import oauth_login
 
 pytestmark = pytest.mark.real
@@ -63,8 +63,8 @@ def real_install_args(sandbox: Sandbox, *extra: str) -> list[str]:
     return ["install", "--no-browser", *ports, *extra]
 
 
-def installed_testgen(sandbox: Sandbox) -> TestGen:
-    return TestGen(
+def installed_testgen(sandbox: Sandbox) -> testgen_app.TestGen:
+    return testgen_app.TestGen(
         Paths(sandbox.home, sandbox.config / "dk-installer"),
         Settings(),
         sandbox.ui_port,

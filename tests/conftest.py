@@ -127,10 +127,18 @@ def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different ports, free now. Bound all at once: the kernel may hand a port it just
+    took back to the very next bind, and a UI and an API port that came out equal failed an install."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def processes_mentioning(folder: str) -> list[tuple[int, str]]:
@@ -192,8 +200,7 @@ class Sandbox:
         self.home = root / "dk-home"
         self.config = root / "config"
         self.user_home.mkdir()
-        self.ui_port = free_port()
-        self.api_port = free_port()
+        self.ui_port, self.api_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DK_INSTALLER", "FAKE_TESTGEN"))}
         for name in ("DO_NOT_TRACK", "NO_COLOR", "VIRTUAL_ENV", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "CI"):
             env.pop(name, None)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import Sandbox, free_port, listening_addresses
+from conftest import Sandbox, free_port, free_ports, listening_addresses
 from test_service import UNIT, calls, with_systemctl
 
 
@@ -101,7 +101,7 @@ def configure(sandbox: Sandbox, *args: str, env: dict[str, str | None] | None = 
 def test_ports_change_and_change_back(sandbox: Sandbox) -> None:
     installed(sandbox)
     old_ui, old_api = sandbox.ui_port, sandbox.api_port
-    new_ui, new_api = free_port(), free_port()
+    new_ui, new_api = free_ports(2)
     output = configure(sandbox, "--port", str(new_ui), "--api-port", str(new_api))
     assert "'admin' logged in" in output and f"http://localhost:{new_ui}" in output
     assert_serves(new_ui, new_api)

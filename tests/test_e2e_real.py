@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import Sandbox, free_port, listening_addresses, processes_mentioning
+from conftest import Sandbox, free_ports, listening_addresses, processes_mentioning
 
 from dk_installer.config import Settings
 from dk_installer.paths import Paths
@@ -151,7 +151,7 @@ def test_real_testgen_killed_install_recovers_logs_in_stops_and_uninstalls(
         "--ssl-key-file",
         str(certificates / "key.pem"),
     ]
-    ui, api = free_port(), free_port()
+    ui, api = free_ports(2)
     for change, scheme, ports in (
         (["--port", str(ui), "--api-port", str(api), "--no-ssl"], "http", (ui, api)),
         (["--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port), *cert_args], "https", None),

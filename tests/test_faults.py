@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import INSTALLER, Sandbox, free_port, wait_for_line, write_as
+from conftest import INSTALLER, Sandbox, free_ports, wait_for_line, write_as
 from managed_python import machine_without_python, python_downloads
 
 from dk_installer.engine import UV_PYTHON
@@ -158,7 +158,7 @@ def prepare(sandbox: Sandbox, action: str, step: str) -> Run:
         return Run(["backup", "--output", str(sandbox.root / "backup.tar.gz")])
     if action == "configure":
         # New ports for the UI and the API: the re-run must end with TestGen serving on them.
-        sandbox.ui_port, sandbox.api_port = free_port(), free_port()
+        sandbox.ui_port, sandbox.api_port = free_ports(2)
         return Run(["configure", "--port", str(sandbox.ui_port), "--api-port", str(sandbox.api_port)])
     if action == "restore":
         archive = sandbox.root / "restore-from.tar.gz"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import pwd
@@ -127,14 +128,31 @@ def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def worker_ports() -> Iterator[int]:
+    """This xdist worker's own ports, below the kernel's ephemeral range (32768-60999 here), taken
+    in turn. Ports the kernel picked (bind to port 0) collided: it gave the same port twice in a row
+    (a UI and an API port came out equal), and a port one worker had picked and not yet used to
+    another worker's TestGen, which took it first."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    first = 20000 + 1000 * (worker % 12)
+    return itertools.cycle(range(first, first + 1000))
+
+
+WORKER_PORTS = worker_ports()
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` different ports, free now. Bound all at once: the kernel may hand a port it just
-    took back to the very next bind, and a UI and an API port that came out equal failed an install."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """`count` different ports of this worker's own that nothing listens on or holds now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = next(WORKER_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -308,12 +309,17 @@ class Sandbox:
         return processes_mentioning(str(self.root))
 
 
+@functools.cache
 def bare_python() -> str:
     """An interpreter without click/requests/distro: Python 3.9, the oldest one supported."""
     for candidate in ("python3.9", *sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))):
         path = shutil.which(str(candidate)) if isinstance(candidate, str) else str(candidate)
-        if path and subprocess.run([path, "-c", "import sys"], capture_output=True).returncode == 0:
-            return path
+        if path:
+            # The interpreter itself, not pyenv's shim (a bash script that runs a dozen more).
+            where = [path, "-c", "import sys; print(sys.executable)"]
+            found = subprocess.run(where, capture_output=True, text=True)
+            if found.returncode == 0:
+                return found.stdout.strip()
     pytest.fail("no Python 3.9 on this machine: the bootstrap cannot be tested")
 
 
